@@ -1,0 +1,70 @@
+"""Helpers every reader and writer shares: file checks, error wording, atomic writes."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from ad3d.errors import ScanFormatError
+
+
+def fail(path: str | os.PathLike, problem: str) -> ScanFormatError:
+    """The one error shape of the IO layer: "cannot read 'PATH': PROBLEM"."""
+    return ScanFormatError(f"cannot read '{path}': {problem}")
+
+
+def check_readable(path: str | os.PathLike) -> Path:
+    """Return the path if it names a non-empty regular file, else raise a ScanFormatError."""
+    p = Path(path)
+    if not p.exists():
+        raise fail(p, "no such file")
+    if p.is_dir():
+        raise fail(p, "is a directory, not a scan file")
+    if p.stat().st_size == 0:
+        raise fail(p, "file is empty (0 bytes)")
+    return p
+
+
+def split_invalid(path, points: np.ndarray, remove_invalid: bool) -> np.ndarray:
+    """Boolean mask of valid points: NaN marks a missing measurement; inf is always corruption."""
+    inf = np.isinf(points).any(axis=1)
+    if inf.any():
+        raise fail(path, f"{int(inf.sum())} points hold inf coordinates (first at point {int(np.argmax(inf))})")
+    valid = ~np.isnan(points).any(axis=1)
+    if not remove_invalid and not valid.all():
+        raise fail(path, f"{int((~valid).sum())} points hold NaN coordinates; "
+                         "read with remove_invalid=True to drop them")
+    if not valid.any():
+        raise fail(path, f"no valid points ({len(points)} points, all missing)" if len(points) else "holds no points")
+    return valid
+
+
+def unpack_rgb(packed: np.ndarray) -> np.ndarray:
+    """PCL packs colour as 0x(AA)RRGGBB in 4 bytes (typed F or U): unpack to (N, 3) uint8."""
+    v = np.ascontiguousarray(packed).view(np.uint32)
+    return np.stack([(v >> 16) & 255, (v >> 8) & 255, v & 255], axis=1).astype(np.uint8)
+
+
+def pack_rgb(colors: np.ndarray) -> np.ndarray:
+    """Inverse of unpack_rgb, as the float32 bit pattern PCL's `rgb` field uses."""
+    c = colors.astype(np.uint32)
+    return ((c[:, 0] << 16) | (c[:, 1] << 8) | c[:, 2]).view(np.float32)
+
+
+@contextlib.contextmanager
+def atomic_output(path: str | os.PathLike):
+    """Yield a temporary path beside `path`; move it into place only if the block succeeds."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
