@@ -1,0 +1,107 @@
+"""Benchmark loaders by name: `load(format, root, category, split)` and `categories(format, root)`.
+
+Formats: mvtec3d, real3d, anomaly-shapenet, folder. Each yields Scans with `label`, per-point
+`labels` and `defect_type` on the test split. Nothing here ever writes into a dataset folder.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from pathlib import Path
+from types import ModuleType
+
+from ad3d.datasets import anomaly_shapenet, folder, mvtec3d, real3d
+from ad3d.datasets.base import Dataset, SampleRef, transfer_labels
+from ad3d.errors import Ad3dError, DatasetError
+
+_FORMATS: dict[str, ModuleType] = {"mvtec3d": mvtec3d, "real3d": real3d, "anomaly-shapenet": anomaly_shapenet,
+                                   "folder": folder}
+__all__ = ["FORMATS", "Dataset", "SampleRef", "load", "categories", "describe", "verify", "transfer_labels"]
+FORMATS = tuple(_FORMATS)
+
+
+def _module(format: str) -> ModuleType:
+    try:
+        return _FORMATS[format.lower()]
+    except KeyError:
+        raise DatasetError(f"unknown dataset format {format!r}; expected one of {', '.join(FORMATS)}") from None
+
+
+def _root(root: str | os.PathLike) -> Path:
+    path = Path(root)
+    if not path.exists():
+        raise DatasetError(f"dataset root '{path}' does not exist")
+    if not path.is_dir():
+        raise DatasetError(f"dataset root '{path}' is not a directory")
+    return path
+
+
+def categories(format: str, root: str | os.PathLike) -> list[str]:
+    """Category names found under `root` (by listing folders, never a hard-coded table)."""
+    return _module(format).categories(_root(root))
+
+
+def load(format: str, root: str | os.PathLike, category: str, split: str = "test", **options) -> Dataset:
+    """A lazy Dataset of one category's scans; `options` go to the format's loader."""
+    return _module(format).load(_root(root), category, split, **options)
+
+
+def describe(format: str, root: str | os.PathLike) -> list[dict]:
+    """Per category: scans per split and test scans per defect type, from file names alone."""
+    mod = _module(format)
+    out = []
+    for cat in categories(format, root):
+        row: dict = {"category": cat}
+        for split in mod.SPLITS:
+            try:
+                ds = load(format, root, cat, split)
+            except DatasetError:
+                row[split] = 0
+                continue
+            row[split] = len(ds)
+            if split == "test":
+                row["defects"] = dict(sorted(Counter(r.defect_type for r in ds.refs).items()))
+        out.append(row)
+    return out
+
+
+def verify(format: str, root: str | os.PathLike, *, progress: bool = False,
+           max_gt_distance: float = 1e-4) -> list[dict]:
+    """Read every file of a local copy; per category count scans and list each problem found.
+
+    Problems: a split that cannot be listed (missing GT, no training scans), a file that does not read,
+    an empty scan, a GT file whose rows are not the scan's points (row count differs, or a point is
+    more than `max_gt_distance` from its matched row), and anomalous scans with no defective point.
+    """
+    from tqdm import tqdm
+
+    mod = _module(format)
+    report = []
+    for cat in categories(format, root):
+        row = {"category": cat, "scans": 0, "anomalous": 0, "problems": []}
+        for split in mod.SPLITS:
+            try:
+                ds = load(format, root, cat, split)
+            except Ad3dError as e:
+                if split != "validation":
+                    row["problems"].append(f"{split}: {e}")
+                continue
+            for ref in tqdm(ds.refs, desc=f"{cat}/{split}", disable=not progress, leave=False):
+                row["scans"] += 1
+                try:
+                    scan = ds._load(ref)
+                except Ad3dError as e:
+                    row["problems"].append(str(e))
+                    continue
+                if scan.label == 1:
+                    row["anomalous"] += 1
+                    if scan.labels is not None and not scan.labels.any():
+                        row["problems"].append(f"'{ref.path}': anomalous scan with no defective point in its GT")
+                rows, dist = scan.meta.get("gt_rows"), scan.meta.get("gt_max_distance")
+                if rows is not None and rows != len(scan):
+                    row["problems"].append(f"'{ref.gt_path}': {rows} GT rows for {len(scan)} scan points")
+                if dist is not None and dist > max_gt_distance:
+                    row["problems"].append(f"'{ref.gt_path}': a scan point lies {dist:.3g} from its nearest GT row")
+        report.append(row)
+    return report

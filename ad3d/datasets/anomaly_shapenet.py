@@ -1,0 +1,75 @@
+"""Anomaly-ShapeNet: `<cat>/train/<cat>_template<k>.pcd`, `<cat>/test/<cat>_<type><k>.pcd`, `<cat>/GT/*.txt`.
+
+v2 puts the categories under `<root>/pcd/` (meshes under `<root>/obj/`); v1 has them directly under
+the root: both are found. Normal test scans are named `positive`. GT rows are `x,y,z,label` (comma-
+or space-separated) and need not follow the PCD's point order: labels are matched by nearest
+neighbour. Known misspellings in released file names (`crak`) are mapped to the defect's real name.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import partial
+from pathlib import Path
+
+from ad3d.datasets.base import (Dataset, SampleRef, attach_gt, check_category, check_split, files,
+                                list_dirs)
+from ad3d.errors import DatasetError
+from ad3d.types import Scan
+
+FORMAT = "anomaly-shapenet"
+SPLITS = ("train", "test")
+NAME_QUIRKS = {"crak": "crack"}
+
+
+def data_root(root: Path) -> Path:
+    """The folder that holds the category folders (`<root>/pcd` in the v2 layout, else root)."""
+    return root / "pcd" if (root / "pcd").is_dir() else root
+
+
+def categories(root: Path) -> list[str]:
+    base = data_root(root)
+    return [c for c in list_dirs(base) if (base / c / "train").is_dir() or (base / c / "test").is_dir()]
+
+
+def defect_type(stem: str, category: str) -> str:
+    """`vase0_bulge3` -> bulge, `vase0_positive2` -> good, `cap0_crak1` -> crack."""
+    rest = stem[len(category) + 1:] if stem.startswith(category + "_") else stem.split("_", 1)[-1]
+    name = re.sub(r"\d+$", "", rest).strip("_").lower() or "unknown"
+    return "good" if name == "positive" else NAME_QUIRKS.get(name, name)
+
+
+def _gt_folder(base: Path) -> Path:
+    for name in ("GT", "gt"):
+        if (base / name).is_dir():
+            return base / name
+    return base / "GT"
+
+
+def _load(ref: SampleRef, category: str) -> Scan:
+    from ad3d.io import read_scan
+
+    scan = read_scan(ref.path)
+    scan = scan.replace(label=ref.label, category=category, defect_type=ref.defect_type,
+                        meta={**scan.meta, "dataset": FORMAT})
+    return scan if ref.label is None else attach_gt(scan, ref.gt_path)
+
+
+def load(root: Path, category: str, split: str = "test", *, train_glob: str = "*template*") -> Dataset:
+    check_split(split, SPLITS, FORMAT)
+    base = check_category(data_root(root), category, categories(root), FORMAT)
+    refs: list[SampleRef] = []
+    if split == "train":
+        refs = [SampleRef(p, None, None) for p in files(base / "train", (".pcd",), train_glob + ".pcd")]
+        if not refs:
+            raise DatasetError(f"no training scans matching {train_glob} in '{base / 'train'}'")
+    else:
+        gt_dir = _gt_folder(base)
+        for p in files(base / "test", (".pcd",)):
+            kind = defect_type(p.stem, category)
+            label = 0 if kind == "good" else 1
+            gt = gt_dir / f"{p.stem}.txt"
+            if label == 1 and not gt.exists():
+                raise DatasetError(f"'{p}' is an anomalous test scan but its GT file '{gt}' is missing")
+            refs.append(SampleRef(p, label, kind, gt if label == 1 else None))
+    return Dataset(FORMAT, root, category, split, refs, partial(_load, category=category))

@@ -1,0 +1,25 @@
+import hashlib
+from pathlib import Path
+
+import pytest
+
+from native import SHARED
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory, monkeypatch):
+    """Every test gets its own ad3d cache folder, so nothing leaks between tests or into ~/.cache."""
+    monkeypatch.setenv("AD3D_CACHE", str(tmp_path_factory.mktemp("cache")))
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    if not SHARED.is_dir():
+        pytest.fail(f"shared test data not found at {SHARED} (set AD3D_SHARED_DATA)")
+    return SHARED
+
+
+def tree_digest(root: Path) -> dict[str, str]:
+    """Path -> sha256 of every file under root: to prove a reader modified nothing."""
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}

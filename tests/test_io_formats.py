@@ -1,0 +1,150 @@
+"""Readers and writers on files written in the exact native formats, and on every kind of bad input."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from ad3d.errors import ScanFormatError
+from ad3d.io import read_scan, write_scan
+from ad3d.types import Scan
+from conftest import tree_digest
+from native import write_pcd
+
+
+@pytest.fixture
+def cloud():
+    rng = np.random.default_rng(1)
+    return rng.normal(size=(257, 3)).astype(np.float32)
+
+
+@pytest.mark.parametrize("data", ["ascii", "binary", "binary_compressed"])
+def test_pcd_body_kinds_read_identically(tmp_path, cloud, data):
+    intensity = np.arange(len(cloud), dtype=np.float32)
+    write_pcd(tmp_path / "c.pcd", cloud, data=data, extra={"intensity": intensity})
+    scan = read_scan(tmp_path / "c.pcd")
+    np.testing.assert_array_equal(scan.points, cloud)
+    np.testing.assert_array_equal(scan.fields["intensity"], intensity)
+    assert scan.meta["pcd_data"] == data
+
+
+@pytest.mark.parametrize("suffix", [".ply", ".pcd"])
+def test_write_then_read_keeps_points_colours_normals_and_scalars(tmp_path, cloud, suffix):
+    rng = np.random.default_rng(2)
+    normals = rng.normal(size=cloud.shape).astype(np.float32)
+    colors = rng.integers(0, 256, size=cloud.shape, dtype=np.uint8)
+    score = rng.random(len(cloud)).astype(np.float32)
+    write_scan(tmp_path / f"out{suffix}", Scan(points=cloud, normals=normals, colors=colors), scalars={"score": score})
+    back = read_scan(tmp_path / f"out{suffix}")
+    np.testing.assert_array_equal(back.points, cloud)
+    np.testing.assert_array_equal(back.normals, normals)
+    np.testing.assert_array_equal(back.colors, colors)
+    np.testing.assert_array_equal(back.fields["score"], score)
+    assert list(tmp_path.iterdir()) == [tmp_path / f"out{suffix}"]  # no temporary file left
+
+
+def test_ply_file_is_binary_with_score_property(tmp_path, cloud):
+    write_scan(tmp_path / "s.ply", Scan(points=cloud), scalars={"score": np.zeros(len(cloud))})
+    head = (tmp_path / "s.ply").read_bytes()[:200]
+    assert b"format binary_little_endian" in head and b"property float score" in head
+
+
+def test_text_columns(tmp_path):
+    pts = np.array([[0, 0, 0], [1, 2, 3], [4, 5, 6.5]])
+    (tmp_path / "a.txt").write_text("\n".join(f"{x},{y},{z},{lab}" for (x, y, z), lab in zip(pts, [0, 1, 0])))
+    scan = read_scan(tmp_path / "a.txt")
+    np.testing.assert_array_equal(scan.points, pts)
+    assert scan.labels.tolist() == [0, 1, 0]
+    (tmp_path / "b.xyz").write_text("# x y z r g b\n" + "\n".join(f"{x} {y} {z} 10 20 255" for x, y, z in pts))
+    assert read_scan(tmp_path / "b.xyz").colors.tolist() == [[10, 20, 255]] * 3
+
+
+def test_tiff_zero_pixels_are_missing(tmp_path):
+    import tifffile
+
+    xyz = np.ones((4, 5, 3), np.float32)
+    xyz[0, 0] = 0
+    xyz[1, 2, 2] = 0  # one zero coordinate is enough to be missing
+    tifffile.imwrite(tmp_path / "x.tiff", xyz)
+    scan = read_scan(tmp_path / "x.tiff")
+    assert len(scan) == 18 and scan.grid_shape == (4, 5)
+    assert 0 not in scan.grid_index and 7 not in scan.grid_index
+
+
+def _pcd_header(points, width, height, data="binary"):
+    return (f"VERSION 0.7\nFIELDS x y z\nSIZE 4 4 4\nTYPE F F F\nCOUNT 1 1 1\nWIDTH {width}\nHEIGHT {height}\n"
+            f"VIEWPOINT 0 0 0 1 0 0 0\nPOINTS {points}\nDATA {data}\n").encode()
+
+
+def _bad_files(tmp_path, cloud):
+    body = cloud.tobytes()
+    nan_cloud, inf_cloud = cloud.copy(), cloud.copy()
+    nan_cloud[3] = np.nan
+    inf_cloud[5, 1] = np.inf
+    write_pcd(tmp_path / "compressed.pcd", cloud, data="binary_compressed")
+    compressed = (tmp_path / "compressed.pcd").read_bytes()
+    (tmp_path / "compressed.pcd").unlink()
+    (tmp_path / "folder.pcd").mkdir()
+    return {
+        "truncated.pcd": (_pcd_header(257, 257, 1) + body[:1000], r"POINTS 257 but the binary body holds 83.*truncated"),
+        "truncated_compressed.pcd": (compressed[:-40], r"compressed body holds .* of its .* bytes"),
+        "size_mismatch.pcd": (_pcd_header(257, 100, 2) + body, r"POINTS 257 but WIDTH x HEIGHT = 100 x 2"),
+        "empty.pcd": (b"", r"empty \(0 bytes\)"),
+        "nonutf8.pcd": (b"VERSION 0.7\nFIELDS x y \xff\xfe z\n" + body, r"non-ASCII byte 0xff"),
+        "inf.pcd": (_pcd_header(257, 257, 1) + inf_cloud.tobytes(), r"1 points hold inf coordinates"),
+        "garbage.ply": (b"ply\nformat binary_little_endian 1.0\nelement vertex 10\nproperty float x\nend_header\n\x00",
+                        r"malformed or truncated PLY|no x y z"),
+        "garbage.stl": (b"solid nothing\nthis is not an stl\n", r"garbage\.stl"),
+        "ragged.xyz": (b"1 2 3\n4 5\n", r"different column counts"),
+        "cloud.las": (b"LASF", r"unknown scan format '\.las'"),
+        "folder.pcd": (None, r"is a directory"),
+        "missing.pcd": (None, r"no such file"),
+        "allnan.pcd": (_pcd_header(1, 1, 1) + np.full(3, np.nan, np.float32).tobytes(), r"no valid points"),
+    }, nan_cloud
+
+
+def test_every_bad_file_gives_one_clear_error_and_is_left_untouched(tmp_path, cloud):
+    cases, _ = _bad_files(tmp_path, cloud)
+    for name, (content, _) in cases.items():
+        if content is not None:
+            (tmp_path / name).write_bytes(content)
+    before = tree_digest(tmp_path)
+    for name, (_, pattern) in cases.items():
+        with pytest.raises(ScanFormatError, match=pattern) as err:
+            read_scan(tmp_path / name)
+        assert str(tmp_path / name) in str(err.value), name
+    assert tree_digest(tmp_path) == before
+
+
+def test_nan_points_dropped_by_default_and_refused_on_request(tmp_path, cloud):
+    _, nan_cloud = _bad_files(tmp_path, cloud)
+    (tmp_path / "nan.pcd").write_bytes(_pcd_header(257, 257, 1) + nan_cloud.tobytes())
+    assert len(read_scan(tmp_path / "nan.pcd")) == 256
+    with pytest.raises(ScanFormatError, match=r"nan\.pcd.*1 points hold NaN"):
+        read_scan(tmp_path / "nan.pcd", remove_invalid=False)
+
+
+def test_scan_refuses_nan_and_wrong_shapes():
+    with pytest.raises(ValueError, match="NaN/inf"):
+        Scan(points=np.array([[0, 0, np.nan]]))
+    with pytest.raises(ValueError, match=r"shape \(N, 3\)"):
+        Scan(points=np.zeros((4, 2)))
+    with pytest.raises(ValueError, match="labels"):
+        Scan(points=np.zeros((4, 3)), labels=np.zeros(3))
+
+
+def test_write_refuses_unknown_suffix_and_keeps_existing_file(tmp_path, cloud):
+    target = tmp_path / "keep.ply"
+    target.write_bytes(b"precious")
+    with pytest.raises(ValueError, match="scalar 'score' has shape"):
+        write_scan(target, Scan(points=cloud), scalars={"score": np.zeros(3)})
+    assert target.read_bytes() == b"precious"
+    with pytest.raises(ScanFormatError, match="unknown output format"):
+        write_scan(tmp_path / "x.obj", Scan(points=cloud))
+
+
+def test_library_import_needs_no_cli_pyvista_torch_or_compiler(shared_data):
+    code = ("import sys, ad3d; s = ad3d.io.read_scan(sys.argv[1]); assert len(s) == 397; "
+            "bad = {'pyvista', 'torch', 'ad3d.cli', 'ad3d.ops'} & set(sys.modules); assert not bad, bad")
+    subprocess.run([sys.executable, "-c", code, str(shared_data / "pcd" / "bun0.pcd")], check=True)
