@@ -121,7 +121,7 @@ def make_mvtec3d(root: Path, category: str = "cable_gland", size: int = 40) -> d
 
     def frame(seed: int, defect: bool):
         v, u = np.mgrid[0:size, 0:size].astype(np.float32)
-        xyz = np.stack([u * 0.001, v * 0.001, 0.3 + 0.0001 * np.sin(u + seed)], axis=2).astype(np.float32)
+        xyz = np.stack([0.01 + u * 0.001, 0.01 + v * 0.001, 0.3 + 0.0001 * np.sin(u + seed)], axis=2).astype(np.float32)
         xyz[:3, :5] = 0.0  # missing measurements
         rgb = rng.integers(0, 255, (size, size, 3), dtype=np.uint8)
         gt = np.zeros((size, size), np.uint8)
@@ -137,7 +137,7 @@ def make_mvtec3d(root: Path, category: str = "cable_gland", size: int = 40) -> d
             xyz, rgb, gt = frame(i, kind != "good")
             (folder / "xyz").mkdir(parents=True, exist_ok=True)
             (folder / "rgb").mkdir(parents=True, exist_ok=True)
-            tifffile.imwrite(folder / "xyz" / f"{i:03d}.tiff", xyz)
+            tifffile.imwrite(folder / "xyz" / f"{i:03d}.tiff", xyz, photometric="rgb")
             Image.fromarray(rgb).save(folder / "rgb" / f"{i:03d}.png")
             if split == "test":
                 (folder / "gt").mkdir(parents=True, exist_ok=True)

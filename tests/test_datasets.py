@@ -1,0 +1,143 @@
+"""Loaders read miniature copies of each benchmark written in its exact native layout."""
+
+import numpy as np
+import pytest
+
+import ad3d.datasets as ds
+from ad3d.errors import DatasetError
+from conftest import tree_digest
+from native import make_anomaly_shapenet, make_mvtec3d, make_real3d, write_gt_txt
+
+
+def test_real3d_layout(tmp_path):
+    planted = make_real3d(tmp_path)
+    before = tree_digest(tmp_path)
+    assert ds.categories("real3d", tmp_path) == ["airplane", "duck"]
+    train = ds.load("real3d", tmp_path, "duck", "train")
+    assert len(train) == 2  # *template* and *prototype* names both accepted
+    test = ds.load("real3d", tmp_path, "duck", "test")
+    scans = list(test)
+    assert [s.label for s in scans] == [0, 0, 1, 1]
+    assert [s.defect_type for s in scans] == ["good", "good", "bulge", "sink"]
+    for s in scans:
+        assert s.category == "duck" and len(s.labels) == len(s)
+        if s.label == 1:
+            assert s.labels.sum() == planted[("duck", s.meta["gt_path"].rsplit("/", 1)[1][:-4])]
+            assert s.meta["gt_max_distance"] < 1e-5
+        else:
+            assert s.labels.sum() == 0
+    only_template = ds.load("real3d", tmp_path, "duck", "train", train_globs=("*template*",))
+    assert len(only_template) == 1
+    assert tree_digest(tmp_path) == before
+
+
+@pytest.mark.parametrize("v2", [True, False])
+def test_anomaly_shapenet_layouts_with_shuffled_comma_gt_and_crak(tmp_path, v2):
+    planted = make_anomaly_shapenet(tmp_path, v2=v2)
+    assert ds.categories("anomaly-shapenet", tmp_path) == ["cap0", "vase0"]
+    assert len(ds.load("anomaly-shapenet", tmp_path, "vase0", "train")) == 2
+    scans = list(ds.load("anomaly-shapenet", tmp_path, "vase0", "test"))
+    assert [s.defect_type for s in scans] == ["bulge", "crack", "good", "good"]
+    assert [s.label for s in scans] == [1, 1, 0, 0]
+    for s in scans[:2]:
+        stem = s.meta["gt_path"].rsplit("/", 1)[1][:-4]
+        assert s.labels.sum() == planted[("vase0", stem)]  # GT rows were shuffled: matched by position
+        assert s.meta["gt_max_distance"] < 1e-5
+
+
+def test_gt_labels_follow_points_not_row_order(tmp_path):
+    from ad3d.datasets.base import attach_gt
+    from ad3d.types import Scan
+
+    pts = np.random.default_rng(0).random((50, 3))
+    labels = (pts[:, 0] > 0.7).astype(np.uint8)
+    write_gt_txt(tmp_path / "g.txt", pts, labels, ",", shuffle_seed=5)
+    scan = attach_gt(Scan(points=pts), tmp_path / "g.txt")
+    assert np.array_equal(scan.labels, labels)
+
+
+def test_mvtec3d_layout_masks_zeros_and_splits(tmp_path):
+    planted = make_mvtec3d(tmp_path)
+    before = tree_digest(tmp_path)
+    assert ds.categories("mvtec3d", tmp_path) == ["cable_gland"]
+    assert len(ds.load("mvtec3d", tmp_path, "cable_gland", "train")) == 3
+    assert len(ds.load("mvtec3d", tmp_path, "cable_gland", "validation")) == 1
+    test = list(ds.load("mvtec3d", tmp_path, "cable_gland", "test"))
+    assert [(s.defect_type, s.label) for s in test] == [("good", 0), ("good", 0), ("hole", 1), ("hole", 1)]
+    hole = test[2]
+    assert len(hole) == 40 * 40 - 15  # the zero pixels are missing points
+    assert hole.labels.sum() == planted[("hole", 0)] == 20 + 6  # mask values 253 and 255 both count
+    assert hole.mask.sum() == 26 and hole.image.shape == (40, 40, 3)
+    assert np.array_equal(hole.colors, hole.image.reshape(-1, 3)[hole.grid_index])
+    assert tree_digest(tmp_path) == before
+
+
+def test_mvtec3d_plane_removal_is_cached_outside_the_dataset(tmp_path, monkeypatch):
+    import tifffile
+
+    make_mvtec3d(tmp_path / "data", size=60)
+    xyz_path = tmp_path / "data/cable_gland/test/good/xyz/000.tiff"
+    xyz = tifffile.imread(xyz_path)
+    xyz[20:40, 20:40, 2] -= 0.02  # an object standing 2 cm off the background plane
+    tifffile.imwrite(xyz_path, xyz, photometric="rgb")
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("AD3D_CACHE", str(cache))
+    before = tree_digest(tmp_path / "data")
+    scan = ds.load("mvtec3d", tmp_path / "data", "cable_gland", "test", preprocess="plane")[0]
+    assert len(scan) == 400
+    assert np.allclose(scan.points[:, 2], scan.points[:, 2].min(), atol=0.001)
+    assert len(list(cache.rglob("*.npy"))) == 1
+    again = ds.load("mvtec3d", tmp_path / "data", "cable_gland", "test", preprocess="plane")[0]
+    assert np.array_equal(again.points, scan.points)
+    assert tree_digest(tmp_path / "data") == before
+
+
+def test_folder_dataset(tmp_path, shared_data):
+    import shutil
+
+    for split, kind in (("train", "good"), ("test", "good"), ("test", "dent")):
+        (tmp_path / "part" / split / kind).mkdir(parents=True)
+    shutil.copy(shared_data / "pcd" / "bun0.pcd", tmp_path / "part/train/good/a.pcd")
+    shutil.copy(shared_data / "meshes/cad/round.stl", tmp_path / "part/test/good/b.stl")
+    shutil.copy(shared_data / "pcd" / "bun0.pcd", tmp_path / "part/test/dent/c.pcd")
+    bunny = ds.load("folder", tmp_path, "part", "train")[0]
+    write_gt_txt(tmp_path / "part/gt/dent/c.txt", bunny.points, (np.arange(len(bunny)) < 10).astype(int), " ", 1)
+    assert ds.categories("folder", tmp_path) == ["part"]
+    assert ds.categories("folder", tmp_path / "part") == ["part"]
+    test = ds.load("folder", tmp_path, "part", "test")
+    dent = [s for s in test if s.label == 1][0]
+    assert dent.defect_type == "dent" and dent.labels.sum() == 10
+
+
+def test_loader_errors_are_clear(tmp_path):
+    make_real3d(tmp_path)
+    with pytest.raises(DatasetError, match="unknown dataset format 'kitti'"):
+        ds.load("kitti", tmp_path, "duck")
+    with pytest.raises(DatasetError, match="no category 'fish'.*found: airplane, duck"):
+        ds.load("real3d", tmp_path, "fish")
+    with pytest.raises(DatasetError, match="real3d has no 'validation' split"):
+        ds.load("real3d", tmp_path, "duck", "validation")
+    with pytest.raises(DatasetError, match="does not exist"):
+        ds.load("real3d", tmp_path / "nope", "duck")
+    (tmp_path / "duck/gt/2_bulge.txt").unlink()
+    with pytest.raises(DatasetError, match=r"2_bulge\.pcd.*GT file.*missing"):
+        ds.load("real3d", tmp_path, "duck", "test")
+
+
+def test_verify_reports_gt_mismatch_and_unreadable_files(tmp_path):
+    make_anomaly_shapenet(tmp_path)
+    clean = ds.verify("anomaly-shapenet", tmp_path)
+    assert [r["problems"] for r in clean] == [[], []]
+    assert clean[1]["scans"] == 6 and clean[1]["anomalous"] == 2
+    gt = tmp_path / "pcd/vase0/GT/vase0_bulge0.txt"
+    gt.write_text("\n".join(gt.read_text().splitlines()[:100]) + "\n")  # GT for a different cloud
+    (tmp_path / "pcd/vase0/test/vase0_positive1.pcd").write_bytes(b"VERSION 0.7\n")
+    problems = ds.verify("anomaly-shapenet", tmp_path)[1]["problems"]
+    assert any("100 GT rows for 500 scan points" in p for p in problems)
+    assert any("vase0_positive1.pcd" in p and "DATA" in p for p in problems)
+
+
+def test_describe_counts_defect_types(tmp_path):
+    make_anomaly_shapenet(tmp_path)
+    rows = ds.describe("anomaly-shapenet", tmp_path)
+    assert rows[1] == {"category": "vase0", "train": 2, "test": 4, "defects": {"bulge": 1, "crack": 1, "good": 2}}
