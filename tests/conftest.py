@@ -6,12 +6,6 @@ import pytest
 from native import SHARED
 
 
-@pytest.fixture(autouse=True)
-def _isolated_cache(tmp_path_factory, monkeypatch):
-    """Every test gets its own ad3d cache folder, so nothing leaks between tests or into ~/.cache."""
-    monkeypatch.setenv("AD3D_CACHE", str(tmp_path_factory.mktemp("cache")))
-
-
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     if not SHARED.is_dir():

@@ -1,0 +1,11 @@
+"""Point-cloud ops every detector leans on, compiled from cuda_ops/ (C++ CPU, CUDA GPU).
+
+fps and knn are exact; CPU tensors run the C++ kernels (OpenMP), CUDA tensors the CUDA kernels, and
+when the extension cannot be built a vectorised torch fallback gives the same results (one warning).
+"""
+
+from ad3d.ops._ext import extension_status, load_extension
+from ad3d.ops.neighbours import ball_query, chamfer, knn
+from ad3d.ops.sampling import fps
+
+__all__ = ["fps", "knn", "ball_query", "chamfer", "load_extension", "extension_status"]

@@ -1,0 +1,85 @@
+"""Builds and loads the compiled kernels in cuda_ops/ (JIT, cached by source hash and torch version)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import warnings
+from pathlib import Path
+
+SOURCE_DIR = Path(__file__).resolve().parents[2] / "cuda_ops"
+CPU_SOURCES = ("bindings.cpp", "fps_cpu.cpp", "knn_cpu.cpp")
+CUDA_SOURCES = ("fps_cuda.cu", "knn_cuda.cu")
+HEADERS = ("ops.h", "kdtree.h", "cuda_math.cuh")
+CFLAGS = ["-O3", "-fopenmp", "-ffp-contract=off"]
+NVCC_FLAGS = ["-O3", "-fmad=false", "-std=c++17", "-DAD3D_WITH_CUDA"]
+
+_state: dict = {}
+
+
+def _want_cuda() -> bool:
+    import torch
+    from torch.utils.cpp_extension import CUDA_HOME
+
+    return torch.cuda.is_available() and CUDA_HOME is not None and os.environ.get("AD3D_OPS_NO_CUDA") != "1"
+
+
+def build_key(cuda: bool) -> str:
+    """Hash of every source and header, the flags and the torch version: a new key means a rebuild."""
+    import torch
+
+    h = hashlib.sha256(f"{torch.__version__}|{cuda}|{CFLAGS}|{NVCC_FLAGS}".encode())
+    for name in CPU_SOURCES + CUDA_SOURCES + HEADERS:
+        h.update((SOURCE_DIR / name).read_bytes())
+    return h.hexdigest()[:16]
+
+
+def load_extension(verbose: bool = False):
+    """The compiled module, building it on first use; None (with one warning) if it cannot be built.
+
+    AD3D_OPS=fallback skips the build and uses the torch fallback (for tests and comparisons).
+    """
+    if "module" in _state:
+        return _state["module"]
+    module = None
+    if os.environ.get("AD3D_OPS") == "fallback":
+        _state["error"] = "disabled by AD3D_OPS=fallback"
+    elif not all((SOURCE_DIR / s).exists() for s in CPU_SOURCES):
+        _state["error"] = f"kernel sources not found in {SOURCE_DIR}"
+    else:
+        module = _build(verbose)
+    if module is None:
+        warnings.warn(f"ad3d.ops: using the slower torch fallback ({_state['error']})", RuntimeWarning, stacklevel=3)
+    _state["module"] = module
+    return module
+
+
+def _build(verbose: bool):
+    from torch.utils.cpp_extension import load
+
+    from ad3d.cache import cache_dir
+
+    cuda = _want_cuda()
+    key = build_key(cuda)
+    build_dir = cache_dir() / "ops" / key
+    build_dir.mkdir(parents=True, exist_ok=True)
+    sources = [str(SOURCE_DIR / s) for s in CPU_SOURCES + (CUDA_SOURCES if cuda else ())]
+    try:
+        module = load(name=f"ad3d_ops_{key}", sources=sources, build_directory=str(build_dir),
+                      extra_cflags=CFLAGS + (["-DAD3D_WITH_CUDA"] if cuda else []),
+                      extra_cuda_cflags=NVCC_FLAGS, extra_ldflags=["-fopenmp"], with_cuda=cuda, verbose=verbose)
+    except Exception as e:  # compiler missing, headers missing, ...: the fallback still works
+        _state["error"] = f"build failed: {type(e).__name__}: {str(e).strip().splitlines()[-1][:200]}"
+        return None
+    _state["info"] = f"compiled ({'CPU + CUDA' if cuda else 'CPU'}) in {build_dir}"
+    return module
+
+
+def extension_status(build: bool = False) -> str:
+    """One line for `ad3d doctor`: built, buildable, or why the fallback is in use."""
+    if build or "module" in _state:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            module = load_extension()
+        return _state["info"] if module is not None else f"torch fallback ({_state['error']})"
+    return "not built yet (built on first use; `ad3d doctor --build` builds now)"

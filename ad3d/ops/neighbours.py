@@ -1,0 +1,73 @@
+"""k-nearest neighbours and what is built on them: ball query and Chamfer distance."""
+
+from __future__ import annotations
+
+import torch
+
+from ad3d.ops import fallback
+from ad3d.ops._checks import as_batch, as_lengths, check_finite
+from ad3d.ops._ext import load_extension
+
+
+def knn(query: torch.Tensor, ref: torch.Tensor, k: int, q_lengths=None, r_lengths=None,
+        return_sorted: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """Exact k nearest neighbours of each query point among the reference points.
+
+    query (B, M, 3) or (M, 3), ref (B, N, 3) or (N, 3): float tensors on one device.
+    Returns (dist2, idx), each (B, M, k) (or (M, k)): squared distances ascending and int64 indices into
+    ref; rows past a query length hold inf and -1. Equal distances may come in either index order.
+    Raises ValueError if k exceeds the smallest reference length or an input holds NaN/inf.
+    """
+    q, single = as_batch(query, "query")
+    r, _ = as_batch(ref, "ref")
+    if q.shape[0] != r.shape[0]:
+        raise ValueError(f"query batch {q.shape[0]} and ref batch {r.shape[0]} differ")
+    if q.device != r.device:
+        raise ValueError(f"query is on {q.device} but ref on {r.device}")
+    r = r.to(q.dtype)
+    ql, rl = as_lengths(q_lengths, q, "q_lengths"), as_lengths(r_lengths, r, "r_lengths")
+    if isinstance(k, bool) or int(k) != k or k < 1:
+        raise ValueError(f"k must be a positive integer, got {k!r}")
+    k = int(k)
+    if r.shape[0] == 0 or int(rl.min()) == 0:
+        raise ValueError("knn got an empty reference cloud")
+    if k > int(rl.min()):
+        raise ValueError(f"k={k} exceeds the number of points in the smallest reference cloud ({int(rl.min())})")
+    check_finite(q, ql, "query")
+    check_finite(r, rl, "ref")
+    ext = load_extension()
+    if ext is not None and (not q.is_cuda or (ext.with_cuda() and k <= 64)):
+        dist2, idx = ext.knn(q, r, ql.to(q.device), rl.to(q.device), k, return_sorted)
+    else:
+        dist2, idx = fallback.knn(q, r, ql, rl, k)
+    return (dist2[0], idx[0]) if single else (dist2, idx)
+
+
+def ball_query(query: torch.Tensor, ref: torch.Tensor, radius: float, k: int, q_lengths=None,
+               r_lengths=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Up to k nearest reference points within `radius` of each query (nearest first).
+
+    Same shapes as knn; slots with no neighbour inside the radius hold dist2 inf and index -1.
+    """
+    if radius <= 0:
+        raise ValueError(f"radius must be positive, got {radius}")
+    dist2, idx = knn(query, ref, k, q_lengths, r_lengths)
+    outside = dist2 > radius * radius
+    return dist2.masked_fill(outside, float("inf")), idx.masked_fill(outside, -1)
+
+
+def chamfer(a: torch.Tensor, b: torch.Tensor, a_lengths=None, b_lengths=None) -> torch.Tensor:
+    """Symmetric Chamfer distance per cloud pair: mean squared NN distance a->b plus b->a. Shape (B,) or ()."""
+    pa, single = as_batch(a, "a")
+    pb, _ = as_batch(b, "b")
+    la, lb = as_lengths(a_lengths, pa, "a_lengths"), as_lengths(b_lengths, pb, "b_lengths")
+    d_ab, _ = knn(pa, pb, 1, la, lb)
+    d_ba, _ = knn(pb, pa, 1, lb, la)
+
+    def mean_valid(d, lens):
+        d = d[..., 0]
+        mask = torch.arange(d.shape[1], device=d.device)[None] < lens.to(d.device)[:, None]
+        return torch.where(mask, d, torch.zeros_like(d)).sum(1) / lens.to(d.device, d.dtype)
+
+    out = mean_valid(d_ab, la) + mean_valid(d_ba, lb)
+    return out[0] if single else out

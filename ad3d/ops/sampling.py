@@ -1,0 +1,43 @@
+"""Farthest-point sampling: exact, batched, ragged; compiled kernel with a torch fallback."""
+
+from __future__ import annotations
+
+import torch
+
+from ad3d.ops import fallback
+from ad3d.ops._checks import as_batch, as_lengths, check_finite
+from ad3d.ops._ext import load_extension
+
+
+def fps(points: torch.Tensor, k: int, lengths=None, start: str = "first",
+        generator: torch.Generator | None = None) -> torch.Tensor:
+    """Indices of k farthest-point samples per cloud, in the order the samples are taken.
+
+    points (B, N, 3) or (N, 3), float; lengths (B,) true sizes of padded clouds.
+    start: "first" begins at index 0, "random" at a uniform index drawn from `generator`.
+    Exact: the same sequence as the naive O(N k) loop, ties broken by the lowest index.
+    Returns int64 (B, k), or (k,) for a single cloud. Raises ValueError for an empty cloud,
+    k larger than a cloud, or NaN/inf points.
+    """
+    batch, single = as_batch(points, "points")
+    lens = as_lengths(lengths, batch, "lengths")
+    if isinstance(k, bool) or int(k) != k or k < 1:
+        raise ValueError(f"k must be a positive integer, got {k!r}")
+    k = int(k)
+    if batch.shape[0] == 0 or int(lens.min()) == 0:
+        raise ValueError("fps got an empty cloud")
+    if k > int(lens.min()):
+        raise ValueError(f"k={k} exceeds the number of points in the smallest cloud ({int(lens.min())})")
+    check_finite(batch, lens, "points")
+    if start == "first":
+        starts = torch.zeros_like(lens)
+    elif start == "random":
+        starts = (torch.rand(lens.shape, generator=generator, dtype=torch.float64) * lens).long().clamp_max(lens - 1)
+    else:
+        raise ValueError(f"start must be 'first' or 'random', got {start!r}")
+    ext = load_extension()
+    if ext is not None and (not batch.is_cuda or ext.with_cuda()):
+        idx = ext.fps(batch, lens.to(batch.device), starts.to(batch.device), k)
+    else:
+        idx = fallback.fps(batch, lens, starts, k)
+    return idx[0] if single else idx

@@ -1,0 +1,172 @@
+"""fps and knn against brute-force references: random and real clouds, ragged batches, edge cases."""
+
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from ad3d import ops
+from ad3d.io import read_scan
+from ad3d.ops import fallback
+
+
+def naive_fps(points: np.ndarray, k: int, start: int = 0) -> np.ndarray:
+    dist = np.full(len(points), np.inf, dtype=points.dtype)
+    out, current = [], start
+    for _ in range(k):
+        out.append(current)
+        d = points - points[current]
+        d = d * d
+        dist = np.minimum(dist, (d[:, 0] + d[:, 1]) + d[:, 2])
+        current = int(np.argmax(dist))  # first maximum: lowest index on ties
+    return np.array(out)
+
+
+def brute_knn(query: np.ndarray, ref: np.ndarray, k: int) -> np.ndarray:
+    d = query[:, None, :] - ref[None, :, :]
+    d = d * d
+    return np.sort((d[..., 0] + d[..., 1]) + d[..., 2], axis=1)[:, :k]
+
+
+def check_knn(query, ref, k, dist2, idx):
+    """Distances equal brute force exactly, and each index really lies at its reported distance."""
+    np.testing.assert_array_equal(dist2, brute_knn(query, ref, k))
+    d = query[:, None, :] - ref[idx]
+    d = d * d
+    np.testing.assert_array_equal((d[..., 0] + d[..., 1]) + d[..., 2], dist2)
+    assert all(len(set(row)) == k for row in idx.tolist())
+
+
+def test_compiled_extension_is_in_use():
+    if os.environ.get("AD3D_OPS") == "fallback":
+        pytest.skip("fallback forced")
+    assert ops.load_extension() is not None, ops.extension_status()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n,k", [(1, 1), (50, 50), (3000, 400), (20000, 300)])
+def test_fps_matches_naive_on_random_clouds(dtype, n, k):
+    pts = np.random.default_rng(n).normal(size=(n, 3)).astype(dtype)
+    assert ops.fps(torch.from_numpy(pts), k).tolist() == naive_fps(pts, k).tolist()
+
+
+@pytest.mark.parametrize("name,k", [("milk.pcd", 512), ("bun0.pcd", 397), ("car6.pcd", 1024), ("fragment.pcd", 256)])
+def test_fps_matches_naive_order_on_real_scan(shared_data, name, k):
+    pts = read_scan(shared_data / "pcd" / name).points
+    assert ops.fps(torch.from_numpy(pts), k).tolist() == naive_fps(pts, k).tolist()
+
+
+def test_fps_random_start_and_ragged_batch():
+    rng = np.random.default_rng(7)
+    clouds = [rng.random((n, 3)).astype(np.float32) for n in (900, 400, 1000)]
+    padded = np.full((3, 1000, 3), 1e6, np.float32)  # padding must never be picked
+    for i, c in enumerate(clouds):
+        padded[i, : len(c)] = c
+    lengths = torch.tensor([900, 400, 1000])
+    gen = torch.Generator().manual_seed(3)
+    idx = ops.fps(torch.from_numpy(padded), 64, lengths=lengths, start="random", generator=gen)
+    starts = (torch.rand(3, generator=torch.Generator().manual_seed(3), dtype=torch.float64) * lengths).long()
+    for i, c in enumerate(clouds):
+        assert idx[i].tolist() == naive_fps(c, 64, int(starts[i])).tolist()
+
+
+def test_fps_duplicates_break_ties_by_lowest_index():
+    pts = np.repeat(np.random.default_rng(1).random((40, 3)).astype(np.float32), 5, axis=0)
+    got = ops.fps(torch.from_numpy(pts), 200).tolist()
+    assert got == naive_fps(pts, 200).tolist()
+    assert sorted(got[:40]) == list(range(0, 200, 5))  # each distinct point first at its lowest copy
+
+
+def test_fps_k_equals_n_is_a_permutation_and_non_contiguous_input_works():
+    pts = torch.from_numpy(np.random.default_rng(2).random((3, 300)).astype(np.float32)).T  # a strided view
+    assert not pts.is_contiguous()
+    idx = ops.fps(pts, 300)
+    assert sorted(idx.tolist()) == list(range(300))
+    assert idx.tolist() == naive_fps(pts.contiguous().numpy(), 300).tolist()
+
+
+def test_fps_errors():
+    pts = torch.rand(10, 3)
+    with pytest.raises(ValueError, match="k=11 exceeds the number of points in the smallest cloud \\(10\\)"):
+        ops.fps(pts, 11)
+    with pytest.raises(ValueError, match="empty cloud"):
+        ops.fps(torch.zeros(0, 3), 1)
+    bad = pts.clone()
+    bad[4, 1] = float("nan")
+    with pytest.raises(ValueError, match="1 NaN/inf points"):
+        ops.fps(bad, 3)
+    with pytest.raises(ValueError, match=r"shape \(N, 3\)"):
+        ops.fps(torch.rand(10, 2), 3)
+    with pytest.raises(ValueError, match="start must be"):
+        ops.fps(pts, 3, start="middle")
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("m,n,k", [(1, 1, 1), (200, 50, 50), (1000, 5000, 16), (300, 2000, 64), (100, 3000, 100)])
+def test_knn_matches_brute_force(dtype, m, n, k):
+    rng = np.random.default_rng(m + n)
+    q, r = rng.normal(size=(m, 3)).astype(dtype), rng.normal(size=(n, 3)).astype(dtype)
+    dist2, idx = ops.knn(torch.from_numpy(q), torch.from_numpy(r), k)
+    assert dist2.dtype == torch.from_numpy(q).dtype and idx.dtype == torch.int64
+    check_knn(q, r, k, dist2.numpy(), idx.numpy())
+
+
+def test_knn_on_real_scan_with_duplicates(shared_data):
+    r = read_scan(shared_data / "pcd" / "milk.pcd").points
+    r = np.concatenate([r, r[:500]])  # exact duplicates: equal distances, either index allowed
+    q = r[::7] + np.float32(1e-4)
+    dist2, idx = ops.knn(torch.from_numpy(q), torch.from_numpy(r), 16)
+    check_knn(q, r, 16, dist2.numpy(), idx.numpy())
+
+
+def test_knn_ragged_batch():
+    rng = np.random.default_rng(4)
+    q = rng.random((2, 300, 3)).astype(np.float32)
+    r = rng.random((2, 800, 3)).astype(np.float32)
+    ql, rl = torch.tensor([300, 120]), torch.tensor([500, 800])
+    dist2, idx = ops.knn(torch.from_numpy(q), torch.from_numpy(r), 8, q_lengths=ql, r_lengths=rl)
+    check_knn(q[0], r[0, :500], 8, dist2[0].numpy(), idx[0].numpy())
+    check_knn(q[1, :120], r[1], 8, dist2[1, :120].numpy(), idx[1, :120].numpy())
+    assert (idx[1, 120:] == -1).all() and torch.isinf(dist2[1, 120:]).all()
+
+
+def test_knn_errors_and_non_contiguous():
+    r = torch.rand(20, 3)
+    with pytest.raises(ValueError, match="k=21 exceeds"):
+        ops.knn(torch.rand(5, 3), r, 21)
+    with pytest.raises(ValueError, match="empty reference"):
+        ops.knn(torch.rand(5, 3), torch.zeros(0, 3), 1)
+    bad = torch.rand(5, 3)
+    bad[0, 0] = float("inf")
+    with pytest.raises(ValueError, match="query holds 1 NaN/inf"):
+        ops.knn(bad, r, 2)
+    q = torch.rand(3, 40).T
+    dist2, idx = ops.knn(q, r, 20)
+    check_knn(q.contiguous().numpy(), r.numpy(), 20, dist2.numpy(), idx.numpy())
+
+
+def test_fallback_gives_the_same_results():
+    rng = np.random.default_rng(9)
+    p = torch.from_numpy(rng.random((2, 700, 3)).astype(np.float32))
+    lengths, starts = torch.tensor([700, 500]), torch.tensor([3, 0])
+    ext = ops.load_extension()
+    if ext is None:
+        pytest.skip("extension not built")
+    assert torch.equal(ext.fps(p, lengths, starts, 100), fallback.fps(p, lengths, starts, 100))
+    d_ext, _ = ext.knn(p, p, lengths, lengths, 12, True)
+    d_fb, _ = fallback.knn(p, p, lengths, lengths, 12)
+    assert torch.equal(d_ext, d_fb)
+
+
+def test_ball_query_and_chamfer():
+    rng = np.random.default_rng(5)
+    q, r = rng.random((100, 3)).astype(np.float32), rng.random((400, 3)).astype(np.float32)
+    dist2, idx = ops.ball_query(torch.from_numpy(q), torch.from_numpy(r), 0.1, 8)
+    full = brute_knn(q, r, 8)
+    inside = full <= 0.01
+    assert torch.equal(idx >= 0, torch.from_numpy(inside))
+    np.testing.assert_array_equal(dist2.numpy()[inside], full[inside])
+    cd = float(ops.chamfer(torch.from_numpy(q), torch.from_numpy(r)))
+    expected = brute_knn(q, r, 1).mean() + brute_knn(r, q, 1).mean()
+    assert cd == pytest.approx(float(expected), rel=1e-6)
