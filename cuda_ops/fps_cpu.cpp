@@ -11,11 +11,12 @@
 namespace ad3d {
 namespace {
 
-constexpr int kLeafSize = 64;
+constexpr int kLeafSize = 128;
 
 template <typename T>
 struct FpsState {
   const KdTree<T>& tree;
+  const T *x, *y, *z;             // coordinates in tree order, one array per axis
   std::vector<T> dist;        // running min distance, tree order
   std::vector<T> node_max;    // largest dist in each node
   std::vector<int64_t> node_arg;  // original index of that point (lowest index on ties)
@@ -30,22 +31,18 @@ struct FpsState {
     if (tree.lower_bound(nd, s) >= node_max[id]) return;  // nothing in here can shrink
     if (nd.left < 0) {
       bool changed = false;
-      for (int64_t i = nd.begin; i < nd.end; ++i) {
-        const T d = sq_dist(&tree.xyz[3 * i], s);
-        if (d < dist[i]) {
-          dist[i] = d;
-          changed = true;
-        }
+      for (int64_t i = nd.begin; i < nd.end; ++i) {  // structure-of-arrays: vectorises
+        const T dx = x[i] - s[0], dy = y[i] - s[1], dz = z[i] - s[2];
+        const T d = (dx * dx + dy * dy) + dz * dz;
+        changed |= d < dist[i];
+        dist[i] = d < dist[i] ? d : dist[i];
       }
       if (!changed) return;
-      T best_d = T(-1);
+      T best_d = dist[nd.begin];
+      for (int64_t i = nd.begin + 1; i < nd.end; ++i) best_d = dist[i] > best_d ? dist[i] : best_d;
       int64_t best_i = std::numeric_limits<int64_t>::max();
-      for (int64_t i = nd.begin; i < nd.end; ++i) {
-        if (better(dist[i], tree.perm[i], best_d, best_i)) {
-          best_d = dist[i];
-          best_i = tree.perm[i];
-        }
-      }
+      for (int64_t i = nd.begin; i < nd.end; ++i)
+        if (dist[i] == best_d && tree.perm[i] < best_i) best_i = tree.perm[i];
       node_max[id] = best_d;
       node_arg[id] = best_i;
       return;
@@ -64,7 +61,10 @@ struct FpsState {
 template <typename T>
 void fps_cpu(const T* points, int64_t n, int64_t k, int64_t start, int64_t* out) {
   const KdTree<T> tree(points, n, kLeafSize);
-  FpsState<T> st{tree, std::vector<T>(n, std::numeric_limits<T>::infinity()),
+  std::vector<T> soa(3 * n);
+  for (int64_t i = 0; i < n; ++i)
+    for (int a = 0; a < 3; ++a) soa[a * n + i] = tree.xyz[3 * i + a];
+  FpsState<T> st{tree, soa.data(), soa.data() + n, soa.data() + 2 * n, std::vector<T>(n, std::numeric_limits<T>::infinity()),
                  std::vector<T>(tree.nodes.size(), std::numeric_limits<T>::infinity()),
                  std::vector<int64_t>(tree.nodes.size(), 0)};
   int64_t current = start;
