@@ -1,6 +1,6 @@
-// Exact k nearest neighbours on the GPU: tiled brute force. Each thread owns one query and keeps a
-// sorted top-k (k <= 64, size fixed at compile time); reference points stream through shared memory
-// in tiles that every thread of the block reads.
+// Exact k nearest neighbours on the GPU, k <= 64. Small clouds: tiled brute force, each thread owns
+// one query and keeps a sorted top-k while reference points stream through shared memory in tiles.
+// Large clouds: a uniform grid (built by the caller) searched ring by ring (knn_grid.h).
 #include <cfloat>
 #include <cuda_runtime.h>
 
@@ -8,6 +8,7 @@
 #define AD3D_WITH_CUDA
 #endif
 #include "cuda_math.cuh"
+#include "knn_grid.h"
 #include "ops.h"
 
 namespace ad3d {
@@ -44,16 +45,7 @@ __global__ void __launch_bounds__(kThreads) knn_kernel(const T* __restrict__ que
     if (!active) continue;
     for (int t = 0; t < count; ++t) {
       const T d = rn_sq_dist(qx, qy, qz, tile[3 * t], tile[3 * t + 1], tile[3 * t + 2]);
-      if (d < best_d[k - 1]) {  // insert, keeping ascending order
-        int pos = k - 1;
-        while (pos > 0 && best_d[pos - 1] > d) {
-          best_d[pos] = best_d[pos - 1];
-          best_i[pos] = best_i[pos - 1];
-          --pos;
-        }
-        best_d[pos] = d;
-        best_i[pos] = base + t;
-      }
+      if (d < best_d[k - 1]) topk_insert(best_d, best_i, k, d, base + t);
     }
   }
   if (!active) return;
@@ -63,6 +55,32 @@ __global__ void __launch_bounds__(kThreads) knn_kernel(const T* __restrict__ que
     od[j] = best_d[j];
     oi[j] = best_i[j];
   }
+}
+
+template <typename T, int KMAX>
+__global__ void __launch_bounds__(kThreads) knn_grid_kernel(GridView<T> grid, const T* __restrict__ query, int64_t m,
+                                                            int k, T* __restrict__ dist2, int64_t* __restrict__ idx) {
+  const int64_t qi = static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x;
+  if (qi >= m) return;
+  T best_d[KMAX];
+  int64_t best_i[KMAX];
+  for (int j = 0; j < KMAX; ++j) {
+    best_d[j] = T(INFINITY);
+    best_i[j] = -1;
+  }
+  grid_search(grid, query + 3 * qi, k, best_d, best_i);
+  for (int j = 0; j < k; ++j) {
+    dist2[qi * k + j] = best_d[j];
+    idx[qi * k + j] = best_i[j];
+  }
+}
+
+template <typename T, int KMAX>
+cudaError_t launch_grid(const GridView<T>& grid, const T* query, int64_t m, int k, T* dist2, int64_t* idx,
+                        cudaStream_t stream) {
+  knn_grid_kernel<T, KMAX><<<static_cast<unsigned>((m + kThreads - 1) / kThreads), kThreads, 0, stream>>>(
+      grid, query, m, k, dist2, idx);
+  return cudaGetLastError();
 }
 
 template <typename T, int KMAX>
@@ -86,6 +104,21 @@ cudaError_t knn_cuda(const T* query, const int64_t* q_lengths, int64_t m_max, co
   return cudaErrorInvalidValue;
 }
 
+template <typename T>
+cudaError_t knn_grid_cuda(const GridView<T>& grid, const T* query, int64_t m, int k, T* dist2, int64_t* idx,
+                          cudaStream_t stream) {
+  if (m == 0) return cudaSuccess;
+  if (k <= 8) return launch_grid<T, 8>(grid, query, m, k, dist2, idx, stream);
+  if (k <= 16) return launch_grid<T, 16>(grid, query, m, k, dist2, idx, stream);
+  if (k <= 32) return launch_grid<T, 32>(grid, query, m, k, dist2, idx, stream);
+  if (k <= 64) return launch_grid<T, 64>(grid, query, m, k, dist2, idx, stream);
+  return cudaErrorInvalidValue;
+}
+
+template cudaError_t knn_grid_cuda<float>(const GridView<float>&, const float*, int64_t, int, float*, int64_t*,
+                                          cudaStream_t);
+template cudaError_t knn_grid_cuda<double>(const GridView<double>&, const double*, int64_t, int, double*, int64_t*,
+                                           cudaStream_t);
 template cudaError_t knn_cuda<float>(const float*, const int64_t*, int64_t, const float*, const int64_t*, int64_t,
                                      int64_t, int, float*, int64_t*, cudaStream_t);
 template cudaError_t knn_cuda<double>(const double*, const int64_t*, int64_t, const double*, const int64_t*, int64_t,

@@ -2,6 +2,8 @@
 #pragma once
 #include <cstdint>
 
+#include "knn_grid.h"
+
 namespace ad3d {
 
 // Exact farthest-point sampling of one cloud: points (n, 3) -> k indices, starting at `start`,
@@ -28,5 +30,9 @@ template <typename T>
 cudaError_t knn_cuda(const T* query, const int64_t* q_lengths, int64_t m_max, const T* ref,
                      const int64_t* r_lengths, int64_t n_max, int64_t b, int k, T* dist2, int64_t* idx,
                      cudaStream_t stream);
+// Grid search for one cloud (large reference clouds); the grid is built by the caller.
+template <typename T>
+cudaError_t knn_grid_cuda(const GridView<T>& grid, const T* query, int64_t m, int k, T* dist2, int64_t* idx,
+                          cudaStream_t stream);
 }  // namespace ad3d
 #endif

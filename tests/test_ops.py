@@ -170,3 +170,31 @@ def test_ball_query_and_chamfer():
     cd = float(ops.chamfer(torch.from_numpy(q), torch.from_numpy(r)))
     expected = brute_knn(q, r, 1).mean() + brute_knn(r, q, 1).mean()
     assert cd == pytest.approx(float(expected), rel=1e-6)
+
+
+def _grid_clouds(rng):
+    plane = rng.random((6000, 3))
+    plane[:, 2] = 0.5  # flat: zero extent on one axis
+    line = np.zeros((3000, 3))
+    line[:, 0] = rng.random(3000)
+    clustered = np.concatenate([rng.normal(0, 0.01, (3000, 3)), rng.normal(5, 1.0, (200, 3))])
+    dupes = np.repeat(rng.random((500, 3)), 4, axis=0)
+    return {"uniform": rng.random((8000, 3)), "plane": plane, "line": line, "clustered": clustered, "dupes": dupes}
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("layout", ["uniform", "plane", "line", "clustered", "dupes"])
+def test_gpu_grid_search_matches_brute_force_on_cpu(dtype, layout):
+    """The CUDA kernel's grid search (knn_grid.h), run here through its CPU entry point."""
+    ext = ops.load_extension()
+    if ext is None:
+        pytest.skip("extension not built")
+    rng = np.random.default_rng(11)
+    ref = _grid_clouds(rng)[layout].astype(dtype)
+    lo, hi = ref.min(0), ref.max(0)
+    inside = ref[rng.choice(len(ref), 400)] + rng.normal(0, 1e-3, (400, 3)).astype(dtype)
+    outside = (lo + (hi - lo + 1) * rng.uniform(-1, 2, (100, 3))).astype(dtype)  # beyond the grid
+    query = np.concatenate([inside, outside]).astype(dtype)
+    for k in (1, 16, 64):
+        dist2, idx = ext.knn_grid_cpu(torch.from_numpy(query), torch.from_numpy(ref), k)
+        check_knn(query, ref, k, dist2.numpy(), idx.numpy())

@@ -10,7 +10,7 @@ from pathlib import Path
 SOURCE_DIR = Path(__file__).resolve().parents[2] / "cuda_ops"
 CPU_SOURCES = ("bindings.cpp", "fps_cpu.cpp", "knn_cpu.cpp")
 CUDA_SOURCES = ("fps_cuda.cu", "knn_cuda.cu")
-HEADERS = ("ops.h", "kdtree.h", "cuda_math.cuh")
+HEADERS = ("ops.h", "kdtree.h", "cuda_math.cuh", "knn_grid.h")
 CFLAGS = ["-O3", "-fopenmp", "-ffp-contract=off"]
 NVCC_FLAGS = ["-O3", "-fmad=false", "-std=c++17", "-DAD3D_WITH_CUDA"]
 
