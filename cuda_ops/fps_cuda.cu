@@ -21,6 +21,19 @@ __device__ __forceinline__ bool better(T d, int64_t i, T best_d, int64_t best_i)
   return d > best_d || (d == best_d && i < best_i);
 }
 
+// After this, lane 0 holds the warp's best (value, index) under `better`.
+template <typename T>
+__device__ __forceinline__ void warp_argmax(T& best, int64_t& best_i) {
+  for (int offset = 16; offset > 0; offset >>= 1) {
+    const T other = __shfl_down_sync(0xffffffffu, best, offset);
+    const int64_t other_i = __shfl_down_sync(0xffffffffu, best_i, offset);
+    if (better(other, other_i, best, best_i)) {
+      best = other;
+      best_i = other_i;
+    }
+  }
+}
+
 template <typename T>
 __global__ void __launch_bounds__(kBlock) fps_kernel(const T* __restrict__ points, const int64_t* __restrict__ lengths,
                                                      const int64_t* __restrict__ starts, int64_t n_max, int64_t k,
@@ -49,14 +62,7 @@ __global__ void __launch_bounds__(kBlock) fps_kernel(const T* __restrict__ point
         best_i = i;
       }
     }
-    for (int offset = 16; offset > 0; offset >>= 1) {
-      const T other = __shfl_down_sync(0xffffffffu, best, offset);
-      const int64_t other_i = __shfl_down_sync(0xffffffffu, best_i, offset);
-      if (better(other, other_i, best, best_i)) {
-        best = other;
-        best_i = other_i;
-      }
-    }
+    warp_argmax(best, best_i);
     if (lane == 0) {
       warp_val[warp] = best;
       warp_idx[warp] = best_i;
@@ -65,14 +71,7 @@ __global__ void __launch_bounds__(kBlock) fps_kernel(const T* __restrict__ point
     if (warp == 0) {
       best = lane < kBlock / 32 ? warp_val[lane] : T(-1);
       best_i = lane < kBlock / 32 ? warp_idx[lane] : LLONG_MAX;
-      for (int offset = 16; offset > 0; offset >>= 1) {
-        const T other = __shfl_down_sync(0xffffffffu, best, offset);
-        const int64_t other_i = __shfl_down_sync(0xffffffffu, best_i, offset);
-        if (better(other, other_i, best, best_i)) {
-          best = other;
-          best_i = other_i;
-        }
-      }
+      warp_argmax(best, best_i);
       if (lane == 0) next = best_i;
     }
     __syncthreads();

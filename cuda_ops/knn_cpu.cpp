@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "kdtree.h"
+#include "knn_grid.h"
 #include "ops.h"
 
 #ifdef _OPENMP
@@ -23,14 +24,8 @@ struct TopK {
   int64_t* i;
   T worst() const { return size < k ? std::numeric_limits<T>::infinity() : d[k - 1]; }
   void push(T dist, int64_t index) {  // keep ascending; caller checked dist < worst()
-    int pos = size < k ? size++ : k - 1;
-    while (pos > 0 && d[pos - 1] > dist) {
-      d[pos] = d[pos - 1];
-      i[pos] = i[pos - 1];
-      --pos;
-    }
-    d[pos] = dist;
-    i[pos] = index;
+    if (size < k) ++size;
+    topk_insert(d, i, size, dist, index);
   }
 };
 

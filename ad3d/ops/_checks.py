@@ -40,3 +40,15 @@ def check_finite(batch: torch.Tensor, lengths: torch.Tensor, name: str) -> None:
     bad = ~torch.isfinite(batch).all(dim=-1) & valid
     if bad.any():
         raise ValueError(f"{name} holds {int(bad.sum())} NaN/inf points")
+
+
+def check_k(k, lengths: torch.Tensor, what: str) -> int:
+    """k as an int, checked to be positive and no larger than the smallest cloud."""
+    if isinstance(k, bool) or int(k) != k or k < 1:
+        raise ValueError(f"k must be a positive integer, got {k!r}")
+    if lengths.numel() == 0 or int(lengths.min()) == 0:
+        raise ValueError(f"{what} got an empty {'cloud' if what == 'fps' else 'reference cloud'}")
+    if k > int(lengths.min()):
+        raise ValueError(f"k={int(k)} exceeds the number of points in the smallest "
+                         f"{'cloud' if what == 'fps' else 'reference cloud'} ({int(lengths.min())})")
+    return int(k)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from ad3d.ops import fallback
-from ad3d.ops._checks import as_batch, as_lengths, check_finite
+from ad3d.ops._checks import as_batch, as_lengths, check_finite, check_k
 from ad3d.ops._ext import load_extension
 
 
@@ -26,13 +26,7 @@ def knn(query: torch.Tensor, ref: torch.Tensor, k: int, q_lengths=None, r_length
         raise ValueError(f"query is on {q.device} but ref on {r.device}")
     r = r.to(q.dtype)
     ql, rl = as_lengths(q_lengths, q, "q_lengths"), as_lengths(r_lengths, r, "r_lengths")
-    if isinstance(k, bool) or int(k) != k or k < 1:
-        raise ValueError(f"k must be a positive integer, got {k!r}")
-    k = int(k)
-    if r.shape[0] == 0 or int(rl.min()) == 0:
-        raise ValueError("knn got an empty reference cloud")
-    if k > int(rl.min()):
-        raise ValueError(f"k={k} exceeds the number of points in the smallest reference cloud ({int(rl.min())})")
+    k = check_k(k, rl, "knn")
     check_finite(q, ql, "query")
     check_finite(r, rl, "ref")
     ext = load_extension()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from ad3d.ops import fallback
-from ad3d.ops._checks import as_batch, as_lengths, check_finite
+from ad3d.ops._checks import as_batch, as_lengths, check_finite, check_k
 from ad3d.ops._ext import load_extension
 
 
@@ -21,13 +21,7 @@ def fps(points: torch.Tensor, k: int, lengths=None, start: str = "first",
     """
     batch, single = as_batch(points, "points")
     lens = as_lengths(lengths, batch, "lengths")
-    if isinstance(k, bool) or int(k) != k or k < 1:
-        raise ValueError(f"k must be a positive integer, got {k!r}")
-    k = int(k)
-    if batch.shape[0] == 0 or int(lens.min()) == 0:
-        raise ValueError("fps got an empty cloud")
-    if k > int(lens.min()):
-        raise ValueError(f"k={k} exceeds the number of points in the smallest cloud ({int(lens.min())})")
+    k = check_k(k, lens, "fps")
     check_finite(batch, lens, "points")
     if start == "first":
         starts = torch.zeros_like(lens)
