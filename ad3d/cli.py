@@ -68,6 +68,34 @@ def _cmd_datasets(args) -> int:
     return 0 if bad == 0 and rows else 2
 
 
+def _cmd_synth(args) -> int:
+    from pathlib import Path
+
+    from ad3d.errors import ConfigError
+    from ad3d.synth import GEOMETRIC, make_dataset
+    from ad3d.synth.dataset import MESH_SUFFIXES
+
+    from ad3d.io import SCAN_SUFFIXES
+
+    src = Path(args.source)
+    if src.is_dir():
+        sources = sorted(p for p in src.rglob("*") if p.is_file() and p.suffix.lower() in MESH_SUFFIXES + SCAN_SUFFIXES)
+    elif src.is_file():
+        sources = [src]
+    else:
+        raise ConfigError(f"synth source '{src}' does not exist")
+    defects = tuple(args.defects.split(",")) if args.defects else GEOMETRIC
+    unknown = set(defects) - set(GEOMETRIC)
+    if unknown:
+        raise ConfigError(f"unknown defect(s) {', '.join(sorted(unknown))}; expected {', '.join(GEOMETRIC)}")
+    summary = make_dataset(sources, args.format, Path(args.out), points=args.points, train=args.train,
+                           good=args.good, per_defect=args.per_defect, defects=defects, seed=args.seed,
+                           progress=not args.quiet)
+    total = sum(v["train"] + v["good"] + v["anomalous"] for v in summary.values())
+    print(f"wrote {len(summary)} categories, {total} scans ({args.format} layout) to {args.out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ad3d", description="Find defects in 3D scans of manufactured parts.")
     parser.add_argument("--version", action="version", version=f"ad3d {__version__}")
@@ -85,6 +113,19 @@ def build_parser() -> argparse.ArgumentParser:
     ds.add_argument("--json", action="store_true", help="print JSON instead of a table")
     ds.add_argument("--quiet", action="store_true", help="no progress bar")
     ds.set_defaults(run=_cmd_datasets)
+
+    synth = sub.add_parser("synth", help="write a semi-synthetic dataset with planted defects")
+    synth.add_argument("source", help="a mesh or scan file, or a folder of them (one category each)")
+    synth.add_argument("--format", required=True, choices=("anomaly-shapenet", "real3d"))
+    synth.add_argument("--out", required=True, help="output folder (must not exist or be empty)")
+    synth.add_argument("--points", type=int, default=4096, help="points per scan")
+    synth.add_argument("--train", type=int, default=4, help="normal training scans per category")
+    synth.add_argument("--good", type=int, default=4, help="normal test scans per category")
+    synth.add_argument("--per-defect", type=int, default=2, help="test scans per defect type")
+    synth.add_argument("--defects", help="comma-separated subset of bulge,dent,crack,hole,cut")
+    synth.add_argument("--seed", type=int, default=0)
+    synth.add_argument("--quiet", action="store_true", help="no progress bar")
+    synth.set_defaults(run=_cmd_synth)
     return parser
 
 

@@ -1,0 +1,90 @@
+"""Defect synthesis: geometry and labels of each defect, and datasets the loaders read back."""
+
+import numpy as np
+import pytest
+
+import ad3d.datasets as ds
+from ad3d.errors import ConfigError
+from ad3d.io import read_scan
+from ad3d.synth import GEOMETRIC, make_dataset, plant
+
+
+@pytest.fixture(scope="module")
+def bottle(shared_data):
+    return read_scan(shared_data / "meshes" / "ycb" / "mustard_bottle.obj", sample=5000, seed=1)
+
+
+@pytest.mark.parametrize("kind", GEOMETRIC)
+def test_defect_labels_a_compact_share_of_points(bottle, kind):
+    for seed in range(4):
+        scan = plant(bottle, kind, seed)
+        assert scan.label == 1 and scan.defect_type == kind
+        assert 0.005 <= scan.labels.mean() <= 0.15
+        bad = scan.points[scan.labels == 1]
+        assert np.ptp(bad, axis=0).max() < 0.8 * np.ptp(bottle.points, axis=0).max()  # local, not everywhere
+
+
+@pytest.mark.parametrize("kind,sign", [("bulge", 1), ("dent", -1)])
+def test_bulge_moves_out_and_dent_moves_in(bottle, kind, sign):
+    scan = plant(bottle, kind, 3)
+    moved = scan.points - bottle.points
+    assert np.allclose(moved[scan.labels == 0], 0, atol=1e-3 * np.ptp(bottle.points))
+    shift = moved[scan.labels == 1]
+    along_normal = np.einsum("ij,ij->i", shift, bottle.normals[scan.labels == 1])
+    assert sign * np.median(along_normal) > 0
+
+
+@pytest.mark.parametrize("kind", ["hole", "crack", "cut"])
+def test_removal_defects_remove_points_and_label_the_rim(bottle, kind):
+    scan = plant(bottle, kind, 5)
+    assert len(scan) < len(bottle)
+    kept = {tuple(p) for p in bottle.points.astype(np.float32).tolist()}
+    assert all(tuple(p) in kept for p in scan.points.tolist())  # nothing moved, only removed
+    from scipy.spatial import cKDTree
+
+    removed = np.array(sorted(kept - {tuple(p) for p in scan.points.tolist()}))
+    gap = cKDTree(removed).query(scan.points)[0]
+    assert np.median(gap[scan.labels == 1]) < np.median(gap[scan.labels == 0])  # the rim borders the gap
+
+
+def test_planting_is_deterministic_and_seed_dependent(bottle):
+    a, b, c = plant(bottle, "hole", 7), plant(bottle, "hole", 7), plant(bottle, "hole", 8)
+    assert np.array_equal(a.points, b.points) and np.array_equal(a.labels, b.labels)
+    assert not np.array_equal(a.labels, c.labels[: len(a.labels)]) or len(a) != len(c)
+
+
+def test_contamination_recolours_a_patch():
+    rng = np.random.default_rng(0)
+    from ad3d.types import Scan
+
+    scan = Scan(points=rng.random((2000, 3)), colors=np.full((2000, 3), 128, np.uint8))
+    dirty = plant(scan, "contamination", 1)
+    changed = (dirty.colors != 128).any(axis=1)
+    assert changed.any() and (changed <= (dirty.labels == 1)).all()
+    with pytest.raises(ValueError, match="needs a scan with colours"):
+        plant(Scan(points=scan.points), "contamination", 1)
+
+
+@pytest.mark.parametrize("layout", ["anomaly-shapenet", "real3d"])
+def test_synth_dataset_reads_back_through_the_loader(tmp_path, shared_data, layout):
+    sources = [shared_data / "meshes" / "cad" / "round.stl", shared_data / "meshes" / "ycb" / "banana.obj"]
+    make_dataset(sources, layout, tmp_path / "out", points=1500, train=2, good=2, per_defect=1)
+    cats = ds.categories(layout, tmp_path / "out")
+    assert len(cats) == 2
+    for cat in cats:
+        assert len(ds.load(layout, tmp_path / "out", cat, "train")) == 2
+        test = list(ds.load(layout, tmp_path / "out", cat, "test"))
+        assert sorted(s.defect_type for s in test) == sorted(["good", "good", *GEOMETRIC])
+        for s in test:
+            assert s.labels.any() == (s.label == 1)
+            if s.label == 1:
+                assert s.meta["gt_max_distance"] < 1e-5
+
+
+def test_synth_refuses_a_non_empty_output(tmp_path, shared_data):
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "keep.txt").write_text("mine")
+    with pytest.raises(ConfigError, match="already exists and is not empty"):
+        make_dataset([shared_data / "meshes" / "cad" / "round.stl"], "real3d", tmp_path / "out")
+    assert (tmp_path / "out" / "keep.txt").read_text() == "mine"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # no staging folder left behind
