@@ -11,12 +11,11 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	# the CPU build of torch; a bare `torch` requirement would pull a multi-GB CUDA build
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q -e '.[dev,viewer]'
 	touch $@
 
 demo: $(VENV)/.installed
-	# the end-to-end demo arrives with the baseline detector; until then, check the install
-	$(VENV)/bin/ad3d doctor
+	$(VENV)/bin/ad3d demo --out runs/demo
 
 test: $(VENV)/.installed
 	$(PY) -m pytest -q

@@ -96,6 +96,147 @@ def _cmd_synth(args) -> int:
     return 0
 
 
+def _cmd_fit(args) -> int:
+    from ad3d.pipeline import fit_category, parse_params
+
+    params = parse_params(args.param)
+    if args.seed is not None:
+        params.setdefault("seed", args.seed)
+    det, info = fit_category(args.detector, params, args.data, args.format, args.category, fpr=args.fpr,
+                             progress=not args.quiet)
+    det.save(args.out)
+    calibrated = (f"thresholds from {info['calibration_scans']} held-out normal scans (reject {det.threshold_:.4g})"
+                  if det.threshold_ is not None else "not calibrated (too few normal scans)")
+    print(f"{args.detector} fitted on {info['train_scans']} scans of '{args.category}' in {info['fit_s']:.1f} s; "
+          f"{calibrated}; saved to {args.out}")
+    return 0
+
+
+def _scan_paths(inputs: list[str]) -> list:
+    from pathlib import Path
+
+    from ad3d.errors import ScanFormatError
+    from ad3d.io import SCAN_SUFFIXES
+
+    paths = []
+    for item in inputs:
+        p = Path(item)
+        if p.is_dir():
+            found = sorted(f for f in p.iterdir() if f.is_file() and f.suffix.lower() in SCAN_SUFFIXES)
+            if not found:
+                raise ScanFormatError(f"cannot read '{p}': folder holds no scan files ({' '.join(SCAN_SUFFIXES)})")
+            paths += found
+        else:
+            paths.append(p)
+    return paths
+
+
+def _cmd_score(args) -> int:
+    from pathlib import Path
+
+    from ad3d.detectors import load
+    from ad3d.errors import Ad3dError
+    from ad3d.io import read_scan
+    from ad3d.report import summary_line, write_result
+
+    det = load(args.model)
+    out = Path(args.out)
+    failed = anomalous = 0
+    for path in _scan_paths(args.scans):
+        try:
+            scan = read_scan(path)
+            if not args.force:
+                det.check_scale(scan)
+            result = det.score(scan)
+            write_result(out, path.stem, scan, result, det.name, det.point_threshold_)
+        except Ad3dError as e:
+            failed += 1
+            print(f"ad3d: {e}", file=sys.stderr)
+            continue
+        anomalous += bool(result.is_anomalous)
+        if not args.quiet:
+            print(summary_line(path.name, result))
+    if failed:
+        return 2
+    return 1 if args.fail_on_anomaly and anomalous else 0
+
+
+def _cmd_eval(args) -> int:
+    import json
+    from pathlib import Path
+
+    from ad3d.detectors import load
+    from ad3d.errors import ConfigError
+    from ad3d.pipeline import EVAL_COLUMNS, evaluate_category, evaluate_dataset, parse_params, with_mean
+    from ad3d.report import format_table, markdown_table
+
+    if args.model:
+        det = load(args.model)
+        category = args.category or det.category_
+        if not category:
+            raise ConfigError("the model does not record its category: pass --category")
+        rows = [evaluate_category(det, args.data, args.format, category, progress=not args.quiet)]
+        name = det.name
+    else:
+        if not args.detector:
+            raise ConfigError("pass a saved MODEL or --detector NAME to fit per category")
+        cats = args.category.split(",") if args.category else None
+        rows = evaluate_dataset(args.detector, parse_params(args.param), args.data, args.format, cats,
+                                progress=not args.quiet)
+        name = args.detector
+    table = with_mean(rows) if len(rows) > 1 else rows
+    print(f"\n{name} on {args.data} ({args.format})")
+    print(format_table(table, EVAL_COLUMNS))
+    if args.out:
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "eval.json").write_text(json.dumps({"detector": name, "rows": table}, indent=2))
+        (out / "eval.md").write_text(f"# {name} on {args.format}\n\n" + markdown_table(table, EVAL_COLUMNS))
+        print(f"written: {out / 'eval.json'}, {out / 'eval.md'}")
+    return 0
+
+
+def _cmd_view(args) -> int:
+    import json
+    from pathlib import Path
+
+    import numpy as np
+
+    from ad3d.detectors.regions import extract_regions
+    from ad3d.errors import ConfigError
+    from ad3d.io import read_scan
+    from ad3d.viewers import render
+
+    path = Path(args.input)
+    scan = read_scan(path)
+    report = path.with_suffix(".json")
+    meta = json.loads(report.read_text()) if report.is_file() else {}
+    if args.scores:
+        scores = np.load(args.scores) if args.scores.endswith(".npy") else np.loadtxt(args.scores)
+    else:
+        scores = scan.fields.get("score")
+    threshold = args.threshold if args.threshold is not None else meta.get("point_threshold")
+    gt = None
+    if args.gt:
+        gt = scan.labels if scan.labels is not None else scan.fields.get("label")
+        if gt is None:
+            raise ConfigError(f"'{path}' has no per-point ground truth (no label property)")
+    regions = extract_regions(scan.points, scores, threshold) if scores is not None and threshold is not None else None
+    interactive = not (args.screenshot or args.html)
+    render(scan, scores, threshold=threshold, gt=gt, regions=regions, screenshot=args.screenshot, html=args.html,
+           show=interactive, title=path.name)
+    for out in filter(None, (args.screenshot, args.html)):
+        print(f"written: {out}")
+    return 0
+
+
+def _cmd_demo(args) -> int:
+    from ad3d.demo import run_demo
+
+    run_demo(args.out, meshes=args.meshes, quiet=args.quiet)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ad3d", description="Find defects in 3D scans of manufactured parts.")
     parser.add_argument("--version", action="version", version=f"ad3d {__version__}")
@@ -113,6 +254,53 @@ def build_parser() -> argparse.ArgumentParser:
     ds.add_argument("--json", action="store_true", help="print JSON instead of a table")
     ds.add_argument("--quiet", action="store_true", help="no progress bar")
     ds.set_defaults(run=_cmd_datasets)
+
+    fit = sub.add_parser("fit", help="fit a detector on the normal scans of one category and save it")
+    fit.add_argument("--detector", default="patchcore")
+    fit.add_argument("--data", required=True, help="dataset root")
+    fit.add_argument("--format", required=True, help="mvtec3d | real3d | anomaly-shapenet | folder")
+    fit.add_argument("--category", required=True)
+    fit.add_argument("--out", required=True, help="model file to write")
+    fit.add_argument("--param", action="append", metavar="KEY=VALUE", help="detector parameter (repeatable)")
+    fit.add_argument("--fpr", type=float, default=0.01, help="false-positive rate of the reject threshold")
+    fit.add_argument("--seed", type=int)
+    fit.add_argument("--quiet", action="store_true")
+    fit.set_defaults(run=_cmd_fit)
+
+    score = sub.add_parser("score", help="score scans with a saved model: PLY + JSON report per scan")
+    score.add_argument("model")
+    score.add_argument("scans", nargs="+", help="scan files or folders of them")
+    score.add_argument("--out", required=True, help="output folder")
+    score.add_argument("--fail-on-anomaly", action="store_true", help="exit 1 when a scan is rejected")
+    score.add_argument("--force", action="store_true", help="score even scans far off the training size")
+    score.add_argument("--quiet", action="store_true")
+    score.set_defaults(run=_cmd_score)
+
+    ev = sub.add_parser("eval", help="metric table of a saved model, or of a detector fitted per category")
+    ev.add_argument("model", nargs="?")
+    ev.add_argument("--detector", help="fit this detector per category instead of loading a model")
+    ev.add_argument("--data", required=True)
+    ev.add_argument("--format", required=True)
+    ev.add_argument("--category", help="category (comma-separated with --detector; default: all)")
+    ev.add_argument("--param", action="append", metavar="KEY=VALUE")
+    ev.add_argument("--out", help="folder for eval.json and eval.md")
+    ev.add_argument("--quiet", action="store_true")
+    ev.set_defaults(run=_cmd_eval)
+
+    view = sub.add_parser("view", help="show a scored scan (PLY from `ad3d score`) or any scan")
+    view.add_argument("input", help="scan or result PLY; a sibling .json report gives the threshold")
+    view.add_argument("--scores", help="scores file (.npy or one value per line), if the scan has none")
+    view.add_argument("--threshold", type=float, help="grey out points scored below this")
+    view.add_argument("--gt", action="store_true", help="outline the ground-truth defect points")
+    view.add_argument("--screenshot", help="write a PNG (2x2 views) off-screen instead of a window")
+    view.add_argument("--html", help="write a self-contained interactive HTML page")
+    view.set_defaults(run=_cmd_view)
+
+    demo = sub.add_parser("demo", help="synthesise a small dataset, fit the baseline, print the table")
+    demo.add_argument("--out", default="runs/demo", help="output folder")
+    demo.add_argument("--meshes", help="folder of meshes to use instead of the shipped demo parts")
+    demo.add_argument("--quiet", action="store_true")
+    demo.set_defaults(run=_cmd_demo)
 
     synth = sub.add_parser("synth", help="write a semi-synthetic dataset with planted defects")
     synth.add_argument("source", help="a mesh or scan file, or a folder of them (one category each)")

@@ -1,0 +1,236 @@
+"""The Detector protocol (after scikit-learn's estimators), the registry, and the model file format.
+
+Parameters live in __init__ verbatim; learned state sits in attributes ending in `_`. A model file is
+one safetensors file: the learned arrays as tensors and a JSON header (format, version, detector,
+params, scalar state, thresholds, a sha256 of the tensor bytes). Loading never runs code.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+
+from ad3d.detectors.regions import extract_regions
+from ad3d.errors import ConfigError, ModelFormatError
+from ad3d.types import AnomalyResult, Scan
+
+MODEL_FORMAT = "ad3d-model"
+MODEL_VERSION = 1
+_REGISTRY: dict[str, type[Detector]] = {}
+
+
+def register(cls):
+    """Class decorator: make a detector available to create() and load() under `cls.name`."""
+    _REGISTRY[cls.name] = cls
+    return cls
+
+
+def available() -> list[str]:
+    _load_builtin()
+    return sorted(_REGISTRY)
+
+
+def create(name: str, **params) -> Detector:
+    """A new, unfitted detector by registry name."""
+    _load_builtin()
+    if name not in _REGISTRY:
+        raise ConfigError(f"unknown detector {name!r}; available: {', '.join(sorted(_REGISTRY))}")
+    return _REGISTRY[name](**params)
+
+
+def _load_builtin() -> None:
+    import ad3d.detectors.patchcore  # noqa: F401  (registers itself)
+
+
+def top_mean(scores: np.ndarray, fraction: float) -> float:
+    """Mean of the highest `fraction` of the scores (at least one): a robust object score; 0 -> max."""
+    if fraction <= 0:
+        return float(np.max(scores))
+    k = max(1, int(round(fraction * len(scores))))
+    return float(np.mean(np.partition(scores, len(scores) - k)[-k:]))
+
+
+class Detector:
+    """Base class: subclasses define __init__ (params only), _fit(scans) and _score(scan)."""
+
+    name: ClassVar[str] = ""
+    modalities: ClassVar[tuple[str, ...]] = ("xyz",)
+    _state_arrays: ClassVar[tuple[str, ...]] = ()  # learned numpy arrays saved as tensors
+    _state_scalars: ClassVar[tuple[str, ...]] = ()  # learned JSON-able values
+
+    threshold_: float | None = None
+    review_threshold_: float | None = None
+    point_threshold_: float | None = None
+    category_: str | None = None
+    train_diag_: float | None = None
+
+    # --- parameters -------------------------------------------------------------------------
+    def get_params(self) -> dict:
+        sig = inspect.signature(type(self).__init__)
+        return {p: getattr(self, p) for p in sig.parameters if p != "self"}
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
+        return f"{type(self).__name__}({args})"
+
+    # --- lifecycle ----------------------------------------------------------------------------
+    def fit(self, scans: Iterable[Scan], progress: bool = False) -> Detector:
+        """Learn from normal scans only; returns self."""
+        scans = list(scans)
+        if not scans:
+            raise ConfigError(f"{self.name}: fit needs at least one normal scan")
+        categories = {s.category for s in scans} - {None}
+        self.category_ = categories.pop() if len(categories) == 1 else None
+        self.threshold_ = self.review_threshold_ = self.point_threshold_ = None
+        self.train_diag_ = float(np.median([np.linalg.norm(np.ptp(s.points, axis=0)) for s in scans]))
+        self._fit(scans, progress)
+        return self
+
+    def check_scale(self, scan: Scan, tolerance: float = 3.0) -> None:
+        """Raise if the scan is far larger or smaller than the training parts (wrong model or units)."""
+        if not self.train_diag_:
+            return
+        ratio = float(np.linalg.norm(np.ptp(scan.points, axis=0))) / self.train_diag_
+        if not 1 / tolerance <= ratio <= tolerance:
+            what = f"category '{self.category_}'" if self.category_ else "its training parts"
+            raise ConfigError(f"'{scan.path or 'scan'}' is {ratio:.2g}x the size of the parts this model was "
+                              f"trained on ({what}); wrong model, or other units?")
+
+    def _check_fitted(self) -> None:
+        if not self._fitted():
+            raise ConfigError(f"{self.name} detector is not fitted; call fit() or load a saved model")
+
+    def n_learned(self) -> int:
+        """Learned numbers stored in the model (network weights or memory-bank entries)."""
+        return int(sum(np.size(getattr(self, a)) for a in self._state_arrays))
+
+    def _fitted(self) -> bool:
+        return all(getattr(self, a, None) is not None for a in self._state_arrays)
+
+    def score(self, scan: Scan) -> AnomalyResult:
+        """Score every point of `scan` and the scan as a whole; decision and regions once calibrated."""
+        self._check_fitted()
+        if len(scan) == 0:
+            raise ConfigError(f"cannot score an empty scan{f' ({scan.path})' if scan.path else ''}")
+        start = time.perf_counter()
+        point_scores, object_score = self._score(scan)
+        elapsed = time.perf_counter() - start
+        decision = is_anomalous = None
+        if self.threshold_ is not None:
+            is_anomalous = object_score >= self.threshold_
+            review = self.review_threshold_ if self.review_threshold_ is not None else self.threshold_
+            decision = "reject" if is_anomalous else ("review" if object_score >= review else "accept")
+        regions = []
+        if self.point_threshold_ is not None:
+            regions = extract_regions(scan.points, point_scores, self.point_threshold_)
+        image_scores = scan.to_image(point_scores) if scan.is_organised else None
+        return AnomalyResult(point_scores=point_scores, object_score=object_score, threshold=self.threshold_,
+                             is_anomalous=is_anomalous, decision=decision, regions=regions,
+                             image_scores=image_scores, timings={"score_s": elapsed})
+
+    def score_many(self, scans: Iterable[Scan], progress: bool = False) -> list[AnomalyResult]:
+        from tqdm import tqdm
+
+        scans = list(scans)
+        return [self.score(s) for s in tqdm(scans, desc=f"{self.name} score", disable=not progress, leave=False)]
+
+    def calibrate(self, normal_scans: Iterable[Scan], fpr: float = 0.01, review_fpr: float | None = 0.05,
+                  point_fpr: float = 0.005) -> Detector:
+        """Thresholds from held-out normal scans: reject above the (1 - fpr) quantile of their object
+        scores, review above the (1 - review_fpr) quantile, and mark points above the (1 - point_fpr)
+        quantile of their point scores as defective (for regions)."""
+        for name, value in (("fpr", fpr), ("point_fpr", point_fpr)) + ((("review_fpr", review_fpr),) if review_fpr else ()):
+            if not 0 < value < 1:
+                raise ConfigError(f"{name} must lie in (0, 1), got {value}")
+        results = self.score_many(normal_scans)
+        if not results:
+            raise ConfigError("calibrate needs at least one normal scan")
+        objects = np.array([r.object_score for r in results])
+        points = np.concatenate([r.point_scores for r in results])
+        self.threshold_ = float(np.quantile(objects, 1 - fpr, method="higher"))
+        self.review_threshold_ = (float(np.quantile(objects, 1 - review_fpr, method="higher"))
+                                  if review_fpr and review_fpr > fpr else None)
+        self.point_threshold_ = float(np.quantile(points, 1 - point_fpr, method="higher"))
+        return self
+
+    # --- persistence ----------------------------------------------------------------------------
+    def save(self, path: str | Path) -> None:
+        """Write the model as one safetensors file (arrays + JSON header); atomically."""
+        from safetensors.numpy import save
+
+        from ad3d.io._common import atomic_output
+
+        self._check_fitted()
+        tensors = {a: np.ascontiguousarray(getattr(self, a)) for a in self._state_arrays}
+        header = {"format": MODEL_FORMAT, "version": MODEL_VERSION, "detector": self.name,
+                  "params": self.get_params(), "category": self.category_, "train_diag": self.train_diag_,
+                  "state": {a: getattr(self, a) for a in self._state_scalars},
+                  "thresholds": {"reject": self.threshold_, "review": self.review_threshold_,
+                                 "point": self.point_threshold_},
+                  "sha256": _digest(tensors)}
+        with atomic_output(path) as tmp:
+            tmp.write_bytes(save(tensors, metadata={"ad3d": json.dumps(header)}))
+
+
+def _digest(tensors: dict[str, np.ndarray]) -> str:
+    h = hashlib.sha256()
+    for key in sorted(tensors):
+        arr = tensors[key]
+        h.update(f"{key}|{arr.dtype.str}|{arr.shape}".encode())
+        h.update(arr.tobytes())
+    return h.hexdigest()
+
+
+def load(path: str | Path) -> Detector:
+    """Read a model saved by Detector.save; raise ModelFormatError for anything else or damaged."""
+    from safetensors import safe_open
+    from safetensors.numpy import load as load_tensors
+
+    path = Path(path)
+    if not path.is_file():
+        raise ModelFormatError(f"cannot load model '{path}': no such file")
+    raw = path.read_bytes()
+    try:
+        with safe_open(str(path), framework="np") as f:
+            meta = f.metadata() or {}
+        tensors = load_tensors(raw)
+        header = json.loads(meta["ad3d"])
+    except Exception as e:  # safetensors raises its own error types for damaged files
+        raise ModelFormatError(f"cannot load model '{path}': not an ad3d model file or damaged "
+                               f"({type(e).__name__}: {str(e)[:120]})") from None
+    if header.get("format") != MODEL_FORMAT:
+        raise ModelFormatError(f"cannot load model '{path}': not an ad3d model file")
+    if header.get("version") != MODEL_VERSION:
+        raise ModelFormatError(f"cannot load model '{path}': model format version {header.get('version')}, "
+                               f"this ad3d reads version {MODEL_VERSION}")
+    if _digest(tensors) != header.get("sha256"):
+        raise ModelFormatError(f"cannot load model '{path}': the stored arrays do not match their checksum "
+                               "(file modified or corrupt)")
+    _load_builtin()
+    cls = _REGISTRY.get(header.get("detector"))
+    if cls is None:
+        raise ModelFormatError(f"cannot load model '{path}': unknown detector {header.get('detector')!r}")
+    try:
+        det = cls(**header["params"])
+    except TypeError as e:
+        raise ModelFormatError(f"cannot load model '{path}': parameters do not fit {cls.name} ({e})") from None
+    missing = set(cls._state_arrays) - set(tensors)
+    if missing:
+        raise ModelFormatError(f"cannot load model '{path}': missing arrays {', '.join(sorted(missing))}")
+    for a in cls._state_arrays:
+        setattr(det, a, tensors[a])
+    for a in cls._state_scalars:
+        setattr(det, a, header["state"].get(a))
+    det.category_ = header.get("category")
+    det.train_diag_ = header.get("train_diag")
+    thresholds = header.get("thresholds", {})
+    det.threshold_, det.review_threshold_ = thresholds.get("reject"), thresholds.get("review")
+    det.point_threshold_ = thresholds.get("point")
+    return det

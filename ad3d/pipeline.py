@@ -1,0 +1,93 @@
+"""Fit, calibrate and evaluate a detector on one category of a dataset: what `ad3d fit/eval/demo` run."""
+
+from __future__ import annotations
+
+import math
+import resource
+import time
+
+from ad3d import datasets
+from ad3d.detectors import Detector, create
+from ad3d.errors import DatasetError
+from ad3d.report import mean_row
+
+EVAL_COLUMNS = [("category", "category", ""), ("object_auroc", "O-AUROC", ".3f"), ("point_auroc", "P-AUROC", ".3f"),
+                ("aupro", "AUPRO", ".3f"), ("ap", "P-AP", ".3f"), ("fit_s", "fit s", ".1f"),
+                ("score_ms", "score ms", ".0f"), ("peak_mb", "peak MB", ".0f"), ("learned", "learned", "d")]
+METRIC_KEYS = ["object_auroc", "point_auroc", "aupro", "ap", "fit_s", "score_ms"]
+
+
+def fit_category(detector: str, params: dict, root, format: str, category: str, *, fpr: float = 0.01,
+                 progress: bool = False) -> tuple[Detector, dict]:
+    """Fit on the normal training scans and calibrate thresholds on held-out normal scans.
+
+    Held-out scans: the validation split when the dataset has one, else the last quarter of the
+    training scans (at least one, when there are two or more).
+    """
+    train = list(datasets.load(format, root, category, "train"))
+    try:
+        held_out = list(datasets.load(format, root, category, "validation"))
+    except DatasetError:
+        held_out = []
+    if not held_out and len(train) >= 2:
+        n = max(1, math.ceil(len(train) / 4))
+        train, held_out = train[:-n], train[-n:]
+    start = time.perf_counter()
+    det = create(detector, **params).fit(train, progress=progress)
+    fit_s = time.perf_counter() - start
+    if held_out:
+        det.calibrate(held_out, fpr=fpr)
+    return det, {"fit_s": fit_s, "train_scans": len(train), "calibration_scans": len(held_out)}
+
+
+def evaluate_category(det: Detector, root, format: str, category: str, progress: bool = False) -> dict:
+    """The metric row for one category's test split."""
+    from ad3d.metrics import evaluate
+
+    test = list(datasets.load(format, root, category, "test"))
+    start = time.perf_counter()
+    results = det.score_many(test, progress=progress)
+    score_ms = (time.perf_counter() - start) / len(test) * 1e3
+    row = {"category": category, **evaluate(results, test), "score_ms": score_ms, "test_scans": len(test),
+           "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "learned": det.n_learned()}
+    return row
+
+
+def evaluate_dataset(detector: str, params: dict, root, format: str, categories: list[str] | None = None,
+                     progress: bool = False) -> list[dict]:
+    """Fit and evaluate per category; one row each."""
+    from tqdm import tqdm
+
+    cats = categories or datasets.categories(format, root)
+    if not cats:
+        raise DatasetError(f"no categories found in '{root}' ({format})")
+    rows = []
+    for cat in tqdm(cats, desc=f"eval {detector}", unit="category", disable=not progress):
+        det, info = fit_category(detector, params, root, format, cat)
+        rows.append({**evaluate_category(det, root, format, cat), "fit_s": info["fit_s"]})
+    return rows
+
+
+def parse_params(pairs: list[str] | None) -> dict:
+    """`key=value` strings to a dict; values parsed as int, float, bool or kept as text."""
+    from ad3d.errors import ConfigError
+
+    out = {}
+    for pair in pairs or []:
+        if "=" not in pair:
+            raise ConfigError(f"--param takes key=value, got {pair!r}")
+        key, value = pair.split("=", 1)
+        for cast in (int, float):
+            try:
+                out[key] = cast(value)
+                break
+            except ValueError:
+                continue
+        else:
+            out[key] = {"true": True, "false": False}.get(value.lower(), value)
+    return out
+
+
+def with_mean(rows: list[dict]) -> list[dict]:
+    """The rows plus a final `mean` row over the categories."""
+    return rows + [mean_row(rows, METRIC_KEYS)]

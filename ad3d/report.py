@@ -1,0 +1,72 @@
+"""What `ad3d score` writes per scan: a PLY with a `score` property and a JSON report."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from ad3d.types import AnomalyResult, Scan
+
+
+def result_json(scan: Scan, result: AnomalyResult, detector: str) -> dict:
+    return {
+        "scan": scan.path, "detector": detector, "points": len(scan), "units": scan.units,
+        "object_score": result.object_score, "threshold": result.threshold, "decision": result.decision,
+        "is_anomalous": result.is_anomalous, "max_point_score": float(result.point_scores.max()),
+        "regions": [{"points": int(len(r.indices)), "centroid": r.centroid.tolist(), "extent": r.extent.tolist(),
+                     "bbox_min": r.bbox_min.tolist(), "bbox_max": r.bbox_max.tolist(), "area": r.area,
+                     "max_score": r.max_score} for r in result.regions],
+        "timings": result.timings,
+    }
+
+
+def write_result(out_dir: Path, stem: str, scan: Scan, result: AnomalyResult, detector: str,
+                 point_threshold: float | None) -> tuple[Path, Path]:
+    """Write `<stem>.ply` and `<stem>.json` (each atomically); the JSON is written last."""
+    from ad3d.io import write_scan
+    from ad3d.io._common import atomic_output
+
+    ply, report = out_dir / f"{stem}.ply", out_dir / f"{stem}.json"
+    write_scan(ply, scan, scalars={"score": result.point_scores})
+    doc = result_json(scan, result, detector)
+    doc["point_threshold"] = point_threshold
+    try:
+        with atomic_output(report) as tmp:
+            tmp.write_text(json.dumps(doc, indent=2))
+    except BaseException:
+        ply.unlink(missing_ok=True)
+        raise
+    return ply, report
+
+
+def summary_line(name: str, result: AnomalyResult) -> str:
+    decision = result.decision or "uncalibrated"
+    regions = f", {len(result.regions)} region{'s' if len(result.regions) != 1 else ''}" if result.regions else ""
+    return f"{name}: {decision.upper():<12} score {result.object_score:.4g}{regions}"
+
+
+def format_table(rows: list[dict], columns: list[tuple[str, str, str]]) -> str:
+    """Rows of dicts as an aligned text table; columns are (key, header, format)."""
+    cells = [[h for _, h, _ in columns]]
+    for row in rows:
+        cells.append([("-" if row.get(k) is None else format(row[k], f) if f else str(row[k])) for k, _, f in columns])
+    widths = [max(len(r[i]) for r in cells) for i in range(len(columns))]
+    return "\n".join("  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths)))
+                     for r in cells)
+
+
+def markdown_table(rows: list[dict], columns: list[tuple[str, str, str]]) -> str:
+    head = "| " + " | ".join(h for _, h, _ in columns) + " |\n|" + "---|" * len(columns) + "\n"
+    body = "".join("| " + " | ".join("-" if r.get(k) is None else format(r[k], f) if f else str(r[k])
+                                     for k, _, f in columns) + " |\n" for r in rows)
+    return head + body
+
+
+def mean_row(rows: list[dict], keys: list[str]) -> dict:
+    out = {"category": "mean"}
+    for k in keys:
+        vals = [r[k] for r in rows if r.get(k) is not None]
+        out[k] = float(np.mean(vals)) if vals else None
+    return out

@@ -1,0 +1,116 @@
+"""PyVista anomaly overlays: an interactive window, off-screen PNG (2x2 views) and HTML export.
+
+Points are coloured by score with a perceptual colormap (inferno); points under the threshold are
+grey. The window has a threshold slider, a ground-truth toggle, region labels and point picking
+that prints the picked point's score. Needs the `viewer` extra (pyvista).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ad3d.errors import ConfigError
+from ad3d.types import DefectRegion, Scan
+
+VIEWS = (("iso", "isometric"), ("xy", "top (xy)"), ("xz", "front (xz)"), ("yz", "side (yz)"))
+
+
+def _pyvista():
+    try:
+        import pyvista as pv
+    except ImportError:
+        raise ConfigError("the viewer needs pyvista: pip install 'ad3d[viewer]'") from None
+    return pv
+
+
+def _add_overlay(plotter, scan: Scan, scores, threshold, gt, regions, point_size: float):
+    pv = _pyvista()
+    cloud = pv.PolyData(np.asarray(scan.points, dtype=np.float64))
+    actors = {}
+    if scores is None:
+        actors["scan"] = plotter.add_mesh(cloud, color="lightgrey", point_size=point_size,
+                                          render_points_as_spheres=True)
+    else:
+        cloud["score"] = np.asarray(scores, dtype=np.float64)
+        top = float(np.max(scores))
+        low = float(threshold) if threshold is not None else float(np.min(scores))
+        actors["scan"] = plotter.add_mesh(cloud, scalars="score", cmap="inferno", clim=[low, max(top, low + 1e-12)],
+                                          below_color="lightgrey", point_size=point_size,
+                                          render_points_as_spheres=True,
+                                          scalar_bar_args={"title": "anomaly score", "below_label": "normal"})
+        if threshold is not None and np.any(cloud["score"] >= threshold):  # defective points drawn larger
+            hot = cloud.extract_points(np.asarray(scores) >= threshold, adjacent_cells=False)
+            plotter.add_mesh(hot, scalars="score", cmap="inferno", clim=[low, max(top, low + 1e-12)],
+                             point_size=point_size * 1.8, render_points_as_spheres=True, show_scalar_bar=False)
+    if gt is not None and np.any(gt):
+        outline = pv.PolyData(np.asarray(scan.points[np.asarray(gt) > 0], dtype=np.float64))
+        actors["gt"] = plotter.add_mesh(outline, color="deepskyblue", opacity=0.15, point_size=point_size * 3,
+                                        render_points_as_spheres=True, label="ground truth")
+    if regions:
+        centroids = np.array([r.centroid for r in regions], dtype=np.float64)
+        labels = [f"R{i + 1} {r.max_score:.3g}" for i, r in enumerate(regions)]
+        plotter.add_point_labels(centroids, labels, font_size=12, point_color="cyan", shape_opacity=0.5)
+    return actors
+
+
+def render(scan: Scan, scores=None, *, threshold: float | None = None, gt=None,
+           regions: list[DefectRegion] | None = None, screenshot: str | Path | None = None,
+           html: str | Path | None = None, show: bool = False, title: str = "ad3d",
+           point_size: float = 6.0) -> None:
+    """Draw `scan` coloured by `scores` (N,), greyed under `threshold`, with optional ground truth.
+
+    screenshot: PNG of a 2x2 grid of views, rendered off-screen. html: a self-contained interactive
+    page. show: an interactive window with a threshold slider, GT toggle and point picking.
+    """
+    pv = _pyvista()
+    if scores is not None and len(scores) != len(scan):
+        raise ConfigError(f"{len(scores)} scores for a scan of {len(scan)} points")
+    if screenshot is not None:
+        plotter = pv.Plotter(off_screen=True, shape=(2, 2), window_size=(1400, 1100))
+        for i, (view, name) in enumerate(VIEWS):
+            plotter.subplot(i // 2, i % 2)
+            _add_overlay(plotter, scan, scores, threshold, gt, regions, point_size)
+            plotter.add_text(name, font_size=10)
+            getattr(plotter, f"view_{'isometric' if view == 'iso' else view}")()
+        Path(screenshot).parent.mkdir(parents=True, exist_ok=True)
+        plotter.screenshot(str(screenshot))
+        plotter.close()
+    if html is not None:
+        plotter = pv.Plotter(off_screen=True)
+        _add_overlay(plotter, scan, scores, threshold, gt, regions, point_size)
+        plotter.add_text(title, font_size=10)
+        Path(html).parent.mkdir(parents=True, exist_ok=True)
+        plotter.export_html(str(html))
+        plotter.close()
+    if show:
+        _interactive(scan, scores, threshold, gt, regions, title, point_size)
+
+
+def _interactive(scan, scores, threshold, gt, regions, title, point_size) -> None:
+    pv = _pyvista()
+    plotter = pv.Plotter(title=title)
+    actors = _add_overlay(plotter, scan, scores, threshold, gt, regions, point_size)
+    if scores is not None:
+        top = float(np.max(scores))
+
+        def set_threshold(value):
+            actors["scan"].mapper.scalar_range = (value, max(top, value + 1e-12))
+
+        plotter.add_slider_widget(set_threshold, [float(np.min(scores)), top],
+                                  value=threshold if threshold is not None else float(np.min(scores)),
+                                  title="threshold", pointa=(0.6, 0.92), pointb=(0.95, 0.92))
+    if "gt" in actors:
+        plotter.add_checkbox_button_widget(lambda on: actors["gt"].SetVisibility(on), value=True, size=30,
+                                           position=(10, 10))
+        plotter.add_text("ground truth", position=(50, 14), font_size=9)
+    if scores is not None:
+        tree_points = np.asarray(scan.points)
+
+        def picked(point):
+            i = int(np.argmin(np.linalg.norm(tree_points - np.asarray(point), axis=1)))
+            plotter.add_text(f"point {i}: score {scores[i]:.4g}", name="pick", position="lower_right", font_size=10)
+
+        plotter.enable_point_picking(callback=picked, show_message=False, left_clicking=True)
+    plotter.show()

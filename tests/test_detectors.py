@@ -1,0 +1,148 @@
+"""The detector protocol, the FPFH PatchCore baseline, calibration, regions and the model file."""
+
+import pickle
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import ad3d
+from ad3d import datasets as ds
+from ad3d.detectors import Detector, extract_regions
+from ad3d.errors import ConfigError, ModelFormatError
+from ad3d.metrics import evaluate
+from ad3d.synth import make_dataset
+from ad3d.types import Scan
+
+
+@pytest.fixture(scope="module")
+def synth_root(tmp_path_factory, shared_data):
+    root = tmp_path_factory.mktemp("synth") / "asn"
+    sources = [shared_data / "meshes" / "cad" / "idler_riser.STL", shared_data / "meshes" / "ycb" / "mustard_bottle.obj"]
+    make_dataset(sources, "anomaly-shapenet", root, points=3000, train=3, good=4, per_defect=2, seed=1)
+    return root
+
+
+@pytest.fixture(scope="module")
+def fitted(synth_root):
+    det = ad3d.create("patchcore", num_centres=1024)
+    return det.fit(ds.load("anomaly-shapenet", synth_root, "idler_riser0", "train"))
+
+
+def test_patchcore_finds_planted_defects(synth_root):
+    point, obj = [], []
+    for cat in ds.categories("anomaly-shapenet", synth_root):
+        det = ad3d.create("patchcore", num_centres=1024).fit(ds.load("anomaly-shapenet", synth_root, cat, "train"))
+        test = list(ds.load("anomaly-shapenet", synth_root, cat, "test"))
+        row = evaluate(det.score_many(test), test)
+        point.append(row["point_auroc"])
+        obj.append(row["object_auroc"])
+    assert np.mean(point) > 0.65 and np.mean(obj) > 0.6, (point, obj)
+
+
+def test_scores_cover_every_input_point(fitted, synth_root):
+    scan = ds.load("anomaly-shapenet", synth_root, "idler_riser0", "test")[0]
+    result = fitted.score(scan)
+    assert result.point_scores.shape == (len(scan),) and np.isfinite(result.point_scores).all()
+    assert result.decision is None  # not calibrated yet
+
+
+def test_params_and_registry():
+    det = ad3d.create("patchcore", radius_fraction=0.2)
+    assert det.get_params()["radius_fraction"] == 0.2 and "patchcore" in ad3d.available()
+    with pytest.raises(ConfigError, match="unknown detector 'nope'"):
+        ad3d.create("nope")
+    with pytest.raises(ConfigError, match="not fitted"):
+        det.score(Scan(points=np.random.rand(100, 3)))
+
+
+def test_saved_model_reloads_in_a_fresh_process_with_identical_scores(fitted, synth_root, tmp_path):
+    model = tmp_path / "m.ad3d"
+    fitted.save(model)
+    scan = ds.load("anomaly-shapenet", synth_root, "idler_riser0", "test")[4]
+    expected = fitted.score(scan).point_scores
+    code = ("import sys, numpy as np, ad3d; from ad3d.io import read_scan; "
+            "d = ad3d.load(sys.argv[1]); np.save(sys.argv[3], d.score(read_scan(sys.argv[2])).point_scores)")
+    subprocess.run([sys.executable, "-c", code, str(model), scan.path, str(tmp_path / "s.npy")], check=True)
+    assert np.array_equal(np.load(tmp_path / "s.npy"), expected)
+
+
+def test_loading_never_unpickles(fitted, tmp_path, monkeypatch):
+    fitted.save(tmp_path / "m.ad3d")
+
+    def refuse(*a, **k):
+        raise AssertionError("pickle used")
+
+    monkeypatch.setattr(pickle, "load", refuse)
+    monkeypatch.setattr(pickle, "loads", refuse)
+    monkeypatch.setattr(pickle, "Unpickler", refuse)
+    assert np.array_equal(ad3d.load(tmp_path / "m.ad3d").bank_, fitted.bank_)
+
+
+def test_damaged_model_files_fail_clearly(fitted, tmp_path):
+    fitted.save(tmp_path / "m.ad3d")
+    raw = (tmp_path / "m.ad3d").read_bytes()
+    (tmp_path / "truncated.ad3d").write_bytes(raw[: len(raw) // 2])
+    flipped = bytearray(raw)
+    flipped[-100] ^= 0x40  # inside the tensor data
+    (tmp_path / "tampered.ad3d").write_bytes(bytes(flipped))
+    (tmp_path / "other.ad3d").write_bytes(b"\x80\x04K\x01.")  # a pickle
+    for name, pattern in (("truncated", "damaged"), ("tampered", "checksum"), ("other", "damaged"),
+                          ("missing", "no such file")):
+        with pytest.raises(ModelFormatError, match=pattern):
+            ad3d.load(tmp_path / f"{name}.ad3d")
+
+
+class FieldScore(Detector):
+    """A stand-in detector whose scores are read from the scan: to test the shared machinery exactly."""
+
+    name = "field-score"
+    _state_arrays = ("dummy_",)
+
+    def __init__(self):
+        self.dummy_ = None
+
+    def _fit(self, scans, progress):
+        self.dummy_ = np.zeros(1)
+
+    def _score(self, scan):
+        s = scan.fields["s"].astype(np.float32)
+        return s, float(s.max())
+
+
+def _scan(peak):
+    s = np.zeros(200, np.float32)
+    s[0] = peak
+    return Scan(points=np.random.default_rng(0).random((200, 3)), fields={"s": s})
+
+
+def test_calibrate_gives_a_three_way_decision():
+    det = FieldScore().fit([_scan(0)])
+    normals = [_scan(v) for v in np.linspace(0, 1, 101)]  # object scores 0.00 .. 1.00
+    det.calibrate(normals, fpr=0.01, review_fpr=0.1)
+    assert det.threshold_ == pytest.approx(0.99) and det.review_threshold_ == pytest.approx(0.9)
+    assert [det.score(_scan(v)).decision for v in (0.5, 0.95, 2.0)] == ["accept", "review", "reject"]
+    with pytest.raises(ConfigError, match="fpr must lie in"):
+        det.calibrate(normals, fpr=1.5)
+
+
+def test_regions_are_connected_groups_in_scan_units():
+    rng = np.random.default_rng(0)
+    grid = np.stack(np.meshgrid(np.arange(40), np.arange(40), [0]), -1).reshape(-1, 3) * 0.5  # 0.5 mm spacing
+    scores = np.zeros(len(grid))
+    a = np.linalg.norm(grid - [5, 5, 0], axis=1) < 2
+    b = np.linalg.norm(grid - [15, 15, 0], axis=1) < 3
+    scores[a], scores[b] = 1.0, 2.0 + rng.random(b.sum())
+    regions = extract_regions(grid, scores, 0.5)
+    assert len(regions) == 2
+    big, small = regions
+    assert np.allclose(big.centroid, [15, 15, 0], atol=0.1) and big.max_score == scores[b].max()
+    assert np.allclose(small.centroid, [5, 5, 0], atol=0.1)
+    assert big.area == pytest.approx(b.sum() * 0.25)
+
+
+def test_scale_check_catches_a_model_for_another_part(fitted):
+    huge = Scan(points=np.random.default_rng(0).random((500, 3)) * 100)
+    with pytest.raises(ConfigError, match="size of the parts this model was trained on"):
+        fitted.check_scale(huge)

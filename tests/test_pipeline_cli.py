@@ -1,0 +1,118 @@
+"""ad3d fit / score / eval / view / demo from the command line, including bad input."""
+
+import json
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from ad3d.synth import make_dataset
+
+
+def run(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "ad3d.cli", *map(str, args)], capture_output=True, text=True, cwd=cwd)
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory, shared_data):
+    root = tmp_path_factory.mktemp("cli")
+    make_dataset([shared_data / "meshes" / "cad" / "idler_riser.STL"], "anomaly-shapenet", root / "data",
+                 points=2500, train=4, good=2, per_defect=1, seed=2)
+    fitted = run("fit", "--data", root / "data", "--format", "anomaly-shapenet", "--category", "idler_riser0",
+                 "--out", root / "m.ad3d", "--param", "num_centres=1024", "--quiet")
+    assert fitted.returncode == 0, fitted.stderr
+    assert "thresholds from 1 held-out normal scans" in fitted.stdout
+    return root
+
+
+def test_eval_prints_and_writes_the_table(model):
+    result = run("eval", model / "m.ad3d", "--data", model / "data", "--format", "anomaly-shapenet",
+                 "--out", model / "eval", "--quiet")
+    assert result.returncode == 0, result.stderr
+    assert "O-AUROC" in result.stdout and "idler_riser0" in result.stdout
+    rows = json.loads((model / "eval" / "eval.json").read_text())["rows"]
+    assert 0 <= rows[0]["object_auroc"] <= 1 and rows[0]["learned"] > 0
+    assert "| idler_riser0 |" in (model / "eval" / "eval.md").read_text()
+
+
+def test_score_writes_ply_and_report_per_scan(model, tmp_path):
+    test_dir = model / "data" / "pcd" / "idler_riser0" / "test"
+    result = run("score", model / "m.ad3d", test_dir, "--out", tmp_path / "out")
+    assert result.returncode == 0, result.stderr
+    assert len(result.stdout.splitlines()) == len(list(test_dir.iterdir()))
+    report = json.loads((tmp_path / "out" / "idler_riser0_hole0.json").read_text())
+    assert report["decision"] in ("accept", "review", "reject") and report["threshold"] is not None
+    from ad3d.io import read_scan
+
+    assert read_scan(tmp_path / "out" / "idler_riser0_hole0.ply").fields["score"].shape[0] == report["points"]
+
+
+def test_score_handles_nan_mixed_formats_and_bad_files(model, tmp_path, shared_data):
+    from ad3d.io import read_scan, write_scan
+
+    mixed = tmp_path / "mixed"
+    mixed.mkdir()
+    scan = read_scan(model / "data" / "pcd" / "idler_riser0" / "test" / "idler_riser0_positive0.pcd")
+    write_scan(mixed / "a.ply", scan)
+    np.savetxt(mixed / "b.xyz", scan.points)
+    pts = scan.points.copy()
+    pts[:10] = np.nan
+    from native import write_pcd
+
+    write_pcd(mixed / "c_nan.pcd", pts)
+    shutil.copy(shared_data / "meshes" / "cad" / "idler_riser.STL", mixed / "d.stl")
+    ok = run("score", model / "m.ad3d", mixed, "--out", tmp_path / "ok")
+    assert ok.returncode == 0, ok.stderr
+    assert sorted(p.name for p in (tmp_path / "ok").iterdir()) == sorted(
+        f"{s}.{e}" for s in ("a", "b", "c_nan", "d") for e in ("json", "ply"))
+    nan_report = json.loads((tmp_path / "ok" / "c_nan.json").read_text())
+    assert nan_report["points"] == len(scan) - 10
+
+    (tmp_path / "empty.pcd").write_bytes(b"")
+    bad = run("score", model / "m.ad3d", tmp_path / "empty.pcd", "--out", tmp_path / "bad")
+    assert bad.returncode == 2 and "empty.pcd" in bad.stderr and "Traceback" not in bad.stderr
+    assert not (tmp_path / "bad").exists() or not any((tmp_path / "bad").iterdir())
+
+
+def test_score_refuses_a_model_of_another_part(model, tmp_path, shared_data):
+    other = run("score", model / "m.ad3d", shared_data / "pcd" / "bun0.pcd", "--out", tmp_path / "o")
+    assert other.returncode == 2 and "size of the parts this model was trained on" in other.stderr
+    assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())
+    missing = run("score", tmp_path / "nope.ad3d", shared_data / "pcd" / "bun0.pcd", "--out", tmp_path / "o")
+    assert missing.returncode == 2 and "no such file" in missing.stderr
+
+
+def test_view_screenshot_highlights_the_defect_and_html_renders(model, tmp_path):
+    from PIL import Image
+
+    run("score", model / "m.ad3d", model / "data" / "pcd" / "idler_riser0" / "test" / "idler_riser0_bulge0.pcd",
+        "--out", tmp_path / "out")
+    ply = tmp_path / "out" / "idler_riser0_bulge0.ply"
+    shot = run("view", ply, "--screenshot", tmp_path / "v.png", "--html", tmp_path / "v.html")
+    assert shot.returncode == 0, shot.stderr
+    img = np.asarray(Image.open(tmp_path / "v.png").convert("RGB")).astype(int)
+    warm = (img[..., 0] > 150) & (img[..., 0] - img[..., 2] > 60)  # inferno's orange/yellow: high scores
+    assert warm.sum() > 20
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.skip("chromium not installed (Debian package chromium)")
+    page = tmp_path / "page.png"
+    subprocess.run([chromium, "--headless", "--no-sandbox", "--use-angle=swiftshader", "--enable-unsafe-swiftshader",
+                    "--disable-background-networking", "--disable-component-update", "--no-first-run",
+                    f"--user-data-dir={tmp_path / 'chrome'}", "--virtual-time-budget=15000",
+                    "--window-size=800,600", f"--screenshot={page}", (tmp_path / "v.html").as_uri()],
+                   capture_output=True, timeout=120)
+    shot = np.asarray(Image.open(page).convert("RGB")).astype(int)
+    assert len(np.unique(shot.reshape(-1, 3), axis=0)) > 50  # something was drawn, not a blank page
+
+
+@pytest.mark.slow
+def test_demo_prints_the_table_and_writes_images(tmp_path):
+    from ad3d.demo import run_demo
+
+    rows = run_demo(tmp_path / "demo", quiet=True, points=2500)
+    assert rows[-1]["category"] == "mean" and len(rows) == 4
+    assert len(list((tmp_path / "demo" / "images").glob("*.png"))) == 3
+    assert (tmp_path / "demo" / "eval.md").exists()
