@@ -72,7 +72,7 @@ def _cmd_synth(args) -> int:
     from pathlib import Path
 
     from ad3d.errors import ConfigError
-    from ad3d.synth import GEOMETRIC, make_dataset
+    from ad3d.synth import DEFECTS, make_dataset
     from ad3d.synth.dataset import MESH_SUFFIXES
 
     from ad3d.io import SCAN_SUFFIXES
@@ -84,12 +84,13 @@ def _cmd_synth(args) -> int:
         sources = [src]
     else:
         raise ConfigError(f"synth source '{src}' does not exist")
-    defects = tuple(args.defects.split(",")) if args.defects else GEOMETRIC
-    unknown = set(defects) - set(GEOMETRIC)
+    defects = tuple(args.defects.split(",")) if args.defects else None
+    unknown = set(defects or ()) - set(DEFECTS)
     if unknown:
-        raise ConfigError(f"unknown defect(s) {', '.join(sorted(unknown))}; expected {', '.join(GEOMETRIC)}")
+        raise ConfigError(f"unknown defect(s) {', '.join(sorted(unknown))}; expected {', '.join(DEFECTS)}")
     summary = make_dataset(sources, args.format, Path(args.out), points=args.points, train=args.train,
                            good=args.good, per_defect=args.per_defect, defects=defects, seed=args.seed,
+                           image_size=args.image_size,
                            progress=not args.quiet)
     total = sum(v["train"] + v["good"] + v["anomalous"] for v in summary.values())
     print(f"wrote {len(summary)} categories, {total} scans ({args.format} layout) to {args.out}")
@@ -304,13 +305,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     synth = sub.add_parser("synth", help="write a semi-synthetic dataset with planted defects")
     synth.add_argument("source", help="a mesh or scan file, or a folder of them (one category each)")
-    synth.add_argument("--format", required=True, choices=("anomaly-shapenet", "real3d"))
+    synth.add_argument("--format", required=True, choices=("anomaly-shapenet", "real3d", "mvtec3d"))
+    synth.add_argument("--image-size", type=int, default=128, help="pixels per side (mvtec3d layout)")
     synth.add_argument("--out", required=True, help="output folder (must not exist or be empty)")
     synth.add_argument("--points", type=int, default=4096, help="points per scan")
     synth.add_argument("--train", type=int, default=4, help="normal training scans per category")
     synth.add_argument("--good", type=int, default=4, help="normal test scans per category")
     synth.add_argument("--per-defect", type=int, default=2, help="test scans per defect type")
-    synth.add_argument("--defects", help="comma-separated subset of bulge,dent,crack,hole,cut")
+    synth.add_argument("--defects", help="comma-separated subset of bulge,dent,crack,hole,cut,contamination "
+                                        "(contamination: mvtec3d only)")
     synth.add_argument("--seed", type=int, default=0)
     synth.add_argument("--quiet", action="store_true", help="no progress bar")
     synth.set_defaults(run=_cmd_synth)

@@ -88,3 +88,22 @@ def test_synth_refuses_a_non_empty_output(tmp_path, shared_data):
         make_dataset([shared_data / "meshes" / "cad" / "round.stl"], "real3d", tmp_path / "out")
     assert (tmp_path / "out" / "keep.txt").read_text() == "mine"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # no staging folder left behind
+
+
+def test_synth_mvtec3d_layout_reads_back_with_visible_masks(tmp_path, shared_data):
+    from PIL import Image
+
+    make_dataset([shared_data / "meshes" / "ycb" / "cracker_box.obj"], "mvtec3d", tmp_path / "mv", train=2, good=1,
+                 per_defect=1, image_size=64)
+    assert ds.describe("mvtec3d", tmp_path / "mv")[0]["validation"] == 1
+    test = list(ds.load("mvtec3d", tmp_path / "mv", "cracker_box", "test"))
+    assert sorted(s.defect_type for s in test) == sorted(["good", *GEOMETRIC, "contamination"])
+    for s in test:
+        assert s.grid_shape == (64, 64) and s.image.shape == (64, 64, 3)
+        assert s.labels.sum() == s.mask.sum()  # every masked pixel is a measured point
+        assert (s.labels.sum() > 0) == (s.label == 1)
+    dirty = next(s for s in test if s.defect_type == "contamination")
+    clean = next(s for s in test if s.defect_type == "good")
+    assert np.abs(dirty.colors[dirty.labels == 1].astype(int).mean(0) - clean.colors.astype(int).mean(0)).max() > 5
+    assert ds.verify("mvtec3d", tmp_path / "mv")[0]["problems"] == []
+    assert np.asarray(Image.open(tmp_path / "mv/cracker_box/test/good/gt/000.png")).max() == 0

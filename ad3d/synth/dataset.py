@@ -18,7 +18,7 @@ from ad3d.errors import ConfigError
 from ad3d.synth.defects import GEOMETRIC, plant
 from ad3d.types import Scan
 
-LAYOUTS = ("anomaly-shapenet", "real3d")
+LAYOUTS = ("anomaly-shapenet", "real3d", "mvtec3d")
 MESH_SUFFIXES = (".obj", ".stl", ".off", ".ply")
 
 
@@ -72,13 +72,57 @@ def _names(layout: str, cat: str, role: str, kind: str, k: int, serial: int) -> 
     return f"{serial}_{kind}"
 
 
+def _write_mvtec(root: Path, cat: str, sources: Path, rng: np.random.Generator, plan: list, train: int,
+                 points: int, size: int) -> None:
+    """MVTec 3D-AD layout: <cat>/{train,validation}/good and <cat>/test/<type>, xyz tiff + rgb + gt png."""
+    import tifffile
+    from PIL import Image
+
+    from ad3d.synth.organised import Projector, shaded_colours
+
+    dense = max(points, 25 * size * size)  # enough surface samples that every pixel on the part sees one
+    draw = lambda: _draw(sources, dense, int(rng.integers(2**31)))  # noqa: E731
+    template = draw()
+    camera = Projector(template.points, size)
+    base = rng.uniform(120, 230, 3)
+
+    def save(split: str, kind: str, k: int, scan: Scan, colors: np.ndarray) -> None:
+        xyz, rgb, mask = camera.project(scan, colors)
+        folder = root / cat / split / kind
+        for sub in ("xyz", "rgb") + (("gt",) if split == "test" else ()):
+            (folder / sub).mkdir(parents=True, exist_ok=True)
+        tifffile.imwrite(folder / "xyz" / f"{k:03d}.tiff", xyz, photometric="rgb")
+        Image.fromarray(rgb).save(folder / "rgb" / f"{k:03d}.png")
+        if split == "test":
+            Image.fromarray((mask * 255).astype(np.uint8)).save(folder / "gt" / f"{k:03d}.png")
+
+    validation = max(1, train // 4)
+    for split, count in (("train", train), ("validation", validation)):
+        for k in range(count):
+            scan = draw()
+            save(split, "good", k, scan, shaded_colours(scan, base))
+    for kind, k in plan:
+        scan = draw()
+        colors = shaded_colours(scan, base)
+        if kind == "good":
+            save("test", "good", k, scan, colors)
+            continue
+        for _ in range(30):  # re-plant until the defect faces the camera: >= 0.5 % of the part's pixels
+            bad = plant(scan.replace(colors=colors), kind, rng)
+            xyz, _, mask = camera.project(bad, bad.colors)
+            if mask.sum() >= max(10, 0.005 * (xyz[..., 2] > 0).sum()):
+                break
+        save("test", kind, k, bad, bad.colors)
+
+
 def make_dataset(sources: list[Path], layout: str, out: Path, *, points: int = 4096, train: int = 4,
-                 good: int = 4, per_defect: int = 2, defects: tuple[str, ...] = GEOMETRIC, seed: int = 0,
-                 progress: bool = False) -> dict:
+                 good: int = 4, per_defect: int = 2, defects: tuple[str, ...] | None = None, seed: int = 0,
+                 image_size: int = 128, progress: bool = False) -> dict:
     """Write the dataset to `out` (which must not exist or be empty); return counts per category.
 
     The dataset is assembled in a temporary folder beside `out` and moved into place at the end, so a
-    failure leaves nothing behind.
+    failure leaves nothing behind. Defects default to the five geometric kinds, plus colour
+    contamination for the RGB-D layout (mvtec3d, organised scans of image_size x image_size pixels).
     """
     from tqdm import tqdm
 
@@ -86,6 +130,10 @@ def make_dataset(sources: list[Path], layout: str, out: Path, *, points: int = 4
         raise ConfigError(f"unknown synth layout {layout!r}; expected one of {', '.join(LAYOUTS)}")
     if not sources:
         raise ConfigError("no source meshes or scans given")
+    if defects is None:
+        defects = GEOMETRIC + (("contamination",) if layout == "mvtec3d" else ())
+    if "contamination" in defects and layout != "mvtec3d":
+        raise ConfigError("colour contamination needs colour: use the mvtec3d layout")
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ConfigError(f"output '{out}' already exists and is not empty; nothing was written")
@@ -98,16 +146,19 @@ def make_dataset(sources: list[Path], layout: str, out: Path, *, points: int = 4
             if layout == "anomaly-shapenet" and not cat[-1].isdigit():
                 cat += "0"  # Anomaly-ShapeNet categories end in a digit (vase0, cap3)
             rng = np.random.default_rng([seed, c])
+            plan = [("good", k) for k in range(good)] + [(d, k) for d in defects for k in range(per_defect)]
+            summary[cat] = {"train": train, "good": good, "anomalous": per_defect * len(defects)}
+            if layout == "mvtec3d":
+                _write_mvtec(staging, cat, source, rng, plan, train, points, image_size)
+                continue
             draw = lambda: _draw(source, points, int(rng.integers(2**31)))  # noqa: E731
             for k in range(train):
                 _write(layout, staging, cat, "train", _names(layout, cat, "train", "", k, 0), draw())
             serial = 0
-            plan = [("good", k) for k in range(good)] + [(d, k) for d in defects for k in range(per_defect)]
             for kind, k in plan:
                 scan = draw() if kind == "good" else plant(draw(), kind, rng)
                 _write(layout, staging, cat, "test", _names(layout, cat, "test", kind, k, serial), scan)
                 serial += 1
-            summary[cat] = {"train": train, "good": good, "anomalous": per_defect * len(defects)}
         if out.exists():
             out.rmdir()
         staging.rename(out)
