@@ -85,32 +85,43 @@ def render(scan: Scan, scores=None, *, threshold: float | None = None, gt=None,
         plotter.export_html(str(html))
         plotter.close()
     if show:
-        _interactive(scan, scores, threshold, gt, regions, title, point_size)
+        plotter, _ = interactive_plotter(scan, scores, threshold=threshold, gt=gt, regions=regions, title=title,
+                                         point_size=point_size)
+        plotter.show()
 
 
-def _interactive(scan, scores, threshold, gt, regions, title, point_size) -> None:
+def interactive_plotter(scan: Scan, scores=None, *, threshold=None, gt=None, regions=None, title: str = "ad3d",
+                        point_size: float = 6.0, off_screen: bool = False):
+    """(plotter, controls): the window, not yet shown, with a threshold slider, a ground-truth
+    checkbox and point picking; `controls` holds the actors and the callbacks the widgets call
+    (set_threshold, show_gt, pick), so the behaviour can be driven without a display."""
     pv = _pyvista()
-    plotter = pv.Plotter(title=title)
+    plotter = pv.Plotter(title=title, off_screen=off_screen)
     actors = _add_overlay(plotter, scan, scores, threshold, gt, regions, point_size)
+    controls: dict = {"actors": actors}
     if scores is not None:
         top = float(np.max(scores))
 
         def set_threshold(value):
             actors["scan"].mapper.scalar_range = (value, max(top, value + 1e-12))
 
+        controls["set_threshold"] = set_threshold
         plotter.add_slider_widget(set_threshold, [float(np.min(scores)), top],
                                   value=threshold if threshold is not None else float(np.min(scores)),
                                   title="threshold", pointa=(0.6, 0.92), pointb=(0.95, 0.92))
     if "gt" in actors:
-        plotter.add_checkbox_button_widget(lambda on: actors["gt"].SetVisibility(on), value=True, size=30,
-                                           position=(10, 10))
+        controls["show_gt"] = lambda on: actors["gt"].SetVisibility(on)
+        plotter.add_checkbox_button_widget(controls["show_gt"], value=True, size=30, position=(10, 10))
         plotter.add_text("ground truth", position=(50, 14), font_size=9)
     if scores is not None:
         tree_points = np.asarray(scan.points)
 
         def picked(point):
             i = int(np.argmin(np.linalg.norm(tree_points - np.asarray(point), axis=1)))
-            plotter.add_text(f"point {i}: score {scores[i]:.4g}", name="pick", position="lower_right", font_size=10)
+            message = f"point {i}: score {scores[i]:.4g}"
+            plotter.add_text(message, name="pick", position="lower_right", font_size=10)
+            controls["last_pick"] = message
 
+        controls["pick"] = picked
         plotter.enable_point_picking(callback=picked, show_message=False, left_clicking=True)
-    plotter.show()
+    return plotter, controls
