@@ -1,11 +1,10 @@
-"""FPFH (+ raw coordinates) PatchCore memory bank: the standard 3D baseline (Real3D-AD, 3D-ADS).
+"""FPFH PatchCore memory bank: the standard 3D baseline (Real3D-AD, 3D-ADS).
 
-Point score = distance from the descriptor at an FPS centre to its nearest neighbour in a coreset of
-descriptors from the normal training scans, interpolated to every input point by 3-NN. The
-descriptor is FPFH, plus the centre's coordinates (in FPFH-radius units x xyz_weight) as in
-Real3D-AD's "PatchCore (FPFH + Raw)": right for aligned scans (Anomaly-ShapeNet, ad3d synth);
-set xyz_weight=0 for scans in arbitrary poses. Object score = mean of the top `top_fraction` of
-point scores (top_fraction=0: the max). Defaults chosen on a 6-category synth set (see README).
+Point score = distance from the FPFH descriptor at an FPS centre to its nearest neighbour in a
+coreset of descriptors from the normal training scans, interpolated to every input point by 3-NN.
+xyz_weight > 0 appends the centre's coordinates (in FPFH-radius units) as in Real3D-AD's
+"PatchCore (FPFH + Raw)", for aligned scans only. Object score = mean of the top `top_fraction`
+of point scores (top_fraction=0: the max). Defaults measured by benchmarks/baseline_sweep.py.
 """
 
 from __future__ import annotations
@@ -25,7 +24,7 @@ class PatchCore(Detector):
     _state_scalars = ("radius_",)
 
     def __init__(self, num_points: int = 8192, num_centres: int = 2048, radius_fraction: float = 0.1,
-                 coreset_ratio: float = 0.25, xyz_weight: float = 10.0, top_fraction: float = 0.05,
+                 coreset_ratio: float = 0.25, xyz_weight: float = 0.0, top_fraction: float = 0.05,
                  device: str = "cpu", seed: int = 0):
         self.num_points = num_points
         self.xyz_weight = xyz_weight
