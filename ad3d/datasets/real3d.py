@@ -20,8 +20,6 @@ from ad3d.types import Scan
 FORMAT = "real3d"
 SPLITS = ("train", "test")
 TRAIN_GLOBS = ("*template*", "*prototype*")
-CATEGORIES = ("airplane", "car", "candybar", "chicken", "diamond", "duck", "fish", "gemstone", "seahorse",
-              "shell", "starfish", "toffees")
 
 
 def categories(root: Path) -> list[str]:

@@ -64,7 +64,8 @@ class PatchCore(Detector):
         feats = np.concatenate([self._descriptors(s)[1]
                                 for s in tqdm(scans, desc="patchcore fit", disable=not progress, leave=False)])
         keep = max(1, int(round(self.coreset_ratio * len(feats))))
-        idx = ops.greedy_coreset(torch.from_numpy(feats).to(self.device), keep).cpu().numpy()
+        start = int(np.random.default_rng(self.seed).integers(len(feats)))  # the coreset's first entry
+        idx = ops.greedy_coreset(torch.from_numpy(feats).to(self.device), keep, start=start).cpu().numpy()
         self.bank_ = feats[idx]
 
     def _score(self, scan: Scan) -> tuple[np.ndarray, float]:

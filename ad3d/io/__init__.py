@@ -40,6 +40,8 @@ def read_scan(path: str | os.PathLike, *, format: str = "auto", remove_invalid: 
     p = Path(path)
     fmt = (p.suffix.lower() if format == "auto" else "." + format.lower().lstrip("."))
     check_readable(p)
+    if sample is not None and fmt not in _MESH_SUFFIXES + (".ply",):
+        raise fail(p, "sample= applies to meshes (.obj .stl .off .ply) only")
     if fmt == ".pcd":
         scan = read_pcd(p, remove_invalid=remove_invalid)
     elif fmt == ".ply":
@@ -56,8 +58,6 @@ def read_scan(path: str | os.PathLike, *, format: str = "auto", remove_invalid: 
         raise fail(p, "a .png is read as a depth image only with intrinsics= (use ad3d.io.read_rgbd)")
     else:
         raise fail(p, f"unknown scan format {fmt or '(no suffix)'!r}; known: {' '.join(SCAN_SUFFIXES)}")
-    if sample is not None and fmt not in _MESH_SUFFIXES + (".ply",):
-        raise fail(p, "sample= applies to meshes (.obj .stl .off .ply) only")
     return scan
 
 
