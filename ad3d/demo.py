@@ -17,7 +17,7 @@ def run_demo(out: str | Path = "runs/demo", meshes: str | Path | None = None, qu
     """Write data/, models/, reports/, images/ and eval.{json,md} under `out`; return the table rows."""
     from ad3d import datasets
     from ad3d.pipeline import EVAL_COLUMNS, evaluate_category, fit_category, with_mean
-    from ad3d.report import format_table, markdown_table, write_result
+    from ad3d.report import format_table, markdown_table
     from ad3d.synth import make_dataset
     from ad3d.synth.dataset import MESH_SUFFIXES
 
@@ -41,7 +41,7 @@ def run_demo(out: str | Path = "runs/demo", meshes: str | Path | None = None, qu
         det, info = fit_category(detector, {}, out / "data", "anomaly-shapenet", cat)
         det.save(out / "models" / f"{cat}.ad3d")
         rows.append({**evaluate_category(det, out / "data", "anomaly-shapenet", cat), "fit_s": info["fit_s"]})
-        _write_reports(det, out, cat, write_result)
+        _write_reports(det, out, cat)
     table = with_mean(rows)
     (out / "eval.json").write_text(json.dumps({"detector": detector, "rows": table}, indent=2))
     (out / "eval.md").write_text(f"# {detector} on the demo parts (semi-synthetic)\n\n" + markdown_table(table, EVAL_COLUMNS))
@@ -50,9 +50,10 @@ def run_demo(out: str | Path = "runs/demo", meshes: str | Path | None = None, qu
     return table
 
 
-def _write_reports(det, out: Path, cat: str, write_result) -> None:
+def _write_reports(det, out: Path, cat: str) -> None:
     """PLY + JSON per test scan, and an overlay image of the highest-scored defective scan."""
     from ad3d import datasets
+    from ad3d.report import write_result
     from ad3d.viewers import render
 
     best = None

@@ -47,11 +47,14 @@ def summary_line(name: str, result: AnomalyResult) -> str:
     return f"{name}: {decision.upper():<12} score {result.object_score:.4g}{regions}"
 
 
+def _cell(row: dict, key: str, fmt: str) -> str:
+    value = row.get(key)
+    return "-" if value is None else format(value, fmt) if fmt else str(value)
+
+
 def format_table(rows: list[dict], columns: list[tuple[str, str, str]]) -> str:
     """Rows of dicts as an aligned text table; columns are (key, header, format)."""
-    cells = [[h for _, h, _ in columns]]
-    for row in rows:
-        cells.append([("-" if row.get(k) is None else format(row[k], f) if f else str(row[k])) for k, _, f in columns])
+    cells = [[h for _, h, _ in columns]] + [[_cell(row, k, f) for k, _, f in columns] for row in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(columns))]
     return "\n".join("  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths)))
                      for r in cells)
@@ -59,8 +62,7 @@ def format_table(rows: list[dict], columns: list[tuple[str, str, str]]) -> str:
 
 def markdown_table(rows: list[dict], columns: list[tuple[str, str, str]]) -> str:
     head = "| " + " | ".join(h for _, h, _ in columns) + " |\n|" + "---|" * len(columns) + "\n"
-    body = "".join("| " + " | ".join("-" if r.get(k) is None else format(r[k], f) if f else str(r[k])
-                                     for k, _, f in columns) + " |\n" for r in rows)
+    body = "".join("| " + " | ".join(_cell(r, k, f) for k, _, f in columns) + " |\n" for r in rows)
     return head + body
 
 

@@ -102,6 +102,22 @@ def transfer_labels(points: np.ndarray, gt: np.ndarray) -> tuple[np.ndarray, flo
     return gt[idx, 3].astype(np.uint8), float(dist.max()) if len(dist) else 0.0
 
 
+def load_point_sample(ref: SampleRef, category: str, format: str) -> Scan:
+    """Read one point-cloud sample and attach what its name and GT file say (Real3D, ASN, folder).
+
+    Training scans (label None) get no labels; normal test scans get all zeros; anomalous ones get
+    their GT file's labels, or none when the dataset has no GT file for them.
+    """
+    from ad3d.io import read_scan
+
+    scan = read_scan(ref.path)
+    scan = scan.replace(label=ref.label, category=category, defect_type=ref.defect_type,
+                        meta={**scan.meta, "dataset": format})
+    if ref.label is None or (ref.label == 1 and ref.gt_path is None):
+        return scan
+    return attach_gt(scan, ref.gt_path)
+
+
 def attach_gt(scan: Scan, gt_path: Path | None) -> Scan:
     """Labels from a GT text file (or all zeros without one), recording the GT match distance."""
     if gt_path is None:

@@ -11,9 +11,9 @@ from __future__ import annotations
 from functools import partial
 from pathlib import Path
 
-from ad3d.datasets.base import Dataset, SampleRef, attach_gt, check_category, check_split, files, list_dirs
+from ad3d.datasets.base import (Dataset, SampleRef, check_category, check_split, files, list_dirs,
+                                load_point_sample)
 from ad3d.errors import DatasetError
-from ad3d.types import Scan
 
 FORMAT = "folder"
 SPLITS = ("train", "validation", "test")
@@ -35,17 +35,6 @@ def _category_dir(root: Path, category: str) -> Path:
     return check_category(root, category, categories(root), FORMAT)
 
 
-def _load(ref: SampleRef, category: str) -> Scan:
-    from ad3d.io import read_scan
-
-    scan = read_scan(ref.path)
-    scan = scan.replace(label=ref.label, category=category, defect_type=ref.defect_type,
-                        meta={**scan.meta, "dataset": FORMAT})
-    if ref.label == 1 and ref.gt_path is None:
-        return scan  # no per-point ground truth for this scan
-    return scan if ref.label is None else attach_gt(scan, ref.gt_path)
-
-
 def load(root: Path, category: str, split: str = "test") -> Dataset:
     from ad3d.io import SCAN_SUFFIXES
 
@@ -61,4 +50,4 @@ def load(root: Path, category: str, split: str = "test") -> Dataset:
             refs.append(SampleRef(p, label if split == "test" else 0, kind, gt if gt.exists() else None))
     if not refs:
         raise DatasetError(f"no scans under '{base / split}'")
-    return Dataset(FORMAT, root, category, split, refs, partial(_load, category=category))
+    return Dataset(FORMAT, root, category, split, refs, partial(load_point_sample, category=category, format=FORMAT))

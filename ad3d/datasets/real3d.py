@@ -12,10 +12,9 @@ import re
 from functools import partial
 from pathlib import Path
 
-from ad3d.datasets.base import (Dataset, SampleRef, attach_gt, check_category, check_split, files,
-                                list_dirs)
+from ad3d.datasets.base import (Dataset, SampleRef, check_category, check_split, files, list_dirs,
+                                load_point_sample)
 from ad3d.errors import DatasetError
-from ad3d.types import Scan
 
 FORMAT = "real3d"
 SPLITS = ("train", "test")
@@ -35,15 +34,6 @@ def defect_type(stem: str) -> str:
     return "_".join(words) or "unknown"
 
 
-def _load(ref: SampleRef, category: str) -> Scan:
-    from ad3d.io import read_scan
-
-    scan = read_scan(ref.path)
-    scan = scan.replace(label=ref.label, category=category, defect_type=ref.defect_type,
-                        meta={**scan.meta, "dataset": FORMAT})
-    return scan if ref.label is None else attach_gt(scan, ref.gt_path)
-
-
 def load(root: Path, category: str, split: str = "test", *, train_globs: tuple[str, ...] = TRAIN_GLOBS) -> Dataset:
     check_split(split, SPLITS, FORMAT)
     base = check_category(root, category, categories(root), FORMAT)
@@ -60,4 +50,4 @@ def load(root: Path, category: str, split: str = "test", *, train_globs: tuple[s
             if label == 1 and not gt.exists():
                 raise DatasetError(f"'{p}' is an anomalous test scan but its GT file '{gt}' is missing")
             refs.append(SampleRef(p, label, defect_type(p.stem), gt if label == 1 else None))
-    return Dataset(FORMAT, root, category, split, refs, partial(_load, category=category))
+    return Dataset(FORMAT, root, category, split, refs, partial(load_point_sample, category=category, format=FORMAT))
