@@ -149,7 +149,7 @@ def _cmd_score(args) -> int:
             if not args.force:
                 det.check_scale(scan)
             result = det.score(scan)
-            write_result(out, path.stem, scan, result, det.name, det.point_threshold_)
+            write_result(out, path.stem, scan, result, det.name, det.thresholds())
         except Ad3dError as e:
             failed += 1
             print(f"ad3d: {e}", file=sys.stderr)

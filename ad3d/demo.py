@@ -59,7 +59,7 @@ def _write_reports(det, out: Path, cat: str) -> None:
     best = None
     for scan in datasets.load("anomaly-shapenet", out / "data", cat, "test"):
         result = det.score(scan)
-        write_result(out / "reports" / cat, Path(scan.path).stem, scan, result, det.name, det.point_threshold_)
+        write_result(out / "reports" / cat, Path(scan.path).stem, scan, result, det.name, det.thresholds())
         if scan.label == 1 and (best is None or result.object_score > best[1].object_score):
             best = (scan, result)
     if best is not None:

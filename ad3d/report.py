@@ -15,6 +15,7 @@ def result_json(scan: Scan, result: AnomalyResult, detector: str) -> dict:
         "scan": scan.path, "detector": detector, "points": len(scan), "units": scan.units,
         "object_score": result.object_score, "threshold": result.threshold, "decision": result.decision,
         "is_anomalous": result.is_anomalous, "max_point_score": float(result.point_scores.max()),
+        "points_by_decision": point_counts(result),
         "regions": [{"points": int(len(r.indices)), "centroid": r.centroid.tolist(), "extent": r.extent.tolist(),
                      "bbox_min": r.bbox_min.tolist(), "bbox_max": r.bbox_max.tolist(), "area": r.area,
                      "max_score": r.max_score} for r in result.regions],
@@ -23,7 +24,7 @@ def result_json(scan: Scan, result: AnomalyResult, detector: str) -> dict:
 
 
 def write_result(out_dir: Path, stem: str, scan: Scan, result: AnomalyResult, detector: str,
-                 point_threshold: float | None) -> tuple[Path, Path]:
+                 thresholds: dict[str, float | None]) -> tuple[Path, Path]:
     """Write `<stem>.ply` and `<stem>.json` (each atomically); the JSON is written last."""
     from ad3d.io import write_scan
     from ad3d.io._common import atomic_output
@@ -31,7 +32,8 @@ def write_result(out_dir: Path, stem: str, scan: Scan, result: AnomalyResult, de
     ply, report = out_dir / f"{stem}.ply", out_dir / f"{stem}.json"
     write_scan(ply, scan, scalars={"score": result.point_scores})
     doc = result_json(scan, result, detector)
-    doc["point_threshold"] = point_threshold
+    doc["thresholds"] = thresholds
+    doc["point_threshold"] = thresholds.get("point")
     try:
         with atomic_output(report) as tmp:
             tmp.write_text(json.dumps(doc, indent=2))
@@ -41,10 +43,20 @@ def write_result(out_dir: Path, stem: str, scan: Scan, result: AnomalyResult, de
     return ply, report
 
 
+def point_counts(result: AnomalyResult) -> dict | None:
+    """How many points the three-way point decision calls normal, uncertain and defective."""
+    if result.point_decisions is None:
+        return None
+    counts = np.bincount(result.point_decisions, minlength=3)
+    return {"normal": int(counts[0]), "uncertain": int(counts[1]), "defective": int(counts[2])}
+
+
 def summary_line(name: str, result: AnomalyResult) -> str:
     decision = result.decision or "uncalibrated"
     regions = f", {len(result.regions)} region{'s' if len(result.regions) != 1 else ''}" if result.regions else ""
-    return f"{name}: {decision.upper():<12} score {result.object_score:.4g}{regions}"
+    counts = point_counts(result)
+    points = f", points {counts['defective']} defective / {counts['uncertain']} uncertain" if counts else ""
+    return f"{name}: {decision.upper():<12} score {result.object_score:.4g}{regions}{points}"
 
 
 def _cell(row: dict, key: str, fmt: str) -> str:

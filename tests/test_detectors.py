@@ -127,6 +127,23 @@ def test_calibrate_gives_a_three_way_decision():
         det.calibrate(normals, fpr=1.5)
 
 
+def test_calibrate_splits_points_into_normal_uncertain_defective():
+    det = FieldScore().fit([_scan(0)])
+    normals = [Scan(points=np.random.default_rng(i).random((100, 3)), fields={"s": np.arange(100, dtype=np.float32) / 100})
+               for i in range(3)]  # point scores 0.00 .. 0.99, three times over
+    det.calibrate(normals, point_fpr=0.01, point_review_fpr=0.05)
+    assert det.point_threshold_ == pytest.approx(0.99) and det.point_review_threshold_ == pytest.approx(0.95)
+    scan = Scan(points=np.random.default_rng(9).random((4, 3)), fields={"s": np.array([0.1, 0.96, 0.99, 3.0], np.float32)})
+    result = det.score(scan)
+    assert result.point_decisions.tolist() == [0, 1, 2, 2]
+    from ad3d.report import result_json, summary_line
+
+    assert result_json(scan, result, det.name)["points_by_decision"] == {"normal": 1, "uncertain": 1, "defective": 2}
+    assert "2 defective / 1 uncertain" in summary_line("x", result)
+    det.calibrate(normals, point_fpr=0.01, point_review_fpr=None)  # two-way: nothing is uncertain
+    assert det.point_review_threshold_ is None and det.score(scan).point_decisions.tolist() == [0, 0, 2, 2]
+
+
 def test_regions_are_connected_groups_in_scan_units():
     rng = np.random.default_rng(0)
     grid = np.stack(np.meshgrid(np.arange(40), np.arange(40), [0]), -1).reshape(-1, 3) * 0.5  # 0.5 mm spacing

@@ -46,7 +46,9 @@ def create(name: str, **params) -> Detector:
 
 
 def _load_builtin() -> None:
-    import ad3d.detectors.patchcore  # noqa: F401  (registers itself)
+    import ad3d.detectors.mc4ad  # noqa: F401  (each registers itself)
+    import ad3d.detectors.patchcore  # noqa: F401
+    import ad3d.detectors.r3dad  # noqa: F401
 
 
 def top_mean(scores: np.ndarray, fraction: float) -> float:
@@ -68,6 +70,7 @@ class Detector:
     threshold_: float | None = None
     review_threshold_: float | None = None
     point_threshold_: float | None = None
+    point_review_threshold_: float | None = None
     category_: str | None = None
     train_diag_: float | None = None
 
@@ -88,7 +91,7 @@ class Detector:
             raise ConfigError(f"{self.name}: fit needs at least one normal scan")
         categories = {s.category for s in scans} - {None}
         self.category_ = categories.pop() if len(categories) == 1 else None
-        self.threshold_ = self.review_threshold_ = self.point_threshold_ = None
+        self.threshold_ = self.review_threshold_ = self.point_threshold_ = self.point_review_threshold_ = None
         self.train_diag_ = float(np.median([np.linalg.norm(np.ptp(s.points, axis=0)) for s in scans]))
         self._fit(scans, progress)
         return self
@@ -114,6 +117,18 @@ class Detector:
     def _fitted(self) -> bool:
         return all(getattr(self, a, None) is not None for a in self._state_arrays)
 
+    def _export_state(self) -> dict[str, np.ndarray]:
+        """The learned arrays to store, by name (network detectors override this)."""
+        return {a: np.ascontiguousarray(getattr(self, a)) for a in self._state_arrays}
+
+    def _import_state(self, tensors: dict[str, np.ndarray]) -> None:
+        """Set the learned arrays read from a model file; raise KeyError naming any that are missing."""
+        missing = set(self._state_arrays) - set(tensors)
+        if missing:
+            raise KeyError(", ".join(sorted(missing)))
+        for a in self._state_arrays:
+            setattr(self, a, tensors[a])
+
     def score(self, scan: Scan) -> AnomalyResult:
         """Score every point of `scan` and the scan as a whole; decision and regions once calibrated."""
         self._check_fitted()
@@ -127,13 +142,16 @@ class Detector:
             is_anomalous = object_score >= self.threshold_
             review = self.review_threshold_ if self.review_threshold_ is not None else self.threshold_
             decision = "reject" if is_anomalous else ("review" if object_score >= review else "accept")
-        regions = []
+        regions, point_decisions = [], None
         if self.point_threshold_ is not None:
             regions = extract_regions(scan.points, point_scores, self.point_threshold_)
+            uncertain = self.point_review_threshold_ if self.point_review_threshold_ is not None else self.point_threshold_
+            point_decisions = ((point_scores >= uncertain).astype(np.uint8)
+                               + (point_scores >= self.point_threshold_).astype(np.uint8))
         image_scores = scan.to_image(point_scores) if scan.is_organised else None
         return AnomalyResult(point_scores=point_scores, object_score=object_score, threshold=self.threshold_,
                              is_anomalous=is_anomalous, decision=decision, regions=regions,
-                             image_scores=image_scores, timings={"score_s": elapsed})
+                             image_scores=image_scores, timings={"score_s": elapsed}, point_decisions=point_decisions)
 
     def score_many(self, scans: Iterable[Scan], progress: bool = False) -> list[AnomalyResult]:
         from tqdm import tqdm
@@ -142,11 +160,17 @@ class Detector:
         return [self.score(s) for s in tqdm(scans, desc=f"{self.name} score", disable=not progress, leave=False)]
 
     def calibrate(self, normal_scans: Iterable[Scan], fpr: float = 0.01, review_fpr: float | None = 0.05,
-                  point_fpr: float = 0.005) -> Detector:
-        """Thresholds from held-out normal scans: reject above the (1 - fpr) quantile of their object
-        scores, review above the (1 - review_fpr) quantile, and mark points above the (1 - point_fpr)
-        quantile of their point scores as defective (for regions)."""
-        for name, value in (("fpr", fpr), ("point_fpr", point_fpr)) + ((("review_fpr", review_fpr),) if review_fpr else ()):
+                  point_fpr: float = 0.005, point_review_fpr: float | None = 0.02) -> Detector:
+        """The three-way decision (MC4AD's HQC, for every detector) from held-out normal scans only.
+
+        Scans: reject above the (1 - fpr) quantile of the normal object scores, review between that and
+        the (1 - review_fpr) quantile, accept below. Points: defective above the (1 - point_fpr) quantile
+        of the normal point scores (these form the regions), uncertain above the (1 - point_review_fpr)
+        quantile, normal below. A review rate not above its reject rate (or None) gives a two-way split.
+        """
+        rates = (("fpr", fpr), ("point_fpr", point_fpr)) + ((("review_fpr", review_fpr),) if review_fpr else ()) \
+            + ((("point_review_fpr", point_review_fpr),) if point_review_fpr else ())
+        for name, value in rates:
             if not 0 < value < 1:
                 raise ConfigError(f"{name} must lie in (0, 1), got {value}")
         results = self.score_many(normal_scans)
@@ -158,7 +182,14 @@ class Detector:
         self.review_threshold_ = (float(np.quantile(objects, 1 - review_fpr, method="higher"))
                                   if review_fpr and review_fpr > fpr else None)
         self.point_threshold_ = float(np.quantile(points, 1 - point_fpr, method="higher"))
+        self.point_review_threshold_ = (float(np.quantile(points, 1 - point_review_fpr, method="higher"))
+                                        if point_review_fpr and point_review_fpr > point_fpr else None)
         return self
+
+    def thresholds(self) -> dict[str, float | None]:
+        """The calibrated three-way thresholds (None where uncalibrated)."""
+        return {"reject": self.threshold_, "review": self.review_threshold_, "point": self.point_threshold_,
+                "point_review": self.point_review_threshold_}
 
     # --- persistence ----------------------------------------------------------------------------
     def save(self, path: str | Path) -> None:
@@ -168,12 +199,11 @@ class Detector:
         from ad3d.io._common import atomic_output
 
         self._check_fitted()
-        tensors = {a: np.ascontiguousarray(getattr(self, a)) for a in self._state_arrays}
+        tensors = self._export_state()
         header = {"format": MODEL_FORMAT, "version": MODEL_VERSION, "detector": self.name,
                   "params": self.get_params(), "category": self.category_, "train_diag": self.train_diag_,
                   "state": {a: getattr(self, a) for a in self._state_scalars},
-                  "thresholds": {"reject": self.threshold_, "review": self.review_threshold_,
-                                 "point": self.point_threshold_},
+                  "thresholds": self.thresholds(),
                   "sha256": _digest(tensors)}
         with atomic_output(path) as tmp:
             tmp.write_bytes(save(tensors, metadata={"ad3d": json.dumps(header)}))
@@ -221,16 +251,17 @@ def load(path: str | Path) -> Detector:
         det = cls(**header["params"])
     except TypeError as e:
         raise ModelFormatError(f"cannot load model '{path}': parameters do not fit {cls.name} ({e})") from None
-    missing = set(cls._state_arrays) - set(tensors)
-    if missing:
-        raise ModelFormatError(f"cannot load model '{path}': missing arrays {', '.join(sorted(missing))}")
-    for a in cls._state_arrays:
-        setattr(det, a, tensors[a])
+    try:
+        det._import_state(tensors)
+    except KeyError as e:
+        raise ModelFormatError(f"cannot load model '{path}': missing arrays {e.args[0]}") from None
+    except (ValueError, RuntimeError) as e:  # array shapes that do not fit the network the params describe
+        raise ModelFormatError(f"cannot load model '{path}': arrays do not fit {cls.name} ({str(e)[:160]})") from None
     for a in cls._state_scalars:
         setattr(det, a, header["state"].get(a))
     det.category_ = header.get("category")
     det.train_diag_ = header.get("train_diag")
     thresholds = header.get("thresholds", {})
     det.threshold_, det.review_threshold_ = thresholds.get("reject"), thresholds.get("review")
-    det.point_threshold_ = thresholds.get("point")
+    det.point_threshold_, det.point_review_threshold_ = thresholds.get("point"), thresholds.get("point_review")
     return det

@@ -1,0 +1,173 @@
+"""MC4AD (2025): predict, for every point, the internal and external corrective forces that would push
+it back onto the normal surface; the size of their mean (the joint correction) is the anomaly score.
+
+Trained on normal scans only with DA-Gen pseudo-anomalies drawn per sample (reference.md section 6);
+the target is each point's offset back to the clean scan. Loss = L1 + negative cosine on the joint
+offset + sym_weight x the symmetric loss between the two forces. The backbone is a point U-Net on
+ad3d's fps/knn (ad3d.nn.point_unet) in place of MinkowskiEngine. Every input point is scored.
+Object score: the mean point score (the release) or the mean of the top `top_fraction`; 'auto'
+chooses between them on held-out normal scans with DA-Gen defects, never on test labels.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from ad3d.detectors.base import register, top_mean
+from ad3d.detectors.neural import NeuralDetector, random_rotation
+from ad3d.errors import ConfigError
+from ad3d.types import Scan
+
+PRESETS = {
+    "cpu": {},
+    "paper": {"encoder": (32, 64, 128, 256, 256), "decoder": (192, 192, 128, 128), "batch_size": 32,
+              "iterations": 150000, "rotation": "full", "normalise": "scan", "eval_every": 1000, "patience": 20},
+}
+
+
+def corrective_force_loss(f_in: torch.Tensor, f_ex: torch.Tensor, target: torch.Tensor, sym_weight: float = 0.1,
+                          eps: float = 1e-8) -> dict[str, torch.Tensor]:
+    """MC4AD's loss on (..., 3) forces and target offsets; returns total, overall and symmetric terms.
+
+    overall = mean ||o_hat - o||_1 + mean(-cos(o_hat, o)), o_hat = (f_in + f_ex) / 2, with unit vectors
+    taken as v / (|v| + eps) so points whose target is zero add 0 to the cosine term (PO3AD);
+    symmetric = mean ||f_in - f_ex||_1 / (|f_in| + |f_ex| + 1e-6) + mean(-cos(f_in, f_ex)).
+    """
+    def unit(v):
+        return v / (v.norm(dim=-1, keepdim=True) + eps)
+
+    joint = (f_in + f_ex) / 2
+    overall = (joint - target).abs().sum(-1).mean() - (unit(joint) * unit(target)).sum(-1).mean()
+    symmetric = ((f_in - f_ex).abs().sum(-1) / (f_in.norm(dim=-1) + f_ex.norm(dim=-1) + 1e-6)).mean() \
+        - (unit(f_in) * unit(f_ex)).sum(-1).mean()
+    return {"total": overall + sym_weight * symmetric, "overall": overall, "symmetric": symmetric}
+
+
+class CFPNet(nn.Module):
+    """Backbone features -> PO3AD's head (Linear 32 no bias + BN + PReLU, 16 + BN + PReLU) -> 6 numbers:
+    the internal and the external force."""
+
+    def __init__(self, backbone: str, encoder, decoder, k: int):
+        super().__init__()
+        from ad3d.nn.point_unet import BACKBONES
+
+        if backbone not in BACKBONES:
+            raise ConfigError(f"unknown backbone {backbone!r}; available: {', '.join(BACKBONES)}")
+        self.backbone = BACKBONES[backbone](tuple(encoder), tuple(decoder), k=k)
+        c = self.backbone.out_channels
+        self.head = nn.Sequential(nn.Linear(c, 32, bias=False), nn.BatchNorm1d(32), nn.PReLU(),
+                                  nn.Linear(32, 16, bias=False), nn.BatchNorm1d(16), nn.PReLU(), nn.Linear(16, 6))
+
+    def forward(self, xyz: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, N, 3) -> internal, external forces, each (B, N, 3)."""
+        feats = self.backbone(xyz)
+        out = self.head(feats.reshape(-1, feats.shape[-1])).reshape(*feats.shape[:-1], 6)
+        return out[..., :3], out[..., 3:]
+
+
+@register
+class MC4AD(NeuralDetector):
+    name = "mc4ad"
+    modalities = ("xyz",)
+    PRESETS = PRESETS
+    _state_scalars = NeuralDetector._state_scalars + ("object_reduce_", "reduce_auroc_")
+
+    def __init__(self, backbone: str = "point-unet", encoder=(16, 32, 64, 128, 128), decoder=(96, 64, 48, 32),
+                 k: int = 16, num_points: int = 4096, generator: str = "da-gen", sym_weight: float = 0.1,
+                 rotation: str = "none", normalise: str = "category", iterations: int = 600, batch_size: int = 8,
+                 lr: float = 1e-3, eval_every: int = 50, patience: int = 4, val_batches: int = 2,
+                 object_reduce: str = "auto", top_fraction: float = 0.01, device: str = "auto", seed: int = 0):
+        self.backbone = backbone
+        self.encoder = encoder
+        self.decoder = decoder
+        self.k = k
+        self.num_points = num_points
+        self.generator = generator
+        self.sym_weight = sym_weight
+        self.rotation = rotation
+        self.normalise = normalise
+        self.iterations = iterations
+        self.batch_size = batch_size
+        self.lr = lr
+        self.eval_every = eval_every
+        self.patience = patience
+        self.val_batches = val_batches
+        self.object_reduce = object_reduce
+        self.top_fraction = top_fraction
+        self.device = device
+        self.seed = seed
+        self.object_reduce_ = None
+        self.reduce_auroc_ = None
+
+    def _build_net(self) -> nn.Module:
+        from ad3d.synth.pseudo import GENERATORS
+
+        if self.generator not in GENERATORS:
+            raise ConfigError(f"mc4ad generator must be one of {', '.join(GENERATORS)}, got {self.generator!r}")
+        if self.object_reduce not in ("auto", "mean", "top"):
+            raise ConfigError(f"mc4ad object_reduce must be 'auto', 'mean' or 'top', got {self.object_reduce!r}")
+        return CFPNet(self.backbone, self.encoder, self.decoder, self.k)
+
+    def _prepare(self, scans: list[Scan]) -> list[Scan]:
+        from ad3d.synth.defects import surface_normals
+
+        return [s.replace(normals=surface_normals(s).astype(np.float32)) for s in super()._prepare(scans)]
+
+    def training_sample(self, scan: Scan, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(defective points, offset back to the clean points, mask) for one rotated, cropped normal scan."""
+        from ad3d.synth.pseudo import GENERATORS
+
+        idx = rng.choice(len(scan), self.num_points, replace=len(scan) < self.num_points)
+        rot = random_rotation(rng, self.rotation)
+        points, normals = scan.points[idx] @ rot.T, scan.normals[idx] @ rot.T
+        moved, offset, mask = GENERATORS[self.generator](points.astype(np.float32), normals, rng)
+        return moved, -offset, mask
+
+    def _batch_loss(self, scans: list[Scan], rng: np.random.Generator) -> torch.Tensor:
+        samples = [self.training_sample(scans[rng.integers(len(scans))], rng) for _ in range(self.batch_size)]
+        moved = torch.from_numpy(np.stack([m for m, _, _ in samples])).to(self.device_)
+        target = torch.from_numpy(np.stack([o for _, o, _ in samples])).to(self.device_)
+        f_in, f_ex = self.net_(moved)
+        return corrective_force_loss(f_in, f_ex, target, self.sym_weight)["total"]
+
+    # --- scoring ------------------------------------------------------------------------------
+    @torch.no_grad()
+    def corrections(self, points: np.ndarray) -> np.ndarray:
+        """The predicted joint offset (N, 3) for a cloud in the network frame."""
+        f_in, f_ex = self.net_(torch.from_numpy(points).to(self.device_)[None])
+        return ((f_in + f_ex) / 2)[0].cpu().numpy()
+
+    def _frame_scores(self, points: np.ndarray) -> np.ndarray:
+        """Point scores in network-frame units: the length of the joint correction."""
+        return np.linalg.norm(self.corrections(points), axis=1)
+
+    def _reduce(self, point_scores: np.ndarray, how: str) -> float:
+        return float(point_scores.mean()) if how == "mean" else top_mean(point_scores, self.top_fraction)
+
+    def _score(self, scan: Scan) -> tuple[np.ndarray, float]:
+        pts, scale = self.to_frame(scan.points)
+        point_scores = (self._frame_scores(pts) * scale).astype(np.float32)
+        return point_scores, self._reduce(point_scores, self.object_reduce_ or "mean")
+
+    def _finish(self, val: list[Scan]) -> None:
+        """Choose the object score: each rule's AUROC at telling held-out normal scans (two crops each)
+        from their pseudo-defective copies; ties go to the release's mean."""
+        from ad3d.metrics import auroc
+
+        if self.object_reduce != "auto":
+            self.object_reduce_ = self.object_reduce
+            return
+        rng = np.random.default_rng(self.seed + 2)
+        clean, defective = [], []
+        for scan in val:
+            for _ in range(2):
+                moved, back, _ = self.training_sample(scan, rng)
+                clean.append(self._frame_scores(moved + back))
+                defective.append(self._frame_scores(moved))
+        labels = np.r_[np.zeros(len(clean)), np.ones(len(defective))]
+        aurocs = {how: float(auroc(labels, np.array([self._reduce(p, how) for p in clean + defective])))
+                  for how in ("mean", "top")}
+        self.object_reduce_ = max(aurocs, key=lambda how: (aurocs[how], how == "mean"))
+        self.reduce_auroc_ = aurocs

@@ -1,0 +1,1 @@
+"""Network building blocks of the learned detectors (torch modules, no detector logic)."""

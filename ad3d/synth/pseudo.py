@@ -1,0 +1,91 @@
+"""Pseudo-anomalies for training on normal scans only: R3D-AD's Patch-Gen, MC4AD's DA-Gen, and a plain
+normal-direction bulge (PO3AD's Norm-AS shape) for ablations.
+
+Each generator takes one cloud in a unit-sized frame and a numpy Generator, draws all its random
+parameters from that generator (so every sample differs; MC4AD's release draws sigma and lambda once
+per process), and returns (displaced points, per-point displacement, mask of moved points).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+VIEWPOINTS = np.array([(x, y, z) for x in (-2, 0, 2) for y in (-2, 0, 2) for z in (-2, 0, 2) if (x, y, z) != (0, 0, 0)],
+                      dtype=np.float64)
+
+
+def _unit_rows(v: np.ndarray) -> np.ndarray:
+    return v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)
+
+
+def patch_gen(points: np.ndarray, rng: np.random.Generator, patch_fraction: float = 1 / 16,
+              scale: float = 0.05) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """R3D-AD's Patch-Gen: the points nearest one of 26 viewpoints on {-2,0,2}^3 (the surface patch facing
+    it) move along the viewpoint->point direction by +-scale x a magnitude in [0, 1) that is largest at
+    the point closest to the viewpoint and falls off with proximity rank (sorted uniform draws).
+    +scale pushes the patch away from the viewpoint (a dent), -scale towards it (a bulge)."""
+    pts = points.astype(np.float64)
+    view = VIEWPOINTS[rng.integers(len(VIEWPOINTS))]
+    n = max(1, int(round(patch_fraction * len(pts))))
+    order = np.argsort(np.linalg.norm(pts - view, axis=1), kind="stable")[:n]
+    magnitude = np.sort(rng.uniform(0.0, 1.0, n))[::-1]
+    sign = rng.choice([-1.0, 1.0])
+    offset = np.zeros_like(pts)
+    offset[order] = _unit_rows(pts[order] - view) * (sign * scale * magnitude)[:, None]
+    mask = np.zeros(len(pts), dtype=bool)
+    mask[order] = True
+    return (pts + offset).astype(points.dtype), offset.astype(points.dtype), mask
+
+
+def sphere_crop(points: np.ndarray, rng: np.random.Generator, fraction: float) -> tuple[np.ndarray, np.ndarray]:
+    """A patch grown around a random seed point: its `fraction` x N nearest points. Returns (indices, seed)."""
+    seed = points[rng.integers(len(points))]
+    n = max(1, int(round(fraction * len(points))))
+    return np.argsort(np.linalg.norm(points - seed, axis=1), kind="stable")[:n], seed
+
+
+def da_gen(points: np.ndarray, normals: np.ndarray, rng: np.random.Generator,
+           region: tuple[float, float] = (1 / 64, 1 / 16), magnitude: tuple[float, float] = (0.06, 0.12),
+           sigma: tuple[float, float] = (0.0, 0.08), blend: tuple[float, float] = (0.95, 1.0)
+           ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """MC4AD's DA-Gen, as its code writes it, with every parameter drawn per sample.
+
+    A sphere-crop patch around seed c; a random unit direction eta; t_i = (p_i - c).eta scaled to
+    [-1, 1]; attenuation a_i = 1 - sigma |t_i|; direction u_i = unit(lambda n_i + (1 - lambda) eta);
+    displacement = beta D t_i a_i u_i with beta = +-1, D ~ U(magnitude). The signed t makes the two
+    halves of the patch move in opposite directions (a shear/twist), so |displacement| <= D.
+    """
+    pts = points.astype(np.float64)
+    idx, seed = sphere_crop(pts, rng, rng.uniform(*region))
+    eta = rng.normal(size=3)
+    eta /= np.linalg.norm(eta)
+    t = (pts[idx] - seed) @ eta
+    t = t / max(float(np.abs(t).max()), 1e-12)
+    s, lam = rng.uniform(*sigma), rng.uniform(*blend)
+    direction = _unit_rows(lam * normals[idx].astype(np.float64) + (1 - lam) * eta)
+    size = rng.choice([-1.0, 1.0]) * rng.uniform(*magnitude)
+    offset = np.zeros_like(pts)
+    offset[idx] = (size * t * (1 - s * np.abs(t)))[:, None] * direction
+    mask = np.zeros(len(pts), dtype=bool)
+    mask[idx] = True
+    return (pts + offset).astype(points.dtype), offset.astype(points.dtype), mask
+
+
+def plain_bulge(points: np.ndarray, normals: np.ndarray, rng: np.random.Generator,
+                region: tuple[float, float] = (1 / 64, 1 / 16), magnitude: tuple[float, float] = (0.06, 0.12)
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A bump along each point's normal, height falling linearly from the patch seed to its rim, random
+    sign (PO3AD's Norm-AS shape with the signed normal): the ablation baseline for DA-Gen."""
+    pts = points.astype(np.float64)
+    idx, seed = sphere_crop(pts, rng, rng.uniform(*region))
+    d = np.linalg.norm(pts[idx] - seed, axis=1)
+    ratio = 1 - d / max(float(d.max()), 1e-12)
+    size = rng.choice([-1.0, 1.0]) * rng.uniform(*magnitude)
+    offset = np.zeros_like(pts)
+    offset[idx] = (size * ratio)[:, None] * _unit_rows(normals[idx].astype(np.float64))
+    mask = np.zeros(len(pts), dtype=bool)
+    mask[idx] = True
+    return (pts + offset).astype(points.dtype), offset.astype(points.dtype), mask
+
+
+GENERATORS = {"da-gen": da_gen, "bulge": plain_bulge}

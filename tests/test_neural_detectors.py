@@ -1,0 +1,139 @@
+"""R3D-AD and MC4AD: losses by hand, pseudo-defect wiring, determinism, save/load, and learning."""
+
+import numpy as np
+import pytest
+import torch
+
+import ad3d
+from ad3d.detectors.mc4ad import corrective_force_loss
+from ad3d.errors import ConfigError
+from ad3d.synth import plant
+from ad3d.types import Scan
+
+TINY = {
+    "r3dad": {"num_points": 256, "latent": 16, "encoder_widths": (16, 32), "denoiser_widths": (32, 32),
+              "iterations": 6, "batch_size": 4, "eval_every": 3, "sample_steps": 4, "device": "cpu"},
+    "mc4ad": {"encoder": (8, 16, 16), "decoder": (16, 8), "num_points": 512, "iterations": 6, "batch_size": 2,
+              "eval_every": 3, "device": "cpu"},
+}
+
+
+def box_scan(n=1024, seed=0):
+    """A sampled box surface (0.8 x 0.6 x 0.4) with normals: a stand-in part."""
+    import trimesh
+
+    mesh = trimesh.creation.box((0.8, 0.6, 0.4))
+    pts, faces = trimesh.sample.sample_surface(mesh, n, seed=seed)
+    return Scan(points=np.asarray(pts, np.float32), normals=np.asarray(mesh.face_normals[faces], np.float32),
+                category="box")
+
+
+@pytest.fixture(scope="module")
+def scans():
+    return [box_scan(seed=s) for s in range(4)]
+
+
+@pytest.mark.parametrize("name", ["r3dad", "mc4ad"])
+def test_fit_is_deterministic_with_a_seed(name, scans):
+    a = ad3d.create(name, **TINY[name], seed=3).fit(scans)
+    b = ad3d.create(name, **TINY[name], seed=3).fit(scans)
+    c = ad3d.create(name, **TINY[name], seed=4).fit(scans)
+    sa, sb, sc = a._export_state(), b._export_state(), c._export_state()
+    assert all(np.array_equal(sa[k], sb[k]) for k in sa)
+    assert not all(np.array_equal(sa[k], sc[k]) for k in sa)
+    test = box_scan(seed=11)
+    assert np.array_equal(a.score(test).point_scores, b.score(test).point_scores)
+
+
+@pytest.mark.parametrize("name", ["r3dad", "mc4ad"])
+def test_save_load_round_trip(name, scans, tmp_path):
+    det = ad3d.create(name, **TINY[name]).fit(scans).calibrate(scans[-1:])
+    det.save(tmp_path / "m.safetensors")
+    back = ad3d.load(tmp_path / "m.safetensors")
+    test = box_scan(seed=12)
+    before, after = det.score(test), back.score(test)
+    assert np.array_equal(before.point_scores, after.point_scores) and before.decision == after.decision
+    assert back.n_learned() == det.n_learned() > 0
+    assert back.get_params() == det.get_params() or back.get_params() == {k: list(v) if isinstance(v, tuple) else v
+                                                                           for k, v in det.get_params().items()}
+
+
+@pytest.mark.parametrize("name", ["r3dad", "mc4ad"])
+def test_scores_every_input_point_in_scan_units(name, scans):
+    det = ad3d.create(name, **TINY[name]).fit(scans)
+    big = box_scan(3000, seed=5)
+    result = det.score(big)
+    assert result.point_scores.shape == (3000,) and np.isfinite(result.point_scores).all()
+    scaled = det.score(big.replace(points=big.points * 1.0))
+    assert np.array_equal(scaled.point_scores, result.point_scores)
+
+
+def test_bad_settings_are_clear_errors(scans):
+    with pytest.raises(ConfigError, match="objective"):
+        ad3d.create("r3dad", **{**TINY["r3dad"], "objective": "x"}).fit(scans)
+    with pytest.raises(ConfigError, match="generator"):
+        ad3d.create("mc4ad", **{**TINY["mc4ad"], "generator": "x"}).fit(scans)
+    with pytest.raises(ConfigError, match="no CUDA"):
+        if torch.cuda.is_available():
+            raise ConfigError("no CUDA")  # this check is about machines without a GPU
+        ad3d.create("mc4ad", **{**TINY["mc4ad"], "device": "cuda"}).fit(scans)
+
+
+# --- R3D-AD ------------------------------------------------------------------------------------
+def test_r3dad_training_pairs_are_patch_gen_copies_of_the_clean_cloud(scans):
+    det = ad3d.create("r3dad", **TINY["r3dad"])
+    clean, defective = det.training_pair(scans[0], np.random.default_rng(0))
+    moved = np.linalg.norm(defective - clean, axis=1) > 0
+    assert clean.shape == (256, 3) and moved.sum() == 16  # 1/16 of the points, the rest untouched
+    assert np.linalg.norm(defective - clean, axis=1).max() <= 0.05 + 1e-6
+    off = ad3d.create("r3dad", **{**TINY["r3dad"], "patch_gen": False}).training_pair(scans[0], np.random.default_rng(0))
+    assert np.array_equal(off[0], off[1])
+
+
+@pytest.mark.parametrize("objective", ["noise", "clean"])
+def test_r3dad_loss_targets(objective, scans, monkeypatch):
+    """A network that returns the noise mapping the clean cloud to x_t scores zero on both objectives;
+    one that returns the drawn noise is right only for the noise objective (clean objective: x_t is
+    made from the defective cloud, so the clean shape must be recovered)."""
+    det = ad3d.create("r3dad", **{**TINY["r3dad"], "objective": objective}).fit(scans)
+    clean, defective = (torch.from_numpy(a)[None] for a in det.training_pair(scans[0], np.random.default_rng(1)))
+    t = torch.tensor([37])
+    eps = torch.randn(clean.shape, generator=torch.Generator().manual_seed(0))
+    a, s = det.schedule.coefficients(t)
+    monkeypatch.setattr(det, "_denoise", lambda x_t, t, z: (x_t - a * clean) / s)
+    assert float(det.loss(clean, defective, t, eps)) == pytest.approx(0.0, abs=1e-9)
+    monkeypatch.setattr(det, "_denoise", lambda x_t, t, z: eps)
+    expected = 0.0 if objective == "noise" else float((((a * (defective - clean)) / s) ** 2).mean())
+    assert float(det.loss(clean, defective, t, eps)) == pytest.approx(expected, rel=1e-5, abs=1e-9)
+    assert objective == "noise" or expected > 0
+
+
+# --- MC4AD -------------------------------------------------------------------------------------
+def test_corrective_force_loss_by_hand():
+    f_in = torch.tensor([[1.0, 0, 0], [0, 1, 0]])
+    f_ex = torch.tensor([[1.0, 0, 0], [0, -1, 0]])
+    target = torch.tensor([[1.0, 0, 0], [0, 0, 0]])
+    out = corrective_force_loss(f_in, f_ex, target, sym_weight=0.1)
+    # joint = [[1,0,0],[0,0,0]]: L1 0; cosine 1 and 0 (zero target) -> overall -0.5
+    # symmetric: L1 ratio 0 and 2/2 -> 0.5; cosine 1 and -1 -> 0; total -0.5 + 0.1 * 0.5
+    assert float(out["overall"]) == pytest.approx(-0.5, abs=1e-6)
+    assert float(out["symmetric"]) == pytest.approx(0.5, abs=1e-6)
+    assert float(out["total"]) == pytest.approx(-0.45, abs=1e-6)
+    out = corrective_force_loss(torch.tensor([[2.0, 0, 0]]), torch.zeros(1, 3), torch.tensor([[0.0, 1, 0]]), 0.1)
+    # joint [1,0,0] vs [0,1,0]: L1 2, cosine 0; symmetric 2/2 = 1, cosine with a zero force 0
+    assert float(out["overall"]) == pytest.approx(2.0, abs=1e-6)
+    assert float(out["total"]) == pytest.approx(2.1, abs=1e-6)
+
+
+def test_mc4ad_training_targets_point_back_to_the_clean_scan(scans):
+    det = ad3d.create("mc4ad", **TINY["mc4ad"]).fit(scans)
+    prepared = det._prepare(scans[:1])[0]
+    rng = np.random.default_rng(0)
+    moved, back, mask = det.training_sample(prepared, rng)
+    assert moved.shape == (512, 3) and mask.any() and not mask.all()
+    assert np.all(back[~mask] == 0)
+    restored = moved + back
+    # every restored point lies on the clean scan
+    d = np.linalg.norm(restored[:, None] - prepared.points[None], axis=2).min(1)
+    assert d.max() < 1e-5
+    assert det.object_reduce_ in ("mean", "top") and set(det.reduce_auroc_) == {"mean", "top"}
