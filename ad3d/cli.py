@@ -97,10 +97,18 @@ def _cmd_synth(args) -> int:
     return 0
 
 
+def _params(detector: str, args) -> dict:
+    """--preset's parameters overridden by each --param."""
+    from ad3d.detectors import preset
+    from ad3d.pipeline import parse_params
+
+    return {**(preset(detector, args.preset) if args.preset else {}), **parse_params(args.param)}
+
+
 def _cmd_fit(args) -> int:
     from ad3d.pipeline import fit_category, parse_params
 
-    params = parse_params(args.param)
+    params = _params(args.detector, args)
     if args.seed is not None:
         params.setdefault("seed", args.seed)
     det, info = fit_category(args.detector, params, args.data, args.format, args.category, fpr=args.fpr,
@@ -182,7 +190,7 @@ def _cmd_eval(args) -> int:
         if not args.detector:
             raise ConfigError("pass a saved MODEL or --detector NAME to fit per category")
         cats = args.category.split(",") if args.category else None
-        rows = evaluate_dataset(args.detector, parse_params(args.param), args.data, args.format, cats,
+        rows = evaluate_dataset(args.detector, _params(args.detector, args), args.data, args.format, cats,
                                 progress=not args.quiet)
         name = args.detector
     table = with_mean(rows) if len(rows) > 1 else rows
@@ -263,6 +271,7 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--category", required=True)
     fit.add_argument("--out", required=True, help="model file to write")
     fit.add_argument("--param", action="append", metavar="KEY=VALUE", help="detector parameter (repeatable)")
+    fit.add_argument("--preset", help="named parameter set of the detector (r3dad, mc4ad: cpu | paper)")
     fit.add_argument("--fpr", type=float, default=0.01, help="false-positive rate of the reject threshold")
     fit.add_argument("--seed", type=int)
     fit.add_argument("--quiet", action="store_true")
@@ -284,6 +293,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--format", required=True)
     ev.add_argument("--category", help="category (comma-separated with --detector; default: all)")
     ev.add_argument("--param", action="append", metavar="KEY=VALUE")
+    ev.add_argument("--preset", help="named parameter set of the detector (r3dad, mc4ad: cpu | paper)")
     ev.add_argument("--out", help="folder for eval.json and eval.md")
     ev.add_argument("--quiet", action="store_true")
     ev.set_defaults(run=_cmd_eval)

@@ -69,22 +69,24 @@ def evaluate_dataset(detector: str, params: dict, root, format: str, categories:
 
 
 def parse_params(pairs: list[str] | None) -> dict:
-    """`key=value` strings to a dict; values parsed as int, float, bool or kept as text."""
+    """`key=value` strings to a dict; values parsed as int, float, bool, a tuple of them when
+    comma-separated (layer widths: `encoder_widths=64,128`), or kept as text."""
     from ad3d.errors import ConfigError
+
+    def parse(value: str):
+        for cast in (int, float):
+            try:
+                return cast(value)
+            except ValueError:
+                continue
+        return {"true": True, "false": False, "none": None}.get(value.lower(), value)
 
     out = {}
     for pair in pairs or []:
         if "=" not in pair:
             raise ConfigError(f"--param takes key=value, got {pair!r}")
         key, value = pair.split("=", 1)
-        for cast in (int, float):
-            try:
-                out[key] = cast(value)
-                break
-            except ValueError:
-                continue
-        else:
-            out[key] = {"true": True, "false": False}.get(value.lower(), value)
+        out[key] = tuple(parse(v) for v in value.split(",")) if "," in value else parse(value)
     return out
 
 

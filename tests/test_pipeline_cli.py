@@ -49,6 +49,25 @@ def test_score_writes_ply_and_report_per_scan(model, tmp_path):
     assert read_scan(tmp_path / "out" / "idler_riser0_hole0.ply").fields["score"].shape[0] == report["points"]
 
 
+def test_network_detector_from_the_cli_with_a_preset_and_three_way_report(model, tmp_path):
+    fitted = run("fit", "--detector", "mc4ad", "--preset", "cpu", "--data", model / "data", "--format",
+                 "anomaly-shapenet", "--category", "idler_riser0", "--out", tmp_path / "mc.ad3d", "--quiet",
+                 "--param", "encoder=8,16,16", "--param", "decoder=16,8", "--param", "iterations=4",
+                 "--param", "batch_size=2", "--param", "num_points=1024", "--param", "device=cpu")
+    assert fitted.returncode == 0, fitted.stderr
+    test_dir = model / "data" / "pcd" / "idler_riser0" / "test"
+    scored = run("score", tmp_path / "mc.ad3d", test_dir, "--out", tmp_path / "out")
+    assert scored.returncode == 0, scored.stderr
+    assert all("defective /" in line and "uncertain" in line for line in scored.stdout.splitlines())
+    report = json.loads((tmp_path / "out" / "idler_riser0_hole0.json").read_text())
+    assert set(report["thresholds"]) == {"reject", "review", "point", "point_review"}
+    assert report["thresholds"]["point_review"] < report["thresholds"]["point"]
+    assert sum(report["points_by_decision"].values()) == report["points"]
+    bad = run("fit", "--detector", "mc4ad", "--preset", "huge", "--data", model / "data", "--format",
+              "anomaly-shapenet", "--category", "idler_riser0", "--out", tmp_path / "x.ad3d")
+    assert bad.returncode == 2 and "no preset 'huge'" in bad.stderr and "Traceback" not in bad.stderr
+
+
 def test_score_handles_nan_mixed_formats_and_bad_files(model, tmp_path, shared_data):
     from ad3d.io import read_scan, write_scan
 

@@ -45,6 +45,17 @@ def create(name: str, **params) -> Detector:
     return _REGISTRY[name](**params)
 
 
+def preset(name: str, preset_name: str) -> dict:
+    """A detector's named parameter set (e.g. 'cpu', 'paper'); explicit parameters override it."""
+    _load_builtin()
+    if name not in _REGISTRY:
+        raise ConfigError(f"unknown detector {name!r}; available: {', '.join(sorted(_REGISTRY))}")
+    presets = getattr(_REGISTRY[name], "PRESETS", {"default": {}})
+    if preset_name not in presets:
+        raise ConfigError(f"{name} has no preset {preset_name!r}; presets: {', '.join(presets)}")
+    return dict(presets[preset_name])
+
+
 def _load_builtin() -> None:
     import ad3d.detectors.mc4ad  # noqa: F401  (each registers itself)
     import ad3d.detectors.patchcore  # noqa: F401

@@ -23,7 +23,8 @@ from ad3d.types import Scan
 PRESETS = {
     "cpu": {},
     "paper": {"encoder": (32, 64, 128, 256, 256), "decoder": (192, 192, 128, 128), "batch_size": 32,
-              "iterations": 150000, "rotation": "full", "normalise": "scan", "eval_every": 1000, "patience": 20},
+              "iterations": 150000, "patches": 1, "rotation": "full", "normalise": "scan", "eval_every": 1000,
+              "patience": 20},
 }
 
 
@@ -75,9 +76,9 @@ class MC4AD(NeuralDetector):
     _state_scalars = NeuralDetector._state_scalars + ("object_reduce_", "reduce_auroc_")
 
     def __init__(self, backbone: str = "point-unet", encoder=(16, 32, 64, 128, 128), decoder=(96, 64, 48, 32),
-                 k: int = 16, num_points: int = 4096, generator: str = "da-gen", sym_weight: float = 0.1,
-                 rotation: str = "none", normalise: str = "category", iterations: int = 600, batch_size: int = 8,
-                 lr: float = 1e-3, eval_every: int = 50, patience: int = 4, val_batches: int = 2,
+                 k: int = 16, num_points: int = 4096, generator: str = "da-gen", patches: int = 4, sym_weight: float = 0.1,
+                 rotation: str = "none", normalise: str = "category", iterations: int = 600, batch_size: int = 4,
+                 lr: float = 1e-3, eval_every: int = 100, patience: int = 4, val_batches: int = 2,
                  object_reduce: str = "auto", top_fraction: float = 0.01, device: str = "auto", seed: int = 0):
         self.backbone = backbone
         self.encoder = encoder
@@ -85,6 +86,7 @@ class MC4AD(NeuralDetector):
         self.k = k
         self.num_points = num_points
         self.generator = generator
+        self.patches = patches
         self.sym_weight = sym_weight
         self.rotation = rotation
         self.normalise = normalise
@@ -116,14 +118,18 @@ class MC4AD(NeuralDetector):
         return [s.replace(normals=surface_normals(s).astype(np.float32)) for s in super()._prepare(scans)]
 
     def training_sample(self, scan: Scan, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(defective points, offset back to the clean points, mask) for one rotated, cropped normal scan."""
+        """(defective points, offset back to the clean points, mask) for one rotated, cropped normal scan
+        with `patches` pseudo-defects (the paper: one; more give a short CPU run more signal per step)."""
         from ad3d.synth.pseudo import GENERATORS
 
         idx = rng.choice(len(scan), self.num_points, replace=len(scan) < self.num_points)
         rot = random_rotation(rng, self.rotation)
-        points, normals = scan.points[idx] @ rot.T, scan.normals[idx] @ rot.T
-        moved, offset, mask = GENERATORS[self.generator](points.astype(np.float32), normals, rng)
-        return moved, -offset, mask
+        clean, normals = (scan.points[idx] @ rot.T).astype(np.float32), scan.normals[idx] @ rot.T
+        moved, mask = clean, np.zeros(len(clean), bool)
+        for _ in range(self.patches):
+            moved, _, patch = GENERATORS[self.generator](moved, normals, rng)
+            mask |= patch
+        return moved, clean - moved, mask
 
     def _batch_loss(self, scans: list[Scan], rng: np.random.Generator) -> torch.Tensor:
         samples = [self.training_sample(scans[rng.integers(len(scans))], rng) for _ in range(self.batch_size)]

@@ -29,8 +29,9 @@ from ad3d.types import Scan
 PRESETS = {
     "cpu": {},
     "paper": {"num_points": 2048, "latent": 256, "encoder_widths": (128, 128, 256, 512),
-              "denoiser_widths": (128, 256, 512, 256, 128), "batch_size": 128, "iterations": 40000,
-              "rotation": "full", "sampler": "ddpm", "eval_every": 1000, "patience": 10},
+              "denoiser_widths": (128, 256, 512, 256, 128), "fourier": 0, "time_dim": 0, "train_max_step": None,
+              "batch_size": 128, "iterations": 40000, "rotation": "full", "sampler": "ddpm", "start_step": 200,
+              "coverage": False, "smooth_k": 1, "eval_every": 1000, "patience": 10},
 }
 
 
@@ -49,13 +50,14 @@ class R3DAD(NeuralDetector):
     modalities = ("xyz",)
     PRESETS = PRESETS
 
-    def __init__(self, num_points: int = 1024, latent: int = 128, encoder_widths=(64, 64, 128, 256),
-                 denoiser_widths=(64, 128, 256, 128, 64), fourier: int = 0, time_dim: int = 0, steps: int = 200, beta_1: float = 1e-4,
+    def __init__(self, num_points: int = 512, latent: int = 128, encoder_widths=(64, 64, 128, 256),
+                 denoiser_widths=(64, 128, 256, 128, 64), fourier: int = 6, time_dim: int = 16,
+                 train_max_step: int | None = 60, steps: int = 200, beta_1: float = 1e-4,
                  beta_T: float = 0.05, objective: str = "noise", patch_gen: bool = True,
                  patch_fraction: float = 1 / 16, patch_scale: float = 0.05, rotation: str = "none",
-                 normalise: str = "category", iterations: int = 1500, batch_size: int = 16, lr: float = 1e-3,
-                 eval_every: int = 100, patience: int = 5, val_batches: int = 2, sampler: str = "ddim",
-                 sample_steps: int = 20, start_step: int = 200, coverage: bool = True, smooth_k: int = 8,
+                 normalise: str = "category", iterations: int = 2000, batch_size: int = 16, lr: float = 1e-3,
+                 eval_every: int = 200, patience: int = 5, val_batches: int = 2, sampler: str = "ddim",
+                 sample_steps: int = 10, start_step: int = 20, coverage: bool = True, smooth_k: int = 8,
                  top_fraction: float = 0.01, device: str = "auto", seed: int = 0):
         self.num_points = num_points
         self.latent = latent
@@ -63,6 +65,7 @@ class R3DAD(NeuralDetector):
         self.denoiser_widths = denoiser_widths
         self.fourier = fourier
         self.time_dim = time_dim
+        self.train_max_step = train_max_step
         self.steps = steps
         self.beta_1 = beta_1
         self.beta_T = beta_T
@@ -121,7 +124,7 @@ class R3DAD(NeuralDetector):
         pairs = [self.training_pair(scans[rng.integers(len(scans))], rng) for _ in range(self.batch_size)]
         clean = torch.from_numpy(np.stack([c for c, _ in pairs])).to(self.device_)
         defective = torch.from_numpy(np.stack([d for _, d in pairs])).to(self.device_)
-        t = torch.randint(1, self.steps + 1, (len(pairs),)).to(self.device_)
+        t = torch.randint(1, (self.train_max_step or self.steps) + 1, (len(pairs),)).to(self.device_)
         return self.loss(clean, defective, t, torch.randn(clean.shape).to(self.device_))
 
     def loss(self, clean: torch.Tensor, defective: torch.Tensor, t: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
@@ -139,13 +142,17 @@ class R3DAD(NeuralDetector):
     # --- scoring --------------------------------------------------------------------------------
     @torch.no_grad()
     def reconstruct(self, points: np.ndarray) -> np.ndarray:
-        """The model's normal version of a cloud given in the network frame: (M, 3) with M <= num_points."""
+        """The model's normal version of a cloud given in the network frame, one point per input point.
+
+        The latent comes from an FPS subset of num_points; every input point is noised to start_step
+        (start_step = steps: pure noise, as the release) and denoised, so the reconstruction is as
+        dense as the scan and a point's distance to it is not dominated by the sampling gaps.
+        """
         from ad3d import ops
 
         x = torch.from_numpy(points).to(self.device_)
-        if len(x) > self.num_points:
-            x = x[ops.fps(x, self.num_points)]
-        z = self.net_.encoder(x[None])
+        sub = x[ops.fps(x, self.num_points)] if len(x) > self.num_points else x
+        z = self.net_.encoder(sub[None])
         generator = torch.Generator().manual_seed(self.seed)
         noise = torch.randn(x[None].shape, generator=generator).to(self.device_)
         schedule = self.schedule
