@@ -74,34 +74,15 @@ class MC4AD(NeuralDetector):
     modalities = ("xyz",)
     PRESETS = PRESETS
     _state_scalars = NeuralDetector._state_scalars + ("object_reduce_", "reduce_auroc_")
+    object_reduce_: str | None = None  # the object score chosen at fit: "mean" or "top"
+    reduce_auroc_: dict | None = None  # each rule's AUROC on held-out normal vs pseudo-defective scans
 
     def __init__(self, backbone: str = "point-unet", encoder=(16, 32, 64, 128, 128), decoder=(96, 64, 48, 32),
                  k: int = 16, num_points: int = 4096, generator: str = "da-gen", patches: int = 4, sym_weight: float = 0.1,
-                 rotation: str = "none", normalise: str = "category", iterations: int = 600, batch_size: int = 4,
-                 lr: float = 1e-3, eval_every: int = 100, patience: int = 4, val_batches: int = 2,
+                 rotation: str = "none", normalise: str = "category", iterations: int = 2000, batch_size: int = 4,
+                 lr: float = 1e-3, eval_every: int = 200, patience: int = 5, val_batches: int = 4,
                  object_reduce: str = "auto", top_fraction: float = 0.01, device: str = "auto", seed: int = 0):
-        self.backbone = backbone
-        self.encoder = encoder
-        self.decoder = decoder
-        self.k = k
-        self.num_points = num_points
-        self.generator = generator
-        self.patches = patches
-        self.sym_weight = sym_weight
-        self.rotation = rotation
-        self.normalise = normalise
-        self.iterations = iterations
-        self.batch_size = batch_size
-        self.lr = lr
-        self.eval_every = eval_every
-        self.patience = patience
-        self.val_batches = val_batches
-        self.object_reduce = object_reduce
-        self.top_fraction = top_fraction
-        self.device = device
-        self.seed = seed
-        self.object_reduce_ = None
-        self.reduce_auroc_ = None
+        self._store_params(locals())
 
     def _build_net(self) -> nn.Module:
         from ad3d.synth.pseudo import GENERATORS

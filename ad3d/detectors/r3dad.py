@@ -59,36 +59,7 @@ class R3DAD(NeuralDetector):
                  eval_every: int = 200, patience: int = 5, val_batches: int = 2, sampler: str = "ddim",
                  sample_steps: int = 10, start_step: int = 20, coverage: bool = True, smooth_k: int = 8,
                  top_fraction: float = 0.01, device: str = "auto", seed: int = 0):
-        self.num_points = num_points
-        self.latent = latent
-        self.encoder_widths = encoder_widths
-        self.denoiser_widths = denoiser_widths
-        self.fourier = fourier
-        self.time_dim = time_dim
-        self.train_max_step = train_max_step
-        self.steps = steps
-        self.beta_1 = beta_1
-        self.beta_T = beta_T
-        self.objective = objective
-        self.patch_gen = patch_gen
-        self.patch_fraction = patch_fraction
-        self.patch_scale = patch_scale
-        self.rotation = rotation
-        self.normalise = normalise
-        self.iterations = iterations
-        self.batch_size = batch_size
-        self.lr = lr
-        self.eval_every = eval_every
-        self.patience = patience
-        self.val_batches = val_batches
-        self.sampler = sampler
-        self.sample_steps = sample_steps
-        self.start_step = start_step
-        self.coverage = coverage
-        self.smooth_k = smooth_k
-        self.top_fraction = top_fraction
-        self.device = device
-        self.seed = seed
+        self._store_params(locals())
 
     @property
     def schedule(self):
