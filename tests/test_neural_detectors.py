@@ -71,6 +71,8 @@ def test_scores_every_input_point_in_scan_units(name, scans):
 def test_bad_settings_are_clear_errors(scans):
     with pytest.raises(ConfigError, match="objective"):
         ad3d.create("r3dad", **{**TINY["r3dad"], "objective": "x"}).fit(scans)
+    with pytest.raises(ConfigError, match="iterations must be at least 1"):
+        ad3d.create("mc4ad", **{**TINY["mc4ad"], "iterations": 0}).fit(scans)
     with pytest.raises(ConfigError, match="generator"):
         ad3d.create("mc4ad", **{**TINY["mc4ad"], "generator": "x"}).fit(scans)
     with pytest.raises(ConfigError, match="no CUDA"):

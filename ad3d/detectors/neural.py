@@ -100,6 +100,9 @@ class NeuralDetector(Detector):
         held-out loss uses fixed draws from the training scans themselves."""
         from tqdm import tqdm
 
+        for name in ("iterations", "batch_size", "eval_every", "val_batches", "num_points"):
+            if int(getattr(self, name)) < 1:
+                raise ConfigError(f"{self.name}: {name} must be at least 1, got {getattr(self, name)}")
         torch.manual_seed(self.seed)
         rng = np.random.default_rng(self.seed)
         self.device_ = resolve_device(self.device)
