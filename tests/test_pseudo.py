@@ -38,7 +38,7 @@ def test_patch_gen_draws_both_signs():
     signs = set()
     rng = np.random.default_rng(0)
     for _ in range(20):
-        moved, offset, mask = patch_gen(pts, rng)
+        _, offset, mask = patch_gen(pts, rng)
         radial = np.einsum("ij,ij->i", offset[mask], pts[mask])
         signs.add(np.sign(radial.mean()))
     assert signs == {-1.0, 1.0}  # outward bulges and inward dents
@@ -93,5 +93,5 @@ def test_plain_bulge_moves_along_the_normal_most_at_its_seed():
 @pytest.mark.parametrize("generator", [da_gen, plain_bulge])
 def test_generators_keep_dtype_and_shape(generator):
     pts, normals = sphere(500)
-    moved, offset, mask = generator(pts, normals, np.random.default_rng(0))
+    moved, _, mask = generator(pts, normals, np.random.default_rng(0))
     assert moved.shape == pts.shape and moved.dtype == np.float32 and mask.dtype == bool

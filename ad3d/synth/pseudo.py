@@ -26,7 +26,7 @@ def patch_gen(points: np.ndarray, rng: np.random.Generator, patch_fraction: floa
     +scale pushes the patch away from the viewpoint (a dent), -scale towards it (a bulge)."""
     pts = points.astype(np.float64)
     view = VIEWPOINTS[rng.integers(len(VIEWPOINTS))]
-    n = max(1, int(round(patch_fraction * len(pts))))
+    n = max(1, round(patch_fraction * len(pts)))
     order = np.argsort(np.linalg.norm(pts - view, axis=1), kind="stable")[:n]
     magnitude = np.sort(rng.uniform(0.0, 1.0, n))[::-1]
     sign = rng.choice([-1.0, 1.0])
@@ -40,7 +40,7 @@ def patch_gen(points: np.ndarray, rng: np.random.Generator, patch_fraction: floa
 def sphere_crop(points: np.ndarray, rng: np.random.Generator, fraction: float) -> tuple[np.ndarray, np.ndarray]:
     """A patch grown around a random seed point: its `fraction` x N nearest points. Returns (indices, seed)."""
     seed = points[rng.integers(len(points))]
-    n = max(1, int(round(fraction * len(points))))
+    n = max(1, round(fraction * len(points)))
     return np.argsort(np.linalg.norm(points - seed, axis=1), kind="stable")[:n], seed
 
 
