@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from ad3d.detectors.base import register, top_mean
-from ad3d.detectors.neural import NeuralDetector, random_rotation
+from ad3d.detectors.neural import NeuralDetector, neighbours, random_rotation, smooth
 from ad3d.errors import ConfigError
 from ad3d.types import Scan
 
@@ -81,7 +81,8 @@ class MC4AD(NeuralDetector):
                  k: int = 16, num_points: int = 4096, generator: str = "da-gen", patches: int = 4, sym_weight: float = 0.1,
                  rotation: str = "none", normalise: str = "category", iterations: int = 2000, batch_size: int = 4,
                  lr: float = 1e-3, eval_every: int = 200, patience: int = 5, val_batches: int = 4,
-                 object_reduce: str = "auto", top_fraction: float = 0.01, device: str = "auto", seed: int = 0):
+                 object_reduce: str = "auto", top_fraction: float = 0.01, smooth_k: int = 1, device: str = "auto",
+                 seed: int = 0):
         self._store_params(locals())
 
     def _build_net(self) -> nn.Module:
@@ -127,8 +128,12 @@ class MC4AD(NeuralDetector):
         return ((f_in + f_ex) / 2)[0].cpu().numpy()
 
     def _frame_scores(self, points: np.ndarray) -> np.ndarray:
-        """Point scores in network-frame units: the length of the joint correction."""
-        return np.linalg.norm(self.corrections(points), axis=1)
+        """Point scores in network-frame units: the length of the joint correction, averaged over
+        `smooth_k` neighbours (1: none, as the release)."""
+        score = torch.from_numpy(np.linalg.norm(self.corrections(points), axis=1))
+        if self.smooth_k > 1:
+            score = smooth(score, neighbours(torch.from_numpy(points), self.smooth_k), self.smooth_k)
+        return score.numpy()
 
     def _reduce(self, point_scores: np.ndarray, how: str) -> float:
         return float(point_scores.mean()) if how == "mean" else top_mean(point_scores, self.top_fraction)

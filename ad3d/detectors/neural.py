@@ -46,6 +46,18 @@ def random_rotation(rng: np.random.Generator, mode: str) -> np.ndarray:
     return out
 
 
+def neighbours(points: torch.Tensor, k: int) -> torch.Tensor:
+    """Indices (N, k') of each point's k nearest points, itself first (k' = min(k, N), at least 1)."""
+    from ad3d import ops
+
+    return ops.knn(points, points, min(max(k, 1), len(points)))[1]
+
+
+def smooth(scores: torch.Tensor, near: torch.Tensor, k: int) -> torch.Tensor:
+    """Mean score over each point's k nearest points (from `neighbours`); k <= 1 returns the scores."""
+    return scores[near[:, :k]].mean(1) if k > 1 else scores
+
+
 class NeuralDetector(Detector):
     """Base of detectors whose learned state is one torch module `net_` plus a coordinate frame.
 

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from ad3d.detectors.base import register, top_mean
-from ad3d.detectors.neural import NeuralDetector, random_rotation
+from ad3d.detectors.neural import NeuralDetector, neighbours, random_rotation, smooth
 from ad3d.errors import ConfigError
 from ad3d.types import Scan
 
@@ -151,12 +151,7 @@ class R3DAD(NeuralDetector):
             uncovered = ops.knn(recon, x, 1)[0][:, 0].clamp_min(0).sqrt()
             near = ops.knn(x, recon, min(4, len(recon)))[1]
             score = score + uncovered[near].mean(1)
-        near = ops.knn(x, x, min(max(self.smooth_k, self.object_smooth_k, 1), len(x)))[1]
-        point_scores = (self._smooth(score, near, self.smooth_k) * scale).numpy().astype(np.float32)
-        object_basis = (self._smooth(score, near, self.object_smooth_k) * scale).numpy()
+        near = neighbours(x, max(self.smooth_k, self.object_smooth_k))
+        point_scores = (smooth(score, near, self.smooth_k) * scale).numpy().astype(np.float32)
+        object_basis = (smooth(score, near, self.object_smooth_k) * scale).numpy()
         return point_scores, top_mean(object_basis, self.top_fraction)
-
-    @staticmethod
-    def _smooth(score: torch.Tensor, near: torch.Tensor, k: int) -> torch.Tensor:
-        """Mean over each point's k nearest points (itself first); k <= 1 leaves the scores as they are."""
-        return score[near[:, :k]].mean(1) if k > 1 else score
