@@ -20,6 +20,8 @@ Defaults are the CPU preset; PRESETS['paper'] holds the released sizes.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import torch
 
@@ -35,6 +37,13 @@ PRESETS = {
               "batch_size": 128, "iterations": 40000, "rotation": "full", "sampler": "ddpm", "start_step": 200,
               "coverage": False, "smooth_k": 1, "object_smooth_k": 1, "eval_every": 1000, "patience": 10},
 }
+
+
+@functools.lru_cache(maxsize=8)
+def _schedule(steps: int, beta_1: float, beta_T: float):
+    from ad3d.nn.diffusion import LinearSchedule
+
+    return LinearSchedule(steps, beta_1, beta_T)
 
 
 class _R3DNet(torch.nn.Module):
@@ -66,9 +75,8 @@ class R3DAD(NeuralDetector):
 
     @property
     def schedule(self):
-        from ad3d.nn.diffusion import LinearSchedule
-
-        return LinearSchedule(self.steps, self.beta_1, self.beta_T)
+        """The noise schedule of the current parameters (built once per parameter set: read every step)."""
+        return _schedule(self.steps, self.beta_1, self.beta_T)
 
     def _build_net(self) -> torch.nn.Module:
         if self.objective not in ("noise", "clean"):
