@@ -79,6 +79,8 @@ def test_bad_settings_are_clear_errors(scans):
         ad3d.create("mc4ad", **{**TINY["mc4ad"], "iterations": 0}).fit(scans)
     with pytest.raises(ConfigError, match="generator"):
         ad3d.create("mc4ad", **{**TINY["mc4ad"], "generator": "x"}).fit(scans)
+    with pytest.raises(ConfigError, match="missing is a probability"):
+        ad3d.create("mc4ad", **{**TINY["mc4ad"], "missing": 1.5}).fit(scans)
     with pytest.raises(ConfigError, match="no CUDA"):
         if torch.cuda.is_available():
             raise ConfigError("no CUDA")  # this check is about machines without a GPU
@@ -132,7 +134,7 @@ def test_corrective_force_loss_by_hand():
 
 
 def test_mc4ad_training_targets_point_back_to_the_clean_scan(scans):
-    det = ad3d.create("mc4ad", **TINY["mc4ad"]).fit(scans)
+    det = ad3d.create("mc4ad", **{**TINY["mc4ad"], "missing": 0.0}).fit(scans)
     prepared = det._prepare(scans[:1])[0]
     rng = np.random.default_rng(0)
     moved, back, mask = det.training_sample(prepared, rng)
@@ -143,6 +145,17 @@ def test_mc4ad_training_targets_point_back_to_the_clean_scan(scans):
     d = np.linalg.norm(restored[:, None] - prepared.points[None], axis=2).min(1)
     assert d.max() < 1e-5
     assert det.object_reduce_ in ("mean", "top") and set(det.reduce_auroc_) == {"mean", "top"}
+
+
+def test_mc4ad_missing_material_samples_keep_their_size_and_mark_the_rim(scans):
+    det = ad3d.create("mc4ad", **{**TINY["mc4ad"], "missing": 1.0, "patches": 0})
+    det._fit_frame(scans)
+    prepared = det._prepare(scans[:1])[0]
+    moved, back, mask = det.training_sample(prepared, np.random.default_rng(1))
+    assert moved.shape == (512, 3) and mask.any() and np.all(back[~mask] == 0) and np.abs(back[mask]).max() > 0
+    # relocated points fill in elsewhere: the sample is no longer a subset of the clean scan
+    d = np.linalg.norm(moved[:, None] - prepared.points[None], axis=2).min(1)
+    assert d.max() > 1e-4 and np.all(d[mask] < 1e-5)
 
 
 @pytest.mark.slow

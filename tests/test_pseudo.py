@@ -3,7 +3,13 @@
 import numpy as np
 import pytest
 
-from ad3d.synth.pseudo import VIEWPOINTS, da_gen, patch_gen, plain_bulge
+from ad3d.synth.pseudo import (
+    VIEWPOINTS,
+    da_gen,
+    missing_material,
+    patch_gen,
+    plain_bulge,
+)
 
 
 def sphere(n=2048, seed=0):
@@ -95,3 +101,33 @@ def test_generators_keep_dtype_and_shape(generator):
     pts, normals = sphere(500)
     moved, _, mask = generator(pts, normals, np.random.default_rng(0))
     assert moved.shape == pts.shape and moved.dtype == np.float32 and mask.dtype == bool
+
+
+def test_missing_material_opens_a_gap_and_pulls_its_rim_across_it():
+    pts, normals = sphere(4096)
+    rng = np.random.default_rng(5)
+    moved, correction, rim, source = missing_material(pts, normals, rng, region=(1 / 32, 1 / 32), magnitude=(0.1, 0.1),
+                                                      rim=(1.5, 1.5))
+    relocated = np.flatnonzero(source != np.arange(len(pts)))
+    assert len(relocated) == 128 and moved.shape == pts.shape and moved.dtype == np.float32
+    kept = np.setdiff1d(np.arange(len(pts)), relocated)
+    assert np.array_equal(moved[kept], pts[kept])  # the rest of the cloud does not move
+    # the gap is empty: no point of the new cloud lies where the patch was
+    seed = pts[relocated][np.argmin(np.linalg.norm(pts[relocated] - pts[relocated].mean(0), axis=1))]
+    radius = np.linalg.norm(pts[relocated] - seed, axis=1).max()
+    assert np.linalg.norm(moved - seed, axis=1).min() > 0.5 * radius
+    # relocated points stay on the surface (midpoints of near kept points) and borrow a kept point's normal
+    assert np.abs(np.linalg.norm(moved[relocated], axis=1) - 1).max() < 0.01
+    assert not np.isin(source[relocated], relocated).any()
+    # only rim points (outside the gap, near it) carry a correction, tangential and towards the gap
+    assert rim.any() and not rim[relocated].any() and np.all(correction[~rim] == 0)
+    size = np.linalg.norm(correction[rim], axis=1)
+    assert size.max() <= 0.1 + 1e-6 and np.all(size >= 0)
+    pulled = size > 1e-6
+    along_normal = np.einsum("ij,ij->i", correction[rim][pulled], normals[rim][pulled]) / size[pulled]
+    assert np.abs(along_normal).max() < 1e-4
+    towards = np.einsum("ij,ij->i", correction[rim][pulled], seed - pts[rim][pulled])
+    assert np.all(towards > 0)
+    # the pull is strongest next to the gap and fades outwards
+    by_distance = size[np.argsort(np.linalg.norm(pts[rim] - seed, axis=1))]
+    assert by_distance[: len(by_distance) // 4].mean() > by_distance[-len(by_distance) // 4:].mean()

@@ -1,12 +1,18 @@
 """MC4AD (2025): predict, for every point, the internal and external corrective forces that would push
-it back onto the normal surface; the size of their mean (the joint correction) is the anomaly score.
+it back to the normal surface; the size of their mean (the joint correction) is the anomaly score.
 
 Trained on normal scans only with DA-Gen pseudo-anomalies drawn per sample (reference.md section 6);
-the target is each point's offset back to the clean scan. Loss = L1 + negative cosine on the joint
-offset + sym_weight x the symmetric loss between the two forces. The backbone is a point U-Net on
+the target is each point's correction back to the clean surface. Loss = L1 + negative cosine on the
+joint offset + sym_weight x the symmetric loss between the two forces. The backbone is a point U-Net on
 ad3d's fps/knn (ad3d.nn.point_unet) in place of MinkowskiEngine. Every input point is scored.
+
+ad3d's extension (`missing`, not in the paper or release; 0 in the paper preset): a displacement target
+cannot describe a hole, crack or break, where the points that remain sit where they should. With
+probability `missing` a training sample first loses a patch of material and its rim learns a pull
+across the gap (ad3d.synth.pseudo.missing_material). Point scores are averaged over `smooth_k`
+neighbours (the release: none). Both were chosen on a development set (README).
 Object score: the mean point score (the release) or the mean of the top `top_fraction`; 'auto'
-chooses between them on held-out normal scans with DA-Gen defects, never on test labels.
+chooses between them on held-out normal scans with pseudo-defects, never on test labels.
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ from ad3d.types import Scan
 PRESETS = {
     "cpu": {},
     "paper": {"encoder": (32, 64, 128, 256, 256), "decoder": (192, 192, 128, 128), "batch_size": 32,
-              "iterations": 150000, "patches": 1, "rotation": "full", "normalise": "scan", "eval_every": 1000,
+              "iterations": 150000, "patches": 1, "missing": 0.0, "smooth_k": 1, "rotation": "full", "normalise": "scan", "eval_every": 1000,
               "patience": 20},
 }
 
@@ -78,10 +84,10 @@ class MC4AD(NeuralDetector):
     reduce_auroc_: dict | None = None  # each rule's AUROC on held-out normal vs pseudo-defective scans
 
     def __init__(self, backbone: str = "point-unet", encoder=(16, 32, 64, 128, 128), decoder=(96, 64, 48, 32),
-                 k: int = 16, num_points: int = 4096, generator: str = "da-gen", patches: int = 4, sym_weight: float = 0.1,
+                 k: int = 16, num_points: int = 4096, generator: str = "da-gen", patches: int = 4, missing: float = 1.0, sym_weight: float = 0.1,
                  rotation: str = "none", normalise: str = "category", iterations: int = 2000, batch_size: int = 4,
                  lr: float = 1e-3, eval_every: int = 200, patience: int = 5, val_batches: int = 4,
-                 object_reduce: str = "auto", top_fraction: float = 0.01, smooth_k: int = 1, device: str = "auto",
+                 object_reduce: str = "auto", top_fraction: float = 0.01, smooth_k: int = 32, device: str = "auto",
                  seed: int = 0):
         self._store_params(locals())
 
@@ -90,6 +96,8 @@ class MC4AD(NeuralDetector):
 
         if self.generator not in GENERATORS:
             raise ConfigError(f"mc4ad generator must be one of {', '.join(GENERATORS)}, got {self.generator!r}")
+        if not 0.0 <= float(self.missing) <= 1.0:
+            raise ConfigError(f"mc4ad missing is a probability in [0, 1], got {self.missing!r}")
         if self.object_reduce not in ("auto", "mean", "top"):
             raise ConfigError(f"mc4ad object_reduce must be 'auto', 'mean' or 'top', got {self.object_reduce!r}")
         return CFPNet(self.backbone, self.encoder, self.decoder, self.k)
@@ -100,18 +108,22 @@ class MC4AD(NeuralDetector):
         return [s.replace(normals=surface_normals(s).astype(np.float32)) for s in super()._prepare(scans)]
 
     def training_sample(self, scan: Scan, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(defective points, offset back to the clean points, mask) for one rotated, cropped normal scan
-        with `patches` pseudo-defects (the paper: one; more give a short CPU run more signal per step)."""
-        from ad3d.synth.pseudo import GENERATORS
+        """(defective points, correction back to the clean surface, mask) for one rotated, cropped normal
+        scan: with probability `missing` one missing-material patch first (ad3d's extension), then
+        `patches` pseudo-defects (the paper: one; more give a short CPU run more signal per step)."""
+        from ad3d.synth.pseudo import GENERATORS, missing_material
 
         idx = rng.choice(len(scan), self.num_points, replace=len(scan) < self.num_points)
         rot = random_rotation(rng, self.rotation)
         clean, normals = (scan.points[idx] @ rot.T).astype(np.float32), scan.normals[idx] @ rot.T
-        moved, mask = clean, np.zeros(len(clean), bool)
+        moved, correction, mask = clean, np.zeros_like(clean), np.zeros(len(clean), bool)
+        if self.missing > 0 and rng.uniform() < self.missing:
+            moved, correction, mask, source = missing_material(clean, normals, rng)
+            normals = normals[source]
         for _ in range(self.patches):
-            moved, _, patch = GENERATORS[self.generator](moved, normals, rng)
-            mask |= patch
-        return moved, clean - moved, mask
+            moved, offset, patch = GENERATORS[self.generator](moved, normals, rng)
+            correction, mask = correction - offset, mask | patch
+        return moved, correction, mask
 
     def _batch_loss(self, scans: list[Scan], rng: np.random.Generator) -> torch.Tensor:
         samples = [self.training_sample(scans[rng.integers(len(scans))], rng) for _ in range(self.batch_size)]
@@ -144,8 +156,8 @@ class MC4AD(NeuralDetector):
         return point_scores, self._reduce(point_scores, self.object_reduce_ or "mean")
 
     def _finish(self, val: list[Scan]) -> None:
-        """Choose the object score: each rule's AUROC at telling held-out normal scans (two crops each)
-        from their pseudo-defective copies; ties go to the release's mean."""
+        """Choose the object score: each rule's AUROC at telling held-out normal scans from two
+        pseudo-defective copies of each; ties go to the release's mean."""
         from ad3d.metrics import auroc
 
         if self.object_reduce != "auto":
@@ -154,10 +166,8 @@ class MC4AD(NeuralDetector):
         rng = np.random.default_rng(self.seed + 2)
         clean, defective = [], []
         for scan in val:
-            for _ in range(2):
-                moved, back, _ = self.training_sample(scan, rng)
-                clean.append(self._frame_scores(moved + back))
-                defective.append(self._frame_scores(moved))
+            clean.append(self._frame_scores(scan.points))
+            defective += [self._frame_scores(self.training_sample(scan, rng)[0]) for _ in range(2)]
         labels = np.r_[np.zeros(len(clean)), np.ones(len(defective))]
         aurocs = {how: float(auroc(labels, np.array([self._reduce(p, how) for p in clean + defective])))
                   for how in ("mean", "top")}

@@ -1,5 +1,5 @@
-"""Pseudo-anomalies for training on normal scans only: R3D-AD's Patch-Gen, MC4AD's DA-Gen, and a plain
-normal-direction bulge (PO3AD's Norm-AS shape) for ablations.
+"""Pseudo-anomalies for training on normal scans only: R3D-AD's Patch-Gen, MC4AD's DA-Gen, a plain
+normal-direction bulge (PO3AD's Norm-AS shape) for ablations, and ad3d's missing-material patch.
 
 Each generator takes one cloud in a unit-sized frame and a numpy Generator, draws all its random
 parameters from that generator (so every sample differs; MC4AD's release draws sigma and lambda once
@@ -86,6 +86,46 @@ def plain_bulge(points: np.ndarray, normals: np.ndarray, rng: np.random.Generato
     mask = np.zeros(len(pts), dtype=bool)
     mask[idx] = True
     return (pts + offset).astype(points.dtype), offset.astype(points.dtype), mask
+
+
+def missing_material(points: np.ndarray, normals: np.ndarray, rng: np.random.Generator,
+                     region: tuple[float, float] = (1 / 64, 1 / 16), magnitude: tuple[float, float] = (0.06, 0.12),
+                     rim: tuple[float, float] = (1.2, 1.6)) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """ad3d's extension (not in MC4AD): a sphere-crop patch of material goes missing (a hole, crack or
+    break), a defect no displacement can make. The patch's points are resampled elsewhere on the surface
+    (midpoints towards a random one of 8 nearest kept points), so the cloud keeps its size. Rim points
+    (within rim x the patch radius of its seed) get a correction pulling them across the gap: the
+    tangential direction to the seed, size D falling linearly to 0 at the rim's edge.
+
+    Returns (points, correction, rim mask, source): `source[i]` is the point whose normal point i now has.
+    """
+    from scipy.spatial import cKDTree
+
+    pts = points.astype(np.float64)
+    idx, seed = sphere_crop(pts, rng, rng.uniform(*region))
+    gone = np.zeros(len(pts), dtype=bool)
+    gone[idx] = True
+    kept = np.flatnonzero(~gone)
+    source = np.arange(len(pts))
+    if len(kept) < 2:
+        return points.copy(), np.zeros_like(points), np.zeros(len(pts), dtype=bool), source
+    radius = max(float(np.linalg.norm(pts[idx] - seed, axis=1).max()), 1e-12)
+    source[idx] = kept[rng.integers(len(kept), size=len(idx))]
+    _, near = cKDTree(pts[kept]).query(pts[source[idx]], k=min(9, len(kept)))
+    partner = kept[near[np.arange(len(idx)), rng.integers(1, near.shape[1], size=len(idx))]]
+    share = rng.uniform(0.0, 0.5, size=(len(idx), 1))
+    moved = pts.copy()
+    moved[idx] = (1 - share) * pts[source[idx]] + share * pts[partner]
+    dist = np.linalg.norm(pts - seed, axis=1)
+    outer = rng.uniform(*rim) * radius
+    ring = ~gone & (dist < outer)
+    n = _unit_rows(normals[ring].astype(np.float64))
+    towards = seed - pts[ring]
+    tangential = _unit_rows(towards - (towards * n).sum(1, keepdims=True) * n)
+    size = rng.uniform(*magnitude) * np.clip((outer - dist[ring]) / (outer - radius), 0.0, 1.0)
+    correction = np.zeros_like(pts)
+    correction[ring] = tangential * size[:, None]
+    return moved.astype(points.dtype), correction.astype(points.dtype), ring, source
 
 
 GENERATORS = {"da-gen": da_gen, "bulge": plain_bulge}
