@@ -147,6 +147,12 @@ def test_mc4ad_training_targets_point_back_to_the_clean_scan(scans):
     assert det.object_reduce_ in ("mean", "top") and set(det.reduce_auroc_) == {"mean", "top"}
 
 
+def test_mc4ad_paper_preset_switches_the_cpu_departures_back_to_the_release():
+    cpu, paper = ad3d.create("mc4ad"), ad3d.create("mc4ad", **ad3d.detectors.preset("mc4ad", "paper"))
+    assert (cpu.missing, cpu.sym_weight, cpu.smooth_k) == (1.0, 0.0, 64)
+    assert (paper.missing, paper.sym_weight, paper.smooth_k, paper.patches) == (0.0, 0.1, 1, 1)
+
+
 def test_mc4ad_missing_material_samples_keep_their_size_and_mark_the_rim(scans):
     det = ad3d.create("mc4ad", **{**TINY["mc4ad"], "missing": 1.0, "patches": 0})
     det._fit_frame(scans)
