@@ -86,9 +86,10 @@ class MC4AD(NeuralDetector):
     reduce_auroc_: dict | None = None  # each rule's AUROC on held-out normal vs pseudo-defective scans
 
     def __init__(self, backbone: str = "point-unet", encoder=(16, 32, 64, 128, 128), decoder=(96, 64, 48, 32),
-                 k: int = 16, num_points: int = 4096, generator: str = "da-gen", patches: int = 4, missing: float = 1.0, sym_weight: float = 0.0,
-                 rotation: str = "none", normalise: str = "category", iterations: int = 2000, batch_size: int = 4,
-                 lr: float = 1e-3, eval_every: int = 200, patience: int = 5, val_batches: int = 4,
+                 k: int = 16, num_points: int = 4096, generator: str = "da-gen", patches: int = 4,
+                 missing: float = 1.0, sym_weight: float = 0.0, rotation: str = "none", normalise: str = "category",
+                 iterations: int = 2000, batch_size: int = 4, lr: float = 1e-3, eval_every: int = 200, patience: int = 5,
+                 val_batches: int = 4,
                  object_reduce: str = "auto", top_fraction: float = 0.01, smooth_k: int = 64, device: str = "auto",
                  seed: int = 0):
         self._store_params(locals())
