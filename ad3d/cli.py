@@ -73,6 +73,7 @@ def _cmd_synth(args) -> int:
 
     from ad3d.errors import ConfigError
     from ad3d.synth import DEFECTS, make_dataset
+    from ad3d.synth.acquisition import Acquisition
     from ad3d.synth.dataset import MESH_SUFFIXES
 
     from ad3d.io import SCAN_SUFFIXES
@@ -88,10 +89,11 @@ def _cmd_synth(args) -> int:
     unknown = set(defects or ()) - set(DEFECTS)
     if unknown:
         raise ConfigError(f"unknown defect(s) {', '.join(sorted(unknown))}; expected {', '.join(DEFECTS)}")
+    acquisition = Acquisition(pose_degrees=args.pose_degrees, pose_shift=args.pose_shift, noise=args.noise,
+                              density=args.density, partial=args.partial)
     summary = make_dataset(sources, args.format, Path(args.out), points=args.points, train=args.train,
                            good=args.good, per_defect=args.per_defect, defects=defects, seed=args.seed,
-                           image_size=args.image_size,
-                           progress=not args.quiet)
+                           image_size=args.image_size, acquisition=acquisition, progress=not args.quiet)
     total = sum(v["train"] + v["good"] + v["anomalous"] for v in summary.values())
     print(f"wrote {len(summary)} categories, {total} scans ({args.format} layout) to {args.out}")
     return 0
@@ -318,13 +320,20 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--format", required=True, choices=("anomaly-shapenet", "real3d", "mvtec3d"))
     synth.add_argument("--image-size", type=int, default=128, help="pixels per side (mvtec3d layout)")
     synth.add_argument("--out", required=True, help="output folder (must not exist or be empty)")
-    synth.add_argument("--points", type=int, default=4096, help="points per scan")
+    synth.add_argument("--points", type=int, default=4096, help="points per scan (the mean, see --density)")
     synth.add_argument("--train", type=int, default=4, help="normal training scans per category")
     synth.add_argument("--good", type=int, default=4, help="normal test scans per category")
     synth.add_argument("--per-defect", type=int, default=2, help="test scans per defect type")
-    synth.add_argument("--defects", help="comma-separated subset of bulge,dent,crack,hole,cut,contamination "
-                                        "(contamination: mvtec3d only)")
+    synth.add_argument("--defects", help="comma-separated subset of bulge,dent,crack,hole,cut,concavity,broken,"
+                                        "scratch,combo,contamination (contamination: mvtec3d only)")
     synth.add_argument("--seed", type=int, default=0)
+    real = synth.add_argument_group("acquisition (realistic by default; 0 turns an effect off)")
+    real.add_argument("--pose-degrees", type=float, default=5.0, help="rotation per scan, up to this many degrees")
+    real.add_argument("--pose-shift", type=float, default=0.01, help="shift per scan, up to this share of the size")
+    real.add_argument("--noise", type=float, default=0.001, help="sensor noise sigma, as a share of the size")
+    real.add_argument("--density", type=float, default=0.2, help="point counts vary by up to +-this share")
+    real.add_argument("--partial", action=argparse.BooleanOptionalAction, default=True,
+                      help="single-view test scans in the real3d layout")
     synth.add_argument("--quiet", action="store_true", help="no progress bar")
     synth.set_defaults(run=_cmd_synth)
     return parser

@@ -1,6 +1,9 @@
-"""Scan clean-up shared by loaders and detectors: background-plane removal, unit-sphere normalisation."""
+"""Scan clean-up shared by loaders and detectors: background-plane removal, unit-sphere normalisation,
+and alignment of a scan to its part's reference (the first step of every metrology workflow)."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -53,3 +56,99 @@ def normalise(scan: Scan) -> tuple[Scan, np.ndarray, float]:
     centre = scan.points.mean(axis=0, dtype=np.float64)
     scale = float(np.linalg.norm(scan.points - centre, axis=1).max()) or 1.0
     return scan.replace(points=(scan.points - centre) / scale, units="unit"), centre, scale
+
+
+@dataclass(frozen=True)
+class Alignment:
+    """A scan registered to its part's reference: `transform` (4x4) maps scan coordinates onto the
+    reference. residual: median distance of the moved scan points to the reference, in reference point
+    spacings (about 0.5 for a scan of the same part, noise-free); fitness: share of the scan within two
+    spacings of the reference; ok: both within the limits `align` was given."""
+
+    transform: np.ndarray
+    residual: float
+    fitness: float
+    ok: bool
+
+    def apply(self, points: np.ndarray) -> np.ndarray:
+        return points.astype(np.float64) @ self.transform[:3, :3].T + self.transform[:3, 3]
+
+    def rotate(self, vectors: np.ndarray) -> np.ndarray:
+        return vectors.astype(np.float64) @ self.transform[:3, :3].T
+
+    def as_dict(self) -> dict:
+        return {"transform": self.transform.tolist(), "residual": self.residual, "fitness": self.fitness,
+                "ok": self.ok}
+
+
+def reference_cloud(points: np.ndarray, size: int = 4096) -> np.ndarray:
+    """A part's reference for alignment: an even (farthest-point) subset of one of its scans, of at
+    most half its points (so the subset is evenly spaced however the scan was sampled), float32."""
+    import torch
+
+    from ad3d import ops
+
+    idx = ops.fps(torch.from_numpy(np.ascontiguousarray(points, dtype=np.float32)), max(1, min(size, len(points) // 2)))
+    return np.ascontiguousarray(points[idx.numpy()], dtype=np.float32)
+
+
+def _spacing(points: np.ndarray) -> float:
+    from scipy.spatial import cKDTree
+
+    return float(np.median(cKDTree(points).query(points, k=2)[0][:, 1]))
+
+
+def align(points: np.ndarray, reference: np.ndarray, *, sample: int = 2048, max_residual: float = 0.8,
+          min_fitness: float = 0.85, seed: int = 0) -> Alignment:
+    """Register a scan to its part's reference: coarse global registration (FPFH features matched by
+    RANSAC, Open3D) and ICP (point-to-plane) refinement, started from both the RANSAC pose and the
+    scan's own pose, the better fit kept. A scan of another part, or one that did not register, comes
+    back with ok=False (residual above `max_residual` spacings or fitness below `min_fitness`).
+    """
+    import open3d as o3d
+    from scipy.spatial import cKDTree
+
+    from ad3d.features import fpfh
+
+    reg = o3d.pipelines.registration
+    ref = np.asarray(reference, dtype=np.float64)
+    spacing = _spacing(ref)
+    src = reference_cloud(points, sample).astype(np.float64)
+    tgt = reference_cloud(reference, sample).astype(np.float64)
+    radius = 0.1 * float(np.linalg.norm(np.ptp(ref, axis=0)))
+
+    def cloud(xyz):
+        c = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(xyz))
+        c.estimate_normals(o3d.geometry.KDTreeSearchParamHybrid(radius=radius / 2, max_nn=30))
+        return c
+
+    def features(xyz):
+        f = o3d.pipelines.registration.Feature()
+        f.data = fpfh(xyz, radius).T.astype(np.float64)
+        return f
+
+    source, target = cloud(src), cloud(tgt)
+    o3d.utility.random.seed(seed)
+    with o3d.utility.VerbosityContextManager(o3d.utility.VerbosityLevel.Error):  # "too few correspondences"
+        coarse = reg.registration_ransac_based_on_feature_matching(
+            source, target, features(src), features(tgt), True, 3 * spacing,
+            reg.TransformationEstimationPointToPoint(False), 3,
+            [reg.CorrespondenceCheckerBasedOnEdgeLength(0.9), reg.CorrespondenceCheckerBasedOnDistance(3 * spacing)],
+            reg.RANSACConvergenceCriteria(100000, 0.999))
+    tree = cKDTree(ref)
+
+    def refine(start: np.ndarray) -> tuple[np.ndarray, float]:
+        transform = start
+        for distance in (6 * spacing, 2 * spacing):
+            transform = reg.registration_icp(source, target, distance, transform,
+                                             reg.TransformationEstimationPointToPlane(),
+                                             reg.ICPConvergenceCriteria(max_iteration=50)).transformation
+        moved = src @ transform[:3, :3].T + transform[:3, 3]
+        return transform, float(np.median(tree.query(moved)[0]))
+
+    transform, _ = min((refine(start) for start in (np.eye(4), np.asarray(coarse.transformation))),
+                       key=lambda fit: fit[1])
+    moved = np.asarray(points, dtype=np.float64) @ transform[:3, :3].T + transform[:3, 3]
+    dist = tree.query(moved)[0] / spacing
+    residual, fitness = float(np.median(dist)), float(np.mean(dist <= 2.0))
+    return Alignment(np.asarray(transform), residual, fitness, residual <= max_residual and fitness >= min_fitness)

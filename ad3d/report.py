@@ -19,6 +19,7 @@ def result_json(scan: Scan, result: AnomalyResult, detector: str) -> dict:
         "regions": [{"points": int(len(r.indices)), "centroid": r.centroid.tolist(), "extent": r.extent.tolist(),
                      "bbox_min": r.bbox_min.tolist(), "bbox_max": r.bbox_max.tolist(), "area": r.area,
                      "max_score": r.max_score} for r in result.regions],
+        "alignment": result.alignment,
         "timings": result.timings,
     }
 
@@ -56,7 +57,9 @@ def summary_line(name: str, result: AnomalyResult) -> str:
     regions = f", {len(result.regions)} region{'s' if len(result.regions) != 1 else ''}" if result.regions else ""
     counts = point_counts(result)
     points = f", points {counts['defective']} defective / {counts['uncertain']} uncertain" if counts else ""
-    return f"{name}: {decision.upper():<12} score {result.object_score:.4g}{regions}{points}"
+    unaligned = "" if result.alignment is None or result.alignment["ok"] else \
+        f", NOT ALIGNED to the part's reference (residual {result.alignment['residual']:.2f} spacings)"
+    return f"{name}: {decision.upper():<12} score {result.object_score:.4g}{regions}{points}{unaligned}"
 
 
 def _cell(row: dict, key: str, fmt: str) -> str:

@@ -129,6 +129,7 @@ class AnomalyResult:
     image_scores: np.ndarray | None = None
     timings: dict[str, float] = field(default_factory=dict)
     point_decisions: np.ndarray | None = None  # per point 0 normal, 1 uncertain, 2 defective (once calibrated)
+    alignment: dict | None = None  # transform onto the part's reference, residual, fitness, ok (aligning detectors)
 
     def __post_init__(self) -> None:
         scores = np.asarray(self.point_scores, dtype=np.float32)

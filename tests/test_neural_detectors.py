@@ -14,9 +14,10 @@ from ad3d.types import Scan
 
 TINY = {
     "r3dad": {"num_points": 256, "latent": 16, "encoder_widths": (16, 32), "denoiser_widths": (32, 32),
-              "iterations": 6, "batch_size": 4, "eval_every": 3, "sample_steps": 4, "device": "cpu"},
+              "iterations": 6, "batch_size": 4, "eval_every": 3, "sample_steps": 4, "device": "cpu",
+              "rotation": "none", "noise_aug": 0.0},
     "mc4ad": {"encoder": (8, 16, 16), "decoder": (16, 8), "num_points": 512, "iterations": 6, "batch_size": 2,
-              "eval_every": 3, "device": "cpu"},
+              "eval_every": 3, "device": "cpu", "rotation": "none", "noise_aug": 0.0},
 }
 
 
@@ -162,6 +163,35 @@ def test_mc4ad_missing_material_samples_keep_their_size_and_mark_the_rim(scans):
     # relocated points fill in elsewhere: the sample is no longer a subset of the clean scan
     d = np.linalg.norm(moved[:, None] - prepared.points[None], axis=2).min(1)
     assert d.max() > 1e-4 and np.all(d[mask] < 1e-5)
+
+
+def test_training_augmentation_matches_acquisition_pose_and_noise(scans):
+    """rotation='jitter' turns a sample by at most JITTER_DEGREES; noise_aug adds noise to the input
+    only (the correction target stays the pseudo-defect's)."""
+    from ad3d.detectors.neural import JITTER_DEGREES, random_rotation
+
+    rng = np.random.default_rng(0)
+    angles = [np.degrees(np.arccos(np.clip((np.trace(random_rotation(rng, "jitter")) - 1) / 2, -1, 1)))
+              for _ in range(200)]
+    assert max(angles) <= JITTER_DEGREES + 1e-9 and max(angles) > 0.5 * JITTER_DEGREES
+    plain = ad3d.create("mc4ad", **{**TINY["mc4ad"], "missing": 0.0})
+    noisy = ad3d.create("mc4ad", **{**TINY["mc4ad"], "missing": 0.0, "noise_aug": 0.01})
+    plain._fit_frame(scans)
+    noisy._fit_frame(scans)
+    prepared = plain._prepare(scans[:1])[0]
+    a, back_a, mask_a = plain.training_sample(prepared, np.random.default_rng(3))
+    b, back_b, mask_b = noisy.training_sample(prepared, np.random.default_rng(3))
+    assert np.array_equal(back_a, back_b) and np.array_equal(mask_a, mask_b)
+    assert 0 < np.abs(b - a).max() < 0.06 and np.std(b - a) < 0.01
+
+
+def test_mc4ad_scores_at_its_training_density_whatever_the_scan_size(scans):
+    """A scan four times denser than num_points is scored on an even subset and every point gets a score."""
+    det = ad3d.create("mc4ad", **{**TINY["mc4ad"], "smooth_k": 8}).fit(scans)
+    dense, sparse = box_scan(n=2048, seed=30), box_scan(n=512, seed=30)
+    d, s = det.score(dense), det.score(sparse)
+    assert len(d.point_scores) == 2048 and np.isfinite(d.point_scores).all()
+    assert d.object_score == pytest.approx(s.object_score, rel=0.5)  # same part, same scale of score
 
 
 @pytest.mark.slow

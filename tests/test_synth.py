@@ -34,7 +34,50 @@ def test_bulge_moves_out_and_dent_moves_in(bottle, kind, sign):
     assert sign * np.median(along_normal) > 0
 
 
-@pytest.mark.parametrize("kind", ["hole", "crack", "cut"])
+@pytest.mark.parametrize("kind", ["concavity", "scratch"])
+def test_sink_defects_press_the_surface_in(bottle, kind):
+    for seed in range(3):
+        scan = plant(bottle, kind, seed)
+        moved = scan.points - bottle.points
+        assert np.allclose(moved[scan.labels == 0], 0, atol=1e-3 * np.ptp(bottle.points))
+        along_normal = np.einsum("ij,ij->i", moved[scan.labels == 1], bottle.normals[scan.labels == 1])
+        assert np.median(along_normal) < 0
+
+
+@pytest.mark.parametrize("kind", GEOMETRIC)
+def test_every_moved_point_is_labelled_and_nothing_is_added(bottle, kind):
+    """Labels are exact: a point the defect displaced is labelled; removals only remove."""
+    from scipy.spatial import cKDTree
+
+    for seed in range(4):
+        scan = plant(bottle, kind, seed)
+        assert len(scan) <= len(bottle)
+        off = cKDTree(bottle.points).query(scan.points)[0]
+        assert (scan.labels[off > 1e-6] == 1).all()
+        assert scan.labels.sum() > 0
+
+
+def test_broken_edge_sits_at_an_extreme_of_the_part(bottle):
+    centred = bottle.points - bottle.points.mean(0)
+    reach = np.linalg.norm(centred, axis=1)
+    for seed in range(4):
+        scan = plant(bottle, "broken", seed)
+        rim = np.linalg.norm(scan.points[scan.labels == 1] - bottle.points.mean(0), axis=1)
+        assert np.median(rim) > np.median(reach)  # towards the outside of the part, not mid-face
+
+
+def test_combo_holds_two_defects_and_both_labels(bottle):
+    from ad3d.synth.defects import SINGLE
+
+    counts = []
+    for seed in range(6):
+        scan = plant(bottle, "combo", seed)
+        assert scan.defect_type == "combo"
+        counts.append(scan.labels.sum())
+    assert len(SINGLE) == 8 and min(counts) > 0
+
+
+@pytest.mark.parametrize("kind", ["hole", "crack", "cut", "broken"])
 def test_removal_defects_remove_points_and_label_the_rim(bottle, kind):
     scan = plant(bottle, kind, 5)
     assert len(scan) < len(bottle)
@@ -79,6 +122,11 @@ def test_synth_dataset_reads_back_through_the_loader(tmp_path, shared_data, layo
             assert s.labels.any() == (s.label == 1)
             if s.label == 1:
                 assert s.meta["gt_max_distance"] < 1e-5
+        counts = [len(s) for s in test]
+        assert len(set(counts)) > 1  # point counts vary from scan to scan (realistic acquisition)
+        if layout == "real3d":  # single-view test scans, complete training prototypes
+            train = ds.load(layout, tmp_path / "out", cat, "train")
+            assert max(counts) < 0.9 * min(len(s) for s in train)
 
 
 def test_synth_refuses_a_non_empty_output(tmp_path, shared_data):

@@ -84,6 +84,7 @@ class Detector:
     point_review_threshold_: float | None = None
     category_: str | None = None
     train_diag_: float | None = None
+    reference_: np.ndarray | None = None  # the part's reference cloud, for detectors with align=True
 
     # --- parameters -------------------------------------------------------------------------
     def get_params(self) -> dict:
@@ -104,8 +105,28 @@ class Detector:
         self.category_ = categories.pop() if len(categories) == 1 else None
         self.threshold_ = self.review_threshold_ = self.point_threshold_ = self.point_review_threshold_ = None
         self.train_diag_ = float(np.median([np.linalg.norm(np.ptp(s.points, axis=0)) for s in scans]))
-        self._fit(scans, progress)
+        self._fit(self._fit_reference(scans), progress)
         return self
+
+    # --- alignment to the part's reference ------------------------------------------------------
+    def _fit_reference(self, scans: list[Scan]) -> list[Scan]:
+        """With the `align` parameter on, the first training scan becomes the part's reference and
+        every training scan is registered to it; else the scans as they are."""
+        from ad3d.preprocess import reference_cloud
+
+        self.reference_ = reference_cloud(scans[0].points) if getattr(self, "align", False) else None
+        return [self.aligned(s)[0] for s in scans]
+
+    def aligned(self, scan: Scan):
+        """(the scan moved onto the part's reference, its Alignment), or (scan, None) without a reference.
+        Point order is kept, so scores computed on the moved scan belong to the scan's own points."""
+        if self.reference_ is None:
+            return scan, None
+        from ad3d.preprocess import align
+
+        found = align(scan.points, self.reference_, seed=int(getattr(self, "seed", 0)))
+        normals = None if scan.normals is None else found.rotate(scan.normals)
+        return scan.replace(points=found.apply(scan.points), normals=normals), found
 
     def check_scale(self, scan: Scan, tolerance: float = 3.0) -> None:
         """Raise if the scan is far larger or smaller than the training parts (wrong model or units)."""
@@ -146,13 +167,17 @@ class Detector:
         if len(scan) == 0:
             raise ConfigError(f"cannot score an empty scan{f' ({scan.path})' if scan.path else ''}")
         start = time.perf_counter()
-        point_scores, object_score = self._score(scan)
-        elapsed = time.perf_counter() - start
+        moved, alignment = self.aligned(scan)
+        timings = {"align_s": time.perf_counter() - start} if alignment is not None else {}
+        point_scores, object_score = self._score(moved)
+        timings["score_s"] = time.perf_counter() - start
         decision = is_anomalous = None
         if self.threshold_ is not None:
             is_anomalous = object_score >= self.threshold_
             review = self.review_threshold_ if self.review_threshold_ is not None else self.threshold_
             decision = "reject" if is_anomalous else ("review" if object_score >= review else "accept")
+            if alignment is not None and not alignment.ok and decision == "accept":
+                decision = "review"  # a scan that did not register is never passed on its scores alone
         regions, point_decisions = [], None
         if self.point_threshold_ is not None:
             regions = extract_regions(scan.points, point_scores, self.point_threshold_)
@@ -162,7 +187,8 @@ class Detector:
         image_scores = scan.to_image(point_scores) if scan.is_organised else None
         return AnomalyResult(point_scores=point_scores, object_score=object_score, threshold=self.threshold_,
                              is_anomalous=is_anomalous, decision=decision, regions=regions,
-                             image_scores=image_scores, timings={"score_s": elapsed}, point_decisions=point_decisions)
+                             image_scores=image_scores, timings=timings, point_decisions=point_decisions,
+                             alignment=None if alignment is None else alignment.as_dict())
 
     def score_many(self, scans: Iterable[Scan], progress: bool = False) -> list[AnomalyResult]:
         from tqdm import tqdm
@@ -211,6 +237,8 @@ class Detector:
 
         self._check_fitted()
         tensors = self._export_state()
+        if self.reference_ is not None:
+            tensors["align.reference"] = self.reference_
         header = {"format": MODEL_FORMAT, "version": MODEL_VERSION, "detector": self.name,
                   "params": self.get_params(), "category": self.category_, "train_diag": self.train_diag_,
                   "state": {a: getattr(self, a) for a in self._state_scalars},
@@ -268,6 +296,9 @@ def load(path: str | Path) -> Detector:
         raise ModelFormatError(f"cannot load model '{path}': missing arrays {e.args[0]}") from None
     except (ValueError, RuntimeError) as e:  # array shapes that do not fit the network the params describe
         raise ModelFormatError(f"cannot load model '{path}': arrays do not fit {cls.name} ({str(e)[:160]})") from None
+    det.reference_ = tensors.get("align.reference")
+    if getattr(det, "align", False) and det.reference_ is None:
+        raise ModelFormatError(f"cannot load model '{path}': it aligns scans but holds no reference cloud")
     for a in cls._state_scalars:
         setattr(det, a, header["state"].get(a))
     det.category_ = header.get("category")

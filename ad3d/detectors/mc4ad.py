@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from ad3d.detectors.base import register, top_mean
-from ad3d.detectors.neural import NeuralDetector, neighbours, random_rotation, smooth
+from ad3d.detectors.neural import NeuralDetector, even_subset, jitter, neighbours, random_rotation, smooth, spread
 from ad3d.errors import ConfigError
 from ad3d.types import Scan
 
@@ -32,7 +32,8 @@ PRESETS = {
     "cpu": {},
     "paper": {"encoder": (32, 64, 128, 256, 256), "decoder": (192, 192, 128, 128), "batch_size": 32,
               "iterations": 150000, "patches": 1, "missing": 0.0, "sym_weight": 0.1, "smooth_k": 1,
-              "rotation": "full", "normalise": "scan", "eval_every": 1000, "patience": 20},
+              "rotation": "full", "normalise": "scan", "align": False, "noise_aug": 0.0, "eval_every": 1000,
+              "patience": 20},
 }
 
 
@@ -87,7 +88,8 @@ class MC4AD(NeuralDetector):
 
     def __init__(self, backbone: str = "point-unet", encoder=(16, 32, 64, 128, 128), decoder=(96, 64, 48, 32),
                  k: int = 16, num_points: int = 4096, generator: str = "da-gen", patches: int = 4,
-                 missing: float = 1.0, sym_weight: float = 0.0, rotation: str = "none", normalise: str = "category",
+                 missing: float = 1.0, sym_weight: float = 0.0, align: bool = True, rotation: str = "jitter",
+                 noise_aug: float = 0.002, normalise: str = "category",
                  iterations: int = 2000, batch_size: int = 4, lr: float = 1e-3, eval_every: int = 200, patience: int = 5,
                  val_batches: int = 4,
                  object_reduce: str = "auto", top_fraction: float = 0.01, smooth_k: int = 64, device: str = "auto",
@@ -126,7 +128,7 @@ class MC4AD(NeuralDetector):
         for _ in range(self.patches):
             moved, offset, patch = GENERATORS[self.generator](moved, normals, rng)
             correction, mask = correction - offset, mask | patch
-        return moved, correction, mask
+        return jitter(moved, rng, self.noise_aug), correction, mask
 
     def _batch_loss(self, scans: list[Scan], rng: np.random.Generator) -> torch.Tensor:
         samples = [self.training_sample(scans[rng.integers(len(scans))], rng) for _ in range(self.batch_size)]
@@ -153,10 +155,17 @@ class MC4AD(NeuralDetector):
     def _reduce(self, point_scores: np.ndarray, how: str) -> float:
         return float(point_scores.mean()) if how == "mean" else top_mean(point_scores, self.top_fraction)
 
+    def _subset_scores(self, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(frame scores of an even subset of num_points, its indices): scans are scored at the density
+        the network was trained on."""
+        subset = even_subset(points, self.num_points)
+        return self._frame_scores(points[subset]), subset
+
     def _score(self, scan: Scan) -> tuple[np.ndarray, float]:
         pts, scale = self.to_frame(scan.points)
-        point_scores = (self._frame_scores(pts) * scale).astype(np.float32)
-        return point_scores, self._reduce(point_scores, self.object_reduce_ or "mean")
+        sub_scores, subset = self._subset_scores(pts)
+        point_scores = (spread(pts, subset, sub_scores) * scale).astype(np.float32)
+        return point_scores, self._reduce(sub_scores * scale, self.object_reduce_ or "mean")
 
     def _finish(self, val: list[Scan]) -> None:
         """Choose the object score: each rule's AUROC at telling held-out normal scans from two
@@ -169,7 +178,7 @@ class MC4AD(NeuralDetector):
         rng = np.random.default_rng(self.seed + 2)
         clean, defective = [], []
         for scan in val:
-            clean.append(self._frame_scores(scan.points))
+            clean.append(self._subset_scores(scan.points)[0])
             defective += [self._frame_scores(self.training_sample(scan, rng)[0]) for _ in range(2)]
         labels = np.r_[np.zeros(len(clean)), np.ones(len(defective))]
         aurocs = {how: float(auroc(labels, np.array([self._reduce(p, how) for p in clean + defective])))

@@ -28,14 +28,21 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
+JITTER_DEGREES = 2.0  # rotation="jitter": the pose spread left after alignment (< 0.3 deg measured), and more
+
+
 def random_rotation(rng: np.random.Generator, mode: str) -> np.ndarray:
     """A 3x3 rotation: 'full' = three Euler angles uniform in +-180 deg (R3D-AD, PO3AD), 'z' = about z
-    only, 'none' = identity (aligned parts, as in Anomaly-ShapeNet's and ad3d synth's test scans)."""
+    only, 'jitter' = up to JITTER_DEGREES about a random axis (aligned scans), 'none' = identity."""
     if mode == "none":
         return np.eye(3)
+    if mode == "jitter":
+        from ad3d.synth.acquisition import rotation_about
+
+        return rotation_about(rng.normal(size=3), rng.uniform(-JITTER_DEGREES, JITTER_DEGREES))
     angles = rng.uniform(-np.pi, np.pi, 3) if mode == "full" else np.array([0.0, 0.0, rng.uniform(-np.pi, np.pi)])
     if mode not in ("full", "z"):
-        raise ConfigError(f"rotation must be 'none', 'z' or 'full', got {mode!r}")
+        raise ConfigError(f"rotation must be 'none', 'jitter', 'z' or 'full', got {mode!r}")
     out = np.eye(3)
     for axis, a in enumerate(angles):
         c, s = np.cos(a), np.sin(a)
@@ -56,6 +63,34 @@ def neighbours(points: torch.Tensor, k: int) -> torch.Tensor:
 def smooth(scores: torch.Tensor, near: torch.Tensor, k: int) -> torch.Tensor:
     """Mean score over each point's k nearest points (from `neighbours`); k <= 1 returns the scores."""
     return scores[near[:, :k]].mean(1) if k > 1 else scores
+
+
+def even_subset(points: np.ndarray, size: int) -> np.ndarray:
+    """Indices of a farthest-point subset of `size` points (all points when there are no more): a
+    network then scores every scan at the density it was trained on, whatever the scanner's, and
+    neighbour counts (smoothing, grouping) cover the same area of the part."""
+    from ad3d import ops
+
+    if len(points) <= size:
+        return np.arange(len(points))
+    return ops.fps(torch.from_numpy(np.ascontiguousarray(points, dtype=np.float32)), size).numpy()
+
+
+def spread(points: np.ndarray, subset: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """Scores of the `subset` points carried to every point (inverse-distance weights of the 3 nearest)."""
+    from ad3d import ops
+
+    if len(subset) == len(points):  # even_subset kept every point, in order
+        return scores
+    return ops.interpolate(torch.from_numpy(points), torch.from_numpy(points[subset]),
+                           torch.from_numpy(scores)).numpy()
+
+
+def jitter(points: np.ndarray, rng: np.random.Generator, sigma: float) -> np.ndarray:
+    """Noise augmentation: Gaussian noise of a sigma drawn in [0, sigma) for this sample (frame units)."""
+    if sigma <= 0:
+        return points
+    return (points + rng.normal(scale=rng.uniform(0, sigma), size=points.shape)).astype(points.dtype)
 
 
 class NeuralDetector(Detector):

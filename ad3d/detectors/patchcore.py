@@ -25,8 +25,9 @@ class PatchCore(Detector):
 
     def __init__(self, num_points: int = 8192, num_centres: int = 2048, radius_fraction: float = 0.1,
                  coreset_ratio: float = 0.25, xyz_weight: float = 0.0, top_fraction: float = 0.05,
-                 device: str = "cpu", seed: int = 0):
+                 align: bool = False, device: str = "cpu", seed: int = 0):
         self.num_points = num_points
+        self.align = align
         self.xyz_weight = xyz_weight
         self.top_fraction = top_fraction
         self.num_centres = num_centres

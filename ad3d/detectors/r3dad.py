@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from ad3d.detectors.base import register, top_mean
-from ad3d.detectors.neural import NeuralDetector, neighbours, random_rotation, smooth
+from ad3d.detectors.neural import NeuralDetector, even_subset, jitter, neighbours, random_rotation, smooth, spread
 from ad3d.errors import ConfigError
 from ad3d.types import Scan
 
@@ -35,7 +35,8 @@ PRESETS = {
     "paper": {"num_points": 2048, "latent": 256, "encoder_widths": (128, 128, 256, 512),
               "denoiser_widths": (128, 256, 512, 256, 128), "fourier": 0, "time_dim": 0, "train_max_step": None,
               "batch_size": 128, "iterations": 40000, "rotation": "full", "sampler": "ddpm", "start_step": 200,
-              "coverage": False, "smooth_k": 1, "object_smooth_k": 1, "eval_every": 1000, "patience": 10},
+              "coverage": False, "smooth_k": 1, "object_smooth_k": 1, "align": False, "noise_aug": 0.0,
+              "score_points": None, "eval_every": 1000, "patience": 10},
 }
 
 
@@ -65,7 +66,8 @@ class R3DAD(NeuralDetector):
                  denoiser_widths=(64, 128, 256, 128, 64), fourier: int = 6, time_dim: int = 16,
                  train_max_step: int | None = 60, steps: int = 200, beta_1: float = 1e-4,
                  beta_T: float = 0.05, objective: str = "noise", patch_gen: bool = True,
-                 patch_fraction: float = 1 / 16, patch_scale: float = 0.05, rotation: str = "none",
+                 patch_fraction: float = 1 / 16, patch_scale: float = 0.05, align: bool = True,
+                 rotation: str = "jitter", noise_aug: float = 0.002, score_points: int | None = 4096,
                  normalise: str = "category", iterations: int = 2000, batch_size: int = 16, lr: float = 1e-3,
                  eval_every: int = 200, patience: int = 5, val_batches: int = 2, sampler: str = "ddim",
                  sample_steps: int = 10, start_step: int = 20, coverage: bool = True, smooth_k: int = 32,
@@ -99,8 +101,8 @@ class R3DAD(NeuralDetector):
         idx = rng.choice(len(scan), self.num_points, replace=len(scan) < self.num_points)
         clean = (scan.points[idx] @ random_rotation(rng, self.rotation).T).astype(np.float32)
         if not self.patch_gen:
-            return clean, clean
-        return clean, patch_gen(clean, rng, self.patch_fraction, self.patch_scale)[0]
+            return clean, jitter(clean, rng, self.noise_aug)
+        return clean, jitter(patch_gen(clean, rng, self.patch_fraction, self.patch_scale)[0], rng, self.noise_aug)
 
     def _batch_loss(self, scans: list[Scan], rng: np.random.Generator) -> torch.Tensor:
         pairs = [self.training_pair(scans[rng.integers(len(scans))], rng) for _ in range(self.batch_size)]
@@ -151,7 +153,9 @@ class R3DAD(NeuralDetector):
     def _score(self, scan: Scan) -> tuple[np.ndarray, float]:
         from ad3d import ops
 
-        pts, scale = self.to_frame(scan.points)
+        full, scale = self.to_frame(scan.points)
+        subset = even_subset(full, self.score_points) if self.score_points else np.arange(len(full))
+        pts = full[subset]
         recon = torch.from_numpy(self.reconstruct(pts))
         x = torch.from_numpy(pts)
         score = ops.knn(x, recon, 1)[0][:, 0].clamp_min(0).sqrt()
@@ -162,4 +166,4 @@ class R3DAD(NeuralDetector):
         near = neighbours(x, max(self.smooth_k, self.object_smooth_k))
         point_scores = (smooth(score, near, self.smooth_k) * scale).numpy().astype(np.float32)
         object_basis = (smooth(score, near, self.object_smooth_k) * scale).numpy()
-        return point_scores, top_mean(object_basis, self.top_fraction)
+        return spread(full, subset, point_scores), top_mean(object_basis, self.top_fraction)

@@ -1,8 +1,10 @@
 """Write a complete semi-synthetic benchmark in a native layout from clean meshes or scans.
 
 Every scan of a category is a fresh area-weighted sampling of the source mesh (or a random 90 %
-subset of a source scan); test scans get one planted defect each. The loaders read the result back
-like the real benchmark, so every detector is measured through the same path as on real data.
+subset of a source scan); test scans get one planted defect each. Then the acquisition
+(ad3d.synth.acquisition) makes it look measured: a varying point count, a single view for Real3D-AD
+test scans, sensor noise and a slightly different pose per scan. The loaders read the result back like
+the real benchmark, so every detector is measured through the same path as on real data.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from ad3d.errors import ConfigError
+from ad3d.synth.acquisition import Acquisition, partial_view
 from ad3d.synth.defects import GEOMETRIC, plant
 from ad3d.types import Scan
 
@@ -73,7 +76,7 @@ def _names(layout: str, cat: str, role: str, kind: str, k: int, serial: int) -> 
 
 
 def _write_mvtec(root: Path, cat: str, sources: Path, rng: np.random.Generator, plan: list, train: int,
-                 points: int, size: int) -> None:
+                 points: int, size: int, acquisition: Acquisition) -> None:
     """MVTec 3D-AD layout: <cat>/{train,validation}/good and <cat>/test/<type>, xyz tiff + rgb + gt png."""
     import tifffile
     from PIL import Image
@@ -87,7 +90,7 @@ def _write_mvtec(root: Path, cat: str, sources: Path, rng: np.random.Generator, 
     base = rng.uniform(120, 230, 3)
 
     def save(split: str, kind: str, k: int, scan: Scan, colors: np.ndarray) -> None:
-        xyz, rgb, mask = camera.project(scan, colors)
+        xyz, rgb, mask = camera.project(acquisition.finish(scan.replace(colors=colors), rng), colors)
         folder = root / cat / split / kind
         for sub in ("xyz", "rgb") + (("gt",) if split == "test" else ()):
             (folder / sub).mkdir(parents=True, exist_ok=True)
@@ -117,8 +120,11 @@ def _write_mvtec(root: Path, cat: str, sources: Path, rng: np.random.Generator, 
 
 def make_dataset(sources: list[Path], layout: str, out: Path, *, points: int = 4096, train: int = 4,
                  good: int = 4, per_defect: int = 2, defects: tuple[str, ...] | None = None, seed: int = 0,
-                 image_size: int = 128, progress: bool = False) -> dict:
+                 image_size: int = 128, acquisition: Acquisition | None = None, progress: bool = False) -> dict:
     """Write the dataset to `out` (which must not exist or be empty); return counts per category.
+
+    acquisition: pose, noise, point-count spread and partial views (None: the realistic defaults;
+    Acquisition.ideal(): perfectly aligned, noise-free scans of exactly `points` points).
 
     The dataset is assembled in a temporary folder beside `out` and moved into place at the end, so a
     failure leaves nothing behind. Defects default to the five geometric kinds, plus colour
@@ -126,6 +132,7 @@ def make_dataset(sources: list[Path], layout: str, out: Path, *, points: int = 4
     """
     from tqdm import tqdm
 
+    acquisition = Acquisition() if acquisition is None else acquisition
     if layout not in LAYOUTS:
         raise ConfigError(f"unknown synth layout {layout!r}; expected one of {', '.join(LAYOUTS)}")
     if not sources:
@@ -149,14 +156,18 @@ def make_dataset(sources: list[Path], layout: str, out: Path, *, points: int = 4
             plan = [("good", k) for k in range(good)] + [(d, k) for d in defects for k in range(per_defect)]
             summary[cat] = {"train": train, "good": good, "anomalous": per_defect * len(defects)}
             if layout == "mvtec3d":
-                _write_mvtec(staging, cat, source, rng, plan, train, points, image_size)
+                _write_mvtec(staging, cat, source, rng, plan, train, points, image_size, acquisition)
                 continue
-            draw = lambda: _draw(source, points, int(rng.integers(2**31)))  # noqa: E731
+            draw = lambda: _draw(source, acquisition.point_count(points, rng), int(rng.integers(2**31)))  # noqa: E731
             for k in range(train):
-                _write(layout, staging, cat, "train", _names(layout, cat, "train", "", k, 0), draw())
+                scan = acquisition.finish(draw(), rng)
+                _write(layout, staging, cat, "train", _names(layout, cat, "train", "", k, 0), scan)
             serial = 0
             for kind, k in plan:
                 scan = draw() if kind == "good" else plant(draw(), kind, rng)
+                if layout == "real3d" and acquisition.partial:
+                    scan = partial_view(scan, rng)
+                scan = acquisition.finish(scan, rng)
                 _write(layout, staging, cat, "test", _names(layout, cat, "test", kind, k, serial), scan)
                 serial += 1
         if out.exists():

@@ -8,6 +8,11 @@ and so to the object's size. Kinds:
 - hole: a disc of the surface removed; its rim (points within 1.3 x the disc radius) labelled.
 - crack: a thin band along a chord of the surface removed; the band's rim labelled.
 - cut: a piece sliced off by a plane; the points along the new edge labelled.
+- concavity: a wide, flat-bottomed sink (a pressed-in area) with a smooth wall; the moved points labelled.
+- broken: a chunk broken off an edge or corner (a ball around an extreme point of the part in a random
+  direction, set slightly inside it, removed through every face it meets); the fracture rim labelled.
+- scratch: a narrow groove along a chord of the surface, pressed in along the normals; the groove labelled.
+- combo: two different defects of the kinds above in one scan; every point either labels stays labelled.
 - contamination (coloured scans): a patch recoloured towards a foreign colour; the patch labelled.
 """
 
@@ -17,8 +22,9 @@ import numpy as np
 
 from ad3d.types import Scan
 
-GEOMETRIC = ("bulge", "dent", "crack", "hole", "cut")
+GEOMETRIC = ("bulge", "dent", "crack", "hole", "cut", "concavity", "broken", "scratch", "combo")
 DEFECTS = GEOMETRIC + ("contamination",)
+SINGLE = GEOMETRIC[:-1]  # the kinds a combination draws from
 
 
 def surface_normals(scan: Scan, k: int = 16) -> np.ndarray:
@@ -84,6 +90,61 @@ def _cut(scan, rng, fraction):
     return keep, pts[keep], (side[keep] > edge).astype(np.uint8), None
 
 
+def _concavity(scan, rng, fraction):
+    pts = scan.points.astype(np.float64)
+    _, dist, radius = _anchor(pts, rng, fraction)
+    floor = rng.uniform(0.4, 0.7)  # the flat bottom's share of the radius
+    ramp = np.clip((dist / radius - floor) / (1 - floor), 0.0, 1.0)
+    weight = np.where(dist < radius, 0.5 * (1 + np.cos(np.pi * ramp)), 0.0)
+    direction = _unit((surface_normals(scan)[weight > 0] * weight[weight > 0, None]).sum(0))
+    depth = rng.uniform(0.08, 0.16) * radius
+    moved = pts - (depth * weight)[:, None] * direction
+    return None, moved, (weight > 0.05).astype(np.uint8), scan.colors
+
+
+def _broken(scan, rng, fraction):
+    pts = scan.points.astype(np.float64)
+    centred = pts - pts.mean(0)
+    corner = pts[np.argmax(centred @ _unit(rng.normal(size=3)))]  # an extreme point: on an edge or corner
+    dist = np.linalg.norm(pts - corner, axis=1)
+    radius = float(np.quantile(dist, fraction * rng.uniform(0.5, 0.8)))
+    centre = corner - rng.uniform(0.1, 0.3) * radius * _unit(centred[np.argmin(dist)])
+    dist = np.linalg.norm(pts - centre, axis=1)
+    keep = dist >= radius
+    return keep, pts[keep], (dist[keep] < 1.3 * radius).astype(np.uint8), None
+
+
+def _scratch(scan, rng, fraction):
+    pts = scan.points.astype(np.float64)
+    centre, near, radius = _anchor(pts, rng, 6 * fraction)
+    normals = surface_normals(scan)
+    normal = _unit(normals[near <= radius].mean(0))
+    tangent = _unit(np.cross(normal, rng.normal(size=3)))
+    along = np.clip((pts - centre) @ tangent, -radius, radius)
+    off_chord = np.linalg.norm(pts - (centre + along[:, None] * tangent), axis=1)
+    width = max(float(np.quantile(off_chord, fraction / 3)), 1e-9)  # a thin groove: about a third of fraction
+    profile = np.clip(1.0 - (off_chord / width) ** 2, 0.0, 1.0) * (np.abs(along) < radius)
+    depth = rng.uniform(0.6, 1.2) * width
+    moved = pts - (depth * profile)[:, None] * normals
+    return None, moved, (profile > 0.05).astype(np.uint8), scan.colors
+
+
+def _combo(scan, rng, fraction):
+    first, second = rng.choice(len(SINGLE), size=2, replace=False)
+    keep1, pts, labels1, colors = _PLANTERS[SINGLE[first]](scan, rng, fraction / 2)
+    kept = scan.subset(keep1) if keep1 is not None else scan
+    middle = kept.replace(points=pts, colors=colors if colors is not None else kept.colors)
+    keep2, pts, labels2, colors = _PLANTERS[SINGLE[second]](middle, rng, fraction / 2)
+    labels1 = labels1 if keep2 is None else labels1[keep2]
+    if keep1 is None:
+        keep = keep2
+    elif keep2 is None:
+        keep = keep1
+    else:  # the second defect's kept points, as indices into the original scan
+        keep = np.flatnonzero(keep1)[keep2]
+    return keep, pts, labels1 | labels2, colors
+
+
 def _contamination(scan, rng, fraction):
     if scan.colors is None:
         raise ValueError("contamination needs a scan with colours")
@@ -103,6 +164,10 @@ _PLANTERS = {
     "hole": _hole,
     "crack": _crack,
     "cut": _cut,
+    "concavity": _concavity,
+    "broken": _broken,
+    "scratch": _scratch,
+    "combo": _combo,
     "contamination": _contamination,
 }
 
@@ -118,6 +183,8 @@ def plant(scan: Scan, kind: str, seed=None, fraction: tuple[float, float] = (0.0
         raise ValueError(f"a scan of {len(scan)} points is too small to plant a defect on")
     rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
     keep, points, labels, colors = _PLANTERS[kind](scan, rng, float(rng.uniform(*fraction)))
+    if keep is not None and keep.dtype == bool:
+        keep = np.flatnonzero(keep)
     take = (lambda a: None if a is None else a[keep]) if keep is not None else (lambda a: a)
     return Scan(points=points, normals=take(scan.normals), colors=colors if colors is not None else take(scan.colors),
                 labels=labels, label=1, defect_type=kind, category=scan.category, units=scan.units,
