@@ -142,34 +142,91 @@ def _scan_paths(inputs: list[str]) -> list:
     return paths
 
 
+def result_names(paths: list) -> list[str]:
+    """One distinct output name per scan: its stem, or, where stems collide, the stem with its suffix
+    and then its parent folders' names (A/part.pcd, A/part.txt, B/part.pcd -> A_part_pcd, part_txt,
+    B_part_pcd), so no result overwrites another."""
+    from collections import Counter
+
+    def name(p, depth: int) -> str:
+        folders = p.absolute().parent.parts[1:]
+        return "_".join([*folders[len(folders) - depth + 1:]] + [f"{p.stem}_{p.suffix.lstrip('.').lower()}"]) \
+            if depth > 1 else f"{p.stem}_{p.suffix.lstrip('.').lower()}"
+
+    names = [p.stem for p in paths]
+    for depth in range(1, 64):
+        clash = {n for n, c in Counter(names).items() if c > 1}
+        if not clash:
+            return names
+        names = [name(p, depth) if n in clash else n for p, n in zip(paths, names)]
+    return [f"{n}_{i}" for i, n in enumerate(names)]
+
+
+def _check_outputs(out, paths: list, names: list[str]) -> None:
+    """Refuse, before any work, an output that is a file, or a result that would replace an input."""
+    from ad3d.errors import ConfigError
+
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out '{out}' is a file, not a folder; nothing was scored")
+    import os
+
+    inputs = {os.path.realpath(p): p for p in paths}  # realpath, unlike resolve(), takes a symlink loop
+    for stem in names:
+        for suffix in (".ply", ".json"):
+            target = os.path.realpath(out / f"{stem}{suffix}")
+            if target in inputs:
+                raise ConfigError(f"result '{out / (stem + suffix)}' would overwrite the input '{inputs[target]}'; "
+                                  "choose another --out. Nothing was scored")
+
+
 def _cmd_score(args) -> int:
     from pathlib import Path
 
     from ad3d.detectors import load
-    from ad3d.errors import Ad3dError
     from ad3d.io import read_scan
     from ad3d.report import summary_line, write_result
 
     det = load(args.model)
     out = Path(args.out)
+    paths = _scan_paths(args.scans)
+    names = result_names(paths)
+    _check_outputs(out, paths, names)
     failed = anomalous = 0
-    for path in _scan_paths(args.scans):
+    for path, stem in zip(paths, names):
         try:
             scan = read_scan(path)
             if not args.force:
                 det.check_scale(scan)
             result = det.score(scan)
-            write_result(out, path.stem, scan, result, det.name, det.thresholds())
-        except Ad3dError as e:
+            write_result(out, stem, scan, result, det.name, det.thresholds())
+        except Exception as e:  # one bad file never stops the batch: say which file and why, go on
             failed += 1
-            print(f"ad3d: {e}", file=sys.stderr)
+            print(f"ad3d: {_per_file_error(path, e)}", file=sys.stderr)
+            if args.debug:
+                raise
             continue
         anomalous += bool(result.is_anomalous)
         if not args.quiet:
-            print(summary_line(path.name, result))
+            renamed = f" -> {stem}.json" if stem != path.stem else ""
+            print(summary_line(path.name, result) + renamed)
     if failed:
+        print(f"{len(paths) - failed} of {len(paths)} scans scored, {failed} failed (see the lines above); "
+              f"results in {out}", file=sys.stderr)
         return 2
     return 1 if args.fail_on_anomaly and anomalous else 0
+
+
+def _per_file_error(path, error: Exception) -> str:
+    """The one line for a scan that could not be scored: the reader's own message, or the file and cause."""
+    from ad3d.errors import Ad3dError
+
+    if isinstance(error, Ad3dError):
+        return str(error)
+    if isinstance(error, MemoryError):
+        return f"cannot score '{path}': out of memory"
+    if isinstance(error, OSError):
+        return f"cannot score '{path}': {error.strerror or error}"
+    return f"cannot score '{path}': {type(error).__name__}: {error}"
 
 
 def _cmd_eval(args) -> int:

@@ -94,6 +94,50 @@ def test_damaged_model_files_fail_clearly(fitted, tmp_path):
             ad3d.load(tmp_path / f"{name}.ad3d")
 
 
+def rewrite_header(src, dst, edit, *, recompute=False, tensors_edit=None):
+    """Write a copy of a model file with its JSON header (and optionally arrays) edited; recompute=True
+    also recomputes the checksum, as a careful forger would."""
+    import json
+
+    from safetensors import safe_open
+    from safetensors.numpy import load_file, save_file
+
+    from ad3d.detectors.base import _digest
+
+    with safe_open(str(src), framework="np") as f:
+        header = json.loads(f.metadata()["ad3d"])
+    tensors = load_file(str(src))
+    edit(header)
+    if tensors_edit:
+        tensors_edit(tensors)
+    if recompute:
+        header["sha256"] = _digest(tensors, header)
+    save_file(tensors, str(dst), metadata={"ad3d": json.dumps(header)})
+
+
+def test_the_checksum_covers_the_header_and_the_header_is_validated(synth_root, tmp_path):
+    train = ds.load("anomaly-shapenet", synth_root, "idler_riser0", "train")
+    fitted = ad3d.create("patchcore", num_centres=512).fit(train).calibrate(train)
+    fitted.save(tmp_path / "m.ad3d")
+    src = tmp_path / "m.ad3d"
+
+    def case(name, edit, pattern, **kw):
+        rewrite_header(src, tmp_path / f"{name}.ad3d", edit, **kw)
+        with pytest.raises(ModelFormatError, match=pattern):
+            ad3d.load(tmp_path / f"{name}.ad3d")
+
+    case("threshold", lambda h: h["thresholds"].update(reject=1e30), "checksum")
+    case("diag", lambda h: h.update(train_diag=h["train_diag"] * 1.0000001), "checksum")
+    case("noparams", lambda h: h.pop("params"), "'params' is missing", recompute=True)
+    case("order", lambda h: h["thresholds"].update(review=h["thresholds"]["reject"] + 1), "lies above", recompute=True)
+    case("nanthreshold", lambda h: h["thresholds"].update(point=float("nan")), "not a finite number", recompute=True)
+    case("badparam", lambda h: h["params"].update(coreset_ratio=7.0), "coreset_ratio", recompute=True)
+    case("unknownparam", lambda h: h["params"].update(colour=1), "parameters do not fit", recompute=True)
+    case("nanbank", lambda h: None, "'bank_' holds NaN",
+         recompute=True, tensors_edit=lambda t: t["bank_"].__setitem__((0, 0), np.nan))
+    assert ad3d.load(src).thresholds() == fitted.thresholds()  # the untouched file still loads
+
+
 class FieldScore(Detector):
     """A stand-in detector whose scores are read from the scan: to test the shared machinery exactly."""
 

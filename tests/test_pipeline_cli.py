@@ -95,6 +95,55 @@ def test_score_handles_nan_mixed_formats_and_bad_files(model, tmp_path, shared_d
     assert not (tmp_path / "bad").exists() or not any((tmp_path / "bad").iterdir())
 
 
+def test_score_never_overwrites_an_input_and_keeps_same_named_results(model, tmp_path):
+    import shutil
+
+    src = model / "data" / "pcd" / "idler_riser0" / "test" / "idler_riser0_bulge0.pcd"
+    from ad3d.io import read_scan, write_scan
+
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    write_scan(scans / "part.ply", read_scan(src))  # its result would be scans/part.ply
+    before = {p.name: p.read_bytes() for p in scans.iterdir()}
+    refused = run("score", model / "m.ad3d", scans, "--out", scans)
+    assert refused.returncode == 2 and "would overwrite the input" in refused.stderr and "part.ply" in refused.stderr
+    assert {p.name: p.read_bytes() for p in scans.iterdir()} == before  # nothing touched, nothing added
+
+    a, b = tmp_path / "A", tmp_path / "B"
+    a.mkdir()
+    b.mkdir()
+    shutil.copy(src, a / "part.pcd")
+    np.savetxt(a / "part.txt", read_scan(src).points)
+    shutil.copy(src, b / "part.pcd")
+    done = run("score", model / "m.ad3d", a, b, "--out", tmp_path / "out")
+    assert done.returncode == 0, done.stderr
+    reports = sorted(p.name for p in (tmp_path / "out").glob("*.json"))
+    assert len(reports) == 3, reports  # three scans, three results
+    assert "part_txt.json" in reports and "A_part_pcd.json" in reports and "B_part_pcd.json" in reports
+
+
+def test_one_bad_file_of_any_kind_never_stops_the_batch(model, tmp_path):
+    import shutil
+
+    src = model / "data" / "pcd" / "idler_riser0" / "test" / "idler_riser0_bulge0.pcd"
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    shutil.copy(src, scans / "a_good.pcd")
+    shutil.copy(src, scans / "z_good.pcd")
+    (scans / "m_loop.pcd").symlink_to(scans / "m_loop2.pcd")
+    (scans / "m_loop2.pcd").symlink_to(scans / "m_loop.pcd")
+    header = "VERSION .7\nFIELDS x y z\nSIZE 8 8 8\nTYPE F F F\nCOUNT 1 1 1\nWIDTH 2\nHEIGHT 1\nPOINTS 2\nDATA binary\n"
+    (scans / "m_huge.pcd").write_bytes(header.encode() + np.array([[1e39, 0, 0], [0, 1, 0]], "<f8").tobytes())
+    done = run("score", model / "m.ad3d", scans / "a_good.pcd", scans / "m_loop.pcd", scans / "m_huge.pcd",
+               scans / "z_good.pcd", "--out", tmp_path / "out")
+    assert done.returncode == 2
+    assert sorted(p.name for p in (tmp_path / "out").glob("*.json")) == ["a_good.json", "z_good.json"]
+    lines = [line for line in done.stderr.splitlines() if line.startswith("ad3d:")]
+    assert len(lines) == 2 and "m_loop.pcd" in lines[0] and "loop" in lines[0]
+    assert "m_huge.pcd" in lines[1] and "float32 range" in lines[1]
+    assert "2 of 4 scans scored, 2 failed" in done.stderr and "Traceback" not in done.stderr
+
+
 def test_score_refuses_a_model_of_another_part(model, tmp_path, shared_data):
     other = run("score", model / "m.ad3d", shared_data / "pcd" / "bun0.pcd", "--out", tmp_path / "o")
     assert other.returncode == 2 and "size of the parts this model was trained on" in other.stderr

@@ -22,7 +22,7 @@ from ad3d.errors import ConfigError, ModelFormatError
 from ad3d.types import AnomalyResult, Scan
 
 MODEL_FORMAT = "ad3d-model"
-MODEL_VERSION = 1
+MODEL_VERSION = 2  # 2: the checksum covers the JSON header as well as the arrays
 _REGISTRY: dict[str, type[Detector]] = {}
 
 
@@ -101,6 +101,7 @@ class Detector:
         scans = list(scans)
         if not scans:
             raise ConfigError(f"{self.name}: fit needs at least one normal scan")
+        self.check_params()
         categories = {s.category for s in scans} - {None}
         self.category_ = categories.pop() if len(categories) == 1 else None
         self.threshold_ = self.review_threshold_ = self.point_threshold_ = self.point_review_threshold_ = None
@@ -127,6 +128,9 @@ class Detector:
         found = align(scan.points, self.reference_, seed=int(getattr(self, "seed", 0)))
         normals = None if scan.normals is None else found.rotate(scan.normals)
         return scan.replace(points=found.apply(scan.points), normals=normals), found
+
+    def check_params(self) -> None:
+        """Raise ConfigError for parameter values this detector cannot use (run by fit and by load)."""
 
     def check_scale(self, scan: Scan, tolerance: float = 3.0) -> None:
         """Raise if the scan is far larger or smaller than the training parts (wrong model or units)."""
@@ -242,14 +246,18 @@ class Detector:
         header = {"format": MODEL_FORMAT, "version": MODEL_VERSION, "detector": self.name,
                   "params": self.get_params(), "category": self.category_, "train_diag": self.train_diag_,
                   "state": {a: getattr(self, a) for a in self._state_scalars},
-                  "thresholds": self.thresholds(),
-                  "sha256": _digest(tensors)}
+                  "thresholds": self.thresholds()}
+        header = json.loads(json.dumps(header))  # the exact values a reader will see (tuples become lists)
+        header["sha256"] = _digest(tensors, header)
         with atomic_output(path) as tmp:
             tmp.write_bytes(save(tensors, metadata={"ad3d": json.dumps(header)}))
 
 
-def _digest(tensors: dict[str, np.ndarray]) -> str:
+def _digest(tensors: dict[str, np.ndarray], header: dict) -> str:
+    """sha256 over the header (canonical JSON, without its own checksum) and every array's name, type,
+    shape and bytes: editing a threshold, a parameter or an array is caught on load."""
     h = hashlib.sha256()
+    h.update(json.dumps({k: v for k, v in header.items() if k != "sha256"}, sort_keys=True).encode())
     for key in sorted(tensors):
         arr = tensors[key]
         h.update(f"{key}|{arr.dtype.str}|{arr.shape}".encode())
@@ -279,31 +287,66 @@ def load(path: str | Path) -> Detector:
     if header.get("version") != MODEL_VERSION:
         raise ModelFormatError(f"cannot load model '{path}': model format version {header.get('version')}, "
                                f"this ad3d reads version {MODEL_VERSION}")
-    if _digest(tensors) != header.get("sha256"):
-        raise ModelFormatError(f"cannot load model '{path}': the stored arrays do not match their checksum "
+    _check_header(path, header)
+    if _digest(tensors, header) != header["sha256"]:
+        raise ModelFormatError(f"cannot load model '{path}': the header or the arrays do not match their checksum "
                                "(file modified or corrupt)")
+    for key, arr in tensors.items():
+        if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+            raise ModelFormatError(f"cannot load model '{path}': array '{key}' holds NaN or inf")
     _load_builtin()
-    cls = _REGISTRY.get(header.get("detector"))
+    cls = _REGISTRY.get(header["detector"])
     if cls is None:
-        raise ModelFormatError(f"cannot load model '{path}': unknown detector {header.get('detector')!r}")
+        raise ModelFormatError(f"cannot load model '{path}': unknown detector {header['detector']!r}")
     try:
         det = cls(**header["params"])
-    except TypeError as e:
+        det.check_params()
+    except (TypeError, ConfigError) as e:
         raise ModelFormatError(f"cannot load model '{path}': parameters do not fit {cls.name} ({e})") from None
     try:
         det._import_state(tensors)
     except KeyError as e:
         raise ModelFormatError(f"cannot load model '{path}': missing arrays {e.args[0]}") from None
-    except (ValueError, RuntimeError) as e:  # array shapes that do not fit the network the params describe
+    except (ValueError, RuntimeError, ConfigError) as e:  # shapes that do not fit the network the params describe
         raise ModelFormatError(f"cannot load model '{path}': arrays do not fit {cls.name} ({str(e)[:160]})") from None
     det.reference_ = tensors.get("align.reference")
     if getattr(det, "align", False) and det.reference_ is None:
         raise ModelFormatError(f"cannot load model '{path}': it aligns scans but holds no reference cloud")
     for a in cls._state_scalars:
         setattr(det, a, header["state"].get(a))
-    det.category_ = header.get("category")
-    det.train_diag_ = header.get("train_diag")
-    thresholds = header.get("thresholds", {})
+    det.category_ = header["category"]
+    det.train_diag_ = header["train_diag"]
+    thresholds = header["thresholds"]
     det.threshold_, det.review_threshold_ = thresholds.get("reject"), thresholds.get("review")
     det.point_threshold_, det.point_review_threshold_ = thresholds.get("point"), thresholds.get("point_review")
     return det
+
+
+def _check_header(path: Path, header: dict) -> None:
+    """The header's schema: every key present with its type, numbers finite, thresholds in order."""
+    def bad(problem: str) -> ModelFormatError:
+        return ModelFormatError(f"cannot load model '{path}': header {problem}")
+
+    def number(value) -> bool:
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and np.isfinite(value)
+
+    kinds = {"detector": str, "params": dict, "state": dict, "thresholds": dict, "sha256": str}
+    for key, kind in kinds.items():
+        if not isinstance(header.get(key), kind):
+            raise bad(f"'{key}' is missing or not a {kind.__name__}")
+    if header.get("category") is not None and not isinstance(header["category"], str):
+        raise bad("'category' is not text")
+    if "category" not in header or "train_diag" not in header:
+        raise bad("lacks 'category' or 'train_diag'")
+    if header["train_diag"] is not None and not (number(header["train_diag"]) and header["train_diag"] > 0):
+        raise bad(f"'train_diag' is {header['train_diag']!r}, not a positive number")
+    t = header["thresholds"]
+    names = ("reject", "review", "point", "point_review")
+    if set(t) != set(names):
+        raise bad(f"'thresholds' holds {sorted(t)}, expected {list(names)}")
+    for name in names:
+        if t[name] is not None and not number(t[name]):
+            raise bad(f"threshold '{name}' is {t[name]!r}, not a finite number")
+    for low, high in (("review", "reject"), ("point_review", "point")):
+        if t[low] is not None and t[high] is not None and t[low] > t[high]:
+            raise bad(f"threshold '{low}' ({t[low]}) lies above '{high}' ({t[high]})")

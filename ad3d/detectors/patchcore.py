@@ -38,6 +38,16 @@ class PatchCore(Detector):
         self.bank_ = None
         self.radius_ = None
 
+    def check_params(self) -> None:
+        from ad3d.errors import ConfigError
+
+        checks = {"num_points": self.num_points >= 1, "num_centres": self.num_centres >= 1,
+                  "radius_fraction": 0 < self.radius_fraction, "coreset_ratio": 0 < self.coreset_ratio <= 1,
+                  "xyz_weight": self.xyz_weight >= 0, "top_fraction": 0 <= self.top_fraction < 1}
+        for name, ok in checks.items():
+            if not ok:
+                raise ConfigError(f"patchcore {name}={getattr(self, name)!r} is out of range")
+
     def _sample(self, scan: Scan) -> tuple[np.ndarray, np.ndarray]:
         """FPS sub-cloud (at most num_points) and its first num_centres indices (an FPS prefix)."""
         from ad3d import ops

@@ -20,6 +20,15 @@ def fail(path: str | os.PathLike, problem: str) -> ScanFormatError:
 def check_readable(path: str | os.PathLike) -> Path:
     """Return the path if it names a non-empty regular file, else raise a ScanFormatError."""
     p = Path(path)
+    if p.is_symlink():
+        try:
+            p.resolve(strict=True)
+        except RuntimeError:  # Python < 3.13 says "Symlink loop"
+            raise fail(p, "symbolic link loop (the link points back to itself)") from None
+        except OSError as e:
+            if e.errno == 40:  # ELOOP
+                raise fail(p, "symbolic link loop (the link points back to itself)") from None
+            raise fail(p, f"broken symbolic link (target '{os.readlink(p)}' does not exist)") from None
     if not p.exists():
         raise fail(p, "no such file")
     if p.is_dir():
@@ -34,6 +43,12 @@ def split_invalid(path, points: np.ndarray, remove_invalid: bool) -> np.ndarray:
     inf = np.isinf(points).any(axis=1)
     if inf.any():
         raise fail(path, f"{int(inf.sum())} points hold inf coordinates (first at point {int(np.argmax(inf))})")
+    with np.errstate(invalid="ignore"):
+        huge = (np.abs(points) > np.finfo(np.float32).max).any(axis=1)
+    if huge.any():
+        first = int(np.argmax(huge))
+        raise fail(path, f"{int(huge.sum())} points hold coordinates beyond the float32 range "
+                         f"(first at point {first}: {np.abs(points[first]).max():.3g})")
     valid = ~np.isnan(points).any(axis=1)
     if not remove_invalid and not valid.all():
         raise fail(path, f"{int((~valid).sum())} points hold NaN coordinates; "
