@@ -195,9 +195,7 @@ def _cmd_score(args) -> int:
     for path, stem in zip(paths, names):
         try:
             scan = read_scan(path)
-            if not args.force:
-                det.check_scale(scan)
-            result = det.score(scan)
+            result = det.score(scan, force=args.force)
             write_result(out, stem, scan, result, det.name, det.thresholds())
         except Exception as e:  # one bad file never stops the batch: say which file and why, go on
             failed += 1

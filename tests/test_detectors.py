@@ -94,6 +94,21 @@ def test_damaged_model_files_fail_clearly(fitted, tmp_path):
             ad3d.load(tmp_path / f"{name}.ad3d")
 
 
+def test_a_huge_file_that_is_no_model_is_refused_from_its_first_bytes(tmp_path, monkeypatch):
+    import safetensors.numpy
+
+    def never(*a, **k):
+        raise AssertionError("the arrays of a file that is no model were read")
+
+    monkeypatch.setattr(safetensors.numpy, "load_file", never)
+    big = tmp_path / "big.ad3d"
+    with big.open("wb") as f:  # sparse: 2 GB on paper, nothing on disk
+        f.write(b"\xff" * 8)
+        f.truncate(2 * 2**30)
+    with pytest.raises(ModelFormatError, match="no safetensors header"):
+        ad3d.load(big)
+
+
 def rewrite_header(src, dst, edit, *, recompute=False, tensors_edit=None):
     """Write a copy of a model file with its JSON header (and optionally arrays) edited; recompute=True
     also recomputes the checksum, as a careful forger would."""
@@ -207,3 +222,6 @@ def test_scale_check_catches_a_model_for_another_part(fitted):
     huge = Scan(points=np.random.default_rng(0).random((500, 3)) * 100)
     with pytest.raises(ConfigError, match="size of the parts this model was trained on"):
         fitted.check_scale(huge)
+    with pytest.raises(ConfigError, match="size of the parts this model was trained on"):
+        fitted.score(huge)  # the library refuses it as the CLI does
+    assert len(fitted.score(huge, force=True).point_scores) == 500  # unless told to go on

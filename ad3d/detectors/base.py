@@ -165,11 +165,17 @@ class Detector:
         for a in self._state_arrays:
             setattr(self, a, tensors[a])
 
-    def score(self, scan: Scan) -> AnomalyResult:
-        """Score every point of `scan` and the scan as a whole; decision and regions once calibrated."""
+    def score(self, scan: Scan, *, force: bool = False) -> AnomalyResult:
+        """Score every point of `scan` and the scan as a whole; decision and regions once calibrated.
+
+        A scan more than 3x larger or smaller than the training parts is refused (another part, or
+        other units?) unless force=True.
+        """
         self._check_fitted()
         if len(scan) == 0:
             raise ConfigError(f"cannot score an empty scan{f' ({scan.path})' if scan.path else ''}")
+        if not force:
+            self.check_scale(scan)
         start = time.perf_counter()
         moved, alignment = self.aligned(scan)
         timings = {"align_s": time.perf_counter() - start} if alignment is not None else {}
@@ -194,11 +200,12 @@ class Detector:
                              image_scores=image_scores, timings=timings, point_decisions=point_decisions,
                              alignment=None if alignment is None else alignment.as_dict())
 
-    def score_many(self, scans: Iterable[Scan], progress: bool = False) -> list[AnomalyResult]:
+    def score_many(self, scans: Iterable[Scan], progress: bool = False, *, force: bool = False) -> list[AnomalyResult]:
         from tqdm import tqdm
 
         scans = list(scans)
-        return [self.score(s) for s in tqdm(scans, desc=f"{self.name} score", disable=not progress, leave=False)]
+        return [self.score(s, force=force)
+                for s in tqdm(scans, desc=f"{self.name} score", disable=not progress, leave=False)]
 
     def calibrate(self, normal_scans: Iterable[Scan], fpr: float = 0.01, review_fpr: float | None = 0.05,
                   point_fpr: float = 0.005, point_review_fpr: float | None = 0.02) -> Detector:
@@ -267,26 +274,21 @@ def _digest(tensors: dict[str, np.ndarray], header: dict) -> str:
 
 def load(path: str | Path) -> Detector:
     """Read a model saved by Detector.save; raise ModelFormatError for anything else or damaged."""
-    from safetensors import safe_open
-    from safetensors.numpy import load as load_tensors
+    from safetensors.numpy import load_file
 
     path = Path(path)
     if not path.is_file():
         raise ModelFormatError(f"cannot load model '{path}': no such file")
-    raw = path.read_bytes()
-    try:
-        with safe_open(str(path), framework="np") as f:
-            meta = f.metadata() or {}
-        tensors = load_tensors(raw)
-        header = json.loads(meta["ad3d"])
-    except Exception as e:  # safetensors raises its own error types for damaged files
-        raise ModelFormatError(f"cannot load model '{path}': not an ad3d model file or damaged "
-                               f"({type(e).__name__}: {str(e)[:120]})") from None
+    header = _read_header(path)
     if header.get("format") != MODEL_FORMAT:
         raise ModelFormatError(f"cannot load model '{path}': not an ad3d model file")
     if header.get("version") != MODEL_VERSION:
         raise ModelFormatError(f"cannot load model '{path}': model format version {header.get('version')}, "
                                f"this ad3d reads version {MODEL_VERSION}")
+    try:
+        tensors = load_file(str(path))
+    except Exception as e:  # safetensors raises its own error types for damaged files
+        raise ModelFormatError(f"cannot load model '{path}': damaged ({type(e).__name__}: {str(e)[:120]})") from None
     _check_header(path, header)
     if _digest(tensors, header) != header["sha256"]:
         raise ModelFormatError(f"cannot load model '{path}': the header or the arrays do not match their checksum "
@@ -320,6 +322,30 @@ def load(path: str | Path) -> Detector:
     det.threshold_, det.review_threshold_ = thresholds.get("reject"), thresholds.get("review")
     det.point_threshold_, det.point_review_threshold_ = thresholds.get("point"), thresholds.get("point_review")
     return det
+
+
+MAX_HEADER_BYTES = 64 * 2**20
+
+
+def _read_header(path: Path) -> dict:
+    """The ad3d header of a safetensors file, read without reading the arrays: a large file that is
+    not a model is refused after its first bytes."""
+    size = path.stat().st_size
+    with path.open("rb") as f:
+        prefix = f.read(8)
+        length = int.from_bytes(prefix, "little") if len(prefix) == 8 else -1
+        if not 2 <= length <= min(size - 8, MAX_HEADER_BYTES):
+            raise ModelFormatError(f"cannot load model '{path}': not an ad3d model file or damaged "
+                                   "(no safetensors header at its start)")
+        try:
+            meta = json.loads(f.read(length)).get("__metadata__") or {}
+            header = json.loads(meta["ad3d"])
+        except (ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError):
+            raise ModelFormatError(f"cannot load model '{path}': not an ad3d model file or damaged "
+                                   "(its header is not ad3d's JSON)") from None
+    if not isinstance(header, dict):
+        raise ModelFormatError(f"cannot load model '{path}': not an ad3d model file (header is not an object)")
+    return header
 
 
 def _check_header(path: Path, header: dict) -> None:
