@@ -148,3 +148,27 @@ def test_library_import_needs_no_cli_pyvista_torch_or_compiler(shared_data):
     code = ("import sys, ad3d; s = ad3d.io.read_scan(sys.argv[1]); assert len(s) == 397; "
             "bad = {'pyvista', 'torch', 'ad3d.cli', 'ad3d.ops'} & set(sys.modules); assert not bad, bad")
     subprocess.run([sys.executable, "-c", code, str(shared_data / "pcd" / "bun0.pcd")], check=True)
+
+
+def test_outputs_honour_the_umask_and_leftovers_of_a_killed_writer_are_cleared(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from ad3d.io._common import atomic_output
+
+    old = os.umask(0o022)
+    try:
+        with atomic_output(tmp_path / "out.txt") as tmp:
+            tmp.write_text("x")
+        assert (tmp_path / "out.txt").stat().st_mode & 0o777 == 0o644
+    finally:
+        os.umask(old)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    stale = tmp_path / f".out.txt.{dead.stdout.strip()}.abc.part"  # a writer that was killed mid-write
+    stale.write_text("half")
+    live = tmp_path / f".out.txt.{os.getpid()}.xyz.part"  # one still writing (this process)
+    live.write_text("busy")
+    with atomic_output(tmp_path / "out.txt") as tmp:
+        tmp.write_text("y")
+    assert not stale.exists() and live.exists() and (tmp_path / "out.txt").read_text() == "y"

@@ -15,6 +15,11 @@ symmetric loss cost P-AUROC on every development part (README); the two forces a
 All three were chosen on a development set; `--preset paper` restores the release's choices.
 Object score: the mean point score (the release) or the mean of the top `top_fraction`; 'auto'
 chooses between them on held-out normal scans with pseudo-defects, never on test labels.
+Acquisition (ad3d's, not in the paper): scans are registered to the part's reference first (align);
+training samples get a small pose jitter and sensor-like noise (noise_aug, input only: noise is not a
+defect); a scan is scored on an even subset of `num_points` points, the density the network was
+trained at, and the scores carried to every point, so neighbour counts cover the same area whatever
+the scanner's density.
 """
 
 from __future__ import annotations

@@ -8,13 +8,19 @@ released DDPM loss (predict the noise added to the clean cloud); objective='clea
 *defective* cloud and asks for the noise that would have produced it from the clean cloud, i.e. the
 clean-shape reconstruction loss in noise units (the release's unusable `--rel` path).
 
-Scoring uses every input point: the scan is FPS-sub-sampled to `num_points`, encoded, noised to
-`start_step` and denoised (DDIM in `sample_steps` jumps, or full ancestral DDPM); each input point
-scores its distance to the nearest reconstructed point, plus (coverage=True, an ad3d addition for
-missing material) the mean distance from its nearest reconstructed points back to the scan; scores
-are averaged over `smooth_k` neighbours. Object score = mean of the top `top_fraction` of the scores
-averaged over only `object_smooth_k` neighbours: wide smoothing helps localisation but blurs the peak
-that separates scans (measured on a development set; see the README).
+Scoring: the scan is registered to the part's reference (align=True, ad3d.preprocess.align) and an
+even subset of `score_points` points (the density every scan is then scored at, whatever the
+scanner's) is encoded from its FPS subset of `num_points`, noised to `start_step` and denoised (DDIM in
+`sample_steps` jumps, or full ancestral DDPM); each point scores its distance to the nearest
+reconstructed point, plus two ad3d additions for missing material: (coverage) how far its nearest
+reconstructed points lie from the scan, and (reference_coverage, complete scans) how far its nearest
+points of the part's reference lie from the scan: the reconstruction only moves the points a scan has,
+so a hole's rim shows up against the reference, not against the reconstruction. Scores are averaged
+over `smooth_k` neighbours and carried to every input point. Object score = mean of the top
+`top_fraction` of the scores averaged over only `object_smooth_k` neighbours: wide smoothing helps
+localisation but blurs the peak that separates scans (measured on a development set; see the README).
+Training matches acquisition: small pose jitter (rotation='jitter') and noise (noise_aug) on the
+defective cloud.
 Defaults are the CPU preset; PRESETS['paper'] holds the released sizes.
 """
 
@@ -35,9 +41,18 @@ PRESETS = {
     "paper": {"num_points": 2048, "latent": 256, "encoder_widths": (128, 128, 256, 512),
               "denoiser_widths": (128, 256, 512, 256, 128), "fourier": 0, "time_dim": 0, "train_max_step": None,
               "batch_size": 128, "iterations": 40000, "rotation": "full", "sampler": "ddpm", "start_step": 200,
-              "coverage": False, "smooth_k": 1, "object_smooth_k": 1, "align": False, "noise_aug": 0.0,
-              "score_points": None, "eval_every": 1000, "patience": 10},
+              "coverage": False, "reference_coverage": False, "smooth_k": 1, "object_smooth_k": 1, "align": False,
+              "noise_aug": 0.0, "score_points": None, "eval_every": 1000, "patience": 10},
 }
+
+
+def uncovered(scan: torch.Tensor, surface: torch.Tensor, k: int = 4) -> torch.Tensor:
+    """Per scan point: how far its k nearest `surface` points lie from the scan (mean). Large where the
+    surface has material that the scan lacks: the rim of a hole, crack, cut or break."""
+    from ad3d import ops
+
+    gap = ops.knn(surface, scan, 1)[0][:, 0].clamp_min(0).sqrt()
+    return gap[ops.knn(scan, surface, min(k, len(surface)))[1]].mean(1)
 
 
 @functools.lru_cache(maxsize=8)
@@ -70,7 +85,8 @@ class R3DAD(NeuralDetector):
                  rotation: str = "jitter", noise_aug: float = 0.002, score_points: int | None = 4096,
                  normalise: str = "category", iterations: int = 2000, batch_size: int = 16, lr: float = 1e-3,
                  eval_every: int = 200, patience: int = 5, val_batches: int = 2, sampler: str = "ddim",
-                 sample_steps: int = 10, start_step: int = 20, coverage: bool = True, smooth_k: int = 32,
+                 sample_steps: int = 10, start_step: int = 20, coverage: bool = True,
+                 reference_coverage: bool = True, smooth_k: int = 32,
                  object_smooth_k: int = 8,
                  top_fraction: float = 0.01, device: str = "auto", seed: int = 0):
         self._store_params(locals())
@@ -160,9 +176,9 @@ class R3DAD(NeuralDetector):
         x = torch.from_numpy(pts)
         score = ops.knn(x, recon, 1)[0][:, 0].clamp_min(0).sqrt()
         if self.coverage:  # reconstructed surface the scan does not cover: holes, cuts, cracks
-            uncovered = ops.knn(recon, x, 1)[0][:, 0].clamp_min(0).sqrt()
-            near = ops.knn(x, recon, min(4, len(recon)))[1]
-            score = score + uncovered[near].mean(1)
+            score = score + uncovered(x, recon)
+        if self.reference_coverage and self.reference_ is not None:  # the part's reference, likewise
+            score = score + uncovered(x, torch.from_numpy(self.to_frame(self.reference_)[0]))
         near = neighbours(x, max(self.smooth_k, self.object_smooth_k))
         point_scores = (smooth(score, near, self.smooth_k) * scale).numpy().astype(np.float32)
         object_basis = (smooth(score, near, self.object_smooth_k) * scale).numpy()

@@ -70,15 +70,56 @@ def pack_rgb(colors: np.ndarray) -> np.ndarray:
     return ((c[:, 0] << 16) | (c[:, 1] << 8) | c[:, 2]).view(np.float32)
 
 
+def umask_mode(mode: int = 0o666) -> int:
+    """`mode` as the process's umask lets it be: what open() would have given a new file or folder."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return mode & ~mask
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: alive
+        return True
+    return True
+
+
+def staging_prefix(target: Path) -> str:
+    """The name prefix of a temporary file or folder beside `target`: hidden, with this process's id,
+    so a later run can tell its leftovers from a live writer's."""
+    return f".{target.name}.{os.getpid()}."
+
+
+def remove_leftovers(target: Path) -> None:
+    """Delete the temporary files and folders that an earlier, killed writer of `target` left beside
+    it (their process is gone); a live writer's are kept."""
+    import shutil
+
+    for entry in target.parent.glob(f".{glob_escape(target.name)}.*"):
+        pid = entry.name[len(target.name) + 2:].split(".", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(entry, ignore_errors=True) if entry.is_dir() else entry.unlink(missing_ok=True)
+
+
+def glob_escape(name: str) -> str:
+    return "".join(f"[{c}]" if c in "*?[" else c for c in name)
+
+
 @contextlib.contextmanager
 def atomic_output(path: str | os.PathLike):
-    """Yield a temporary path beside `path`; move it into place only if the block succeeds."""
+    """Yield a temporary path beside `path`; move it into place only if the block succeeds. The file
+    gets the mode the umask allows (mkstemp alone would leave it 0600)."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
+    remove_leftovers(target)
+    fd, tmp = tempfile.mkstemp(prefix=staging_prefix(target), suffix=".part", dir=target.parent)
     os.close(fd)
     try:
         yield Path(tmp)
+        os.chmod(tmp, umask_mode())
         os.replace(tmp, target)
     finally:
         if os.path.exists(tmp):

@@ -9,6 +9,7 @@ the real benchmark, so every detector is measured through the same path as on re
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import tempfile
@@ -17,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from ad3d.errors import ConfigError
+from ad3d.io._common import remove_leftovers, staging_prefix, umask_mode
 from ad3d.synth.acquisition import Acquisition, partial_view
 from ad3d.synth.defects import GEOMETRIC, plant
 from ad3d.types import Scan
@@ -145,7 +147,8 @@ def make_dataset(sources: list[Path], layout: str, out: Path, *, points: int = 4
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ConfigError(f"output '{out}' already exists and is not empty; nothing was written")
     out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    remove_leftovers(out)
+    staging = Path(tempfile.mkdtemp(prefix=staging_prefix(out), dir=out.parent))
     summary = {}
     try:
         for c, source in enumerate(tqdm(sources, desc="synth", unit="category", disable=not progress)):
@@ -172,6 +175,7 @@ def make_dataset(sources: list[Path], layout: str, out: Path, *, points: int = 4
                 serial += 1
         if out.exists():
             out.rmdir()
+        os.chmod(staging, umask_mode(0o777))  # mkdtemp makes it 0700 whatever the umask
         staging.rename(out)
     finally:
         if staging.exists():
