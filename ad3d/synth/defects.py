@@ -58,7 +58,7 @@ def _bump(scan, rng, fraction, sign):
     direction = _unit((surface_normals(scan)[weight > 0] * weight[weight > 0, None]).sum(0))
     height = sign * rng.uniform(0.2, 0.4) * radius
     moved = pts + (height * weight)[:, None] * direction
-    return None, moved, (weight > 0.05).astype(np.uint8), scan.colors
+    return None, moved, (weight > 0).astype(np.uint8), scan.colors
 
 
 def _hole(scan, rng, fraction):
@@ -99,7 +99,7 @@ def _concavity(scan, rng, fraction):
     direction = _unit((surface_normals(scan)[weight > 0] * weight[weight > 0, None]).sum(0))
     depth = rng.uniform(0.08, 0.16) * radius
     moved = pts - (depth * weight)[:, None] * direction
-    return None, moved, (weight > 0.05).astype(np.uint8), scan.colors
+    return None, moved, (weight > 0).astype(np.uint8), scan.colors
 
 
 def _broken(scan, rng, fraction):
@@ -126,7 +126,7 @@ def _scratch(scan, rng, fraction):
     profile = np.clip(1.0 - (off_chord / width) ** 2, 0.0, 1.0) * (np.abs(along) < radius)
     depth = rng.uniform(0.6, 1.2) * width
     moved = pts - (depth * profile)[:, None] * normals
-    return None, moved, (profile > 0.05).astype(np.uint8), scan.colors
+    return None, moved, (profile > 0).astype(np.uint8), scan.colors
 
 
 def _combo(scan, rng, fraction):
