@@ -107,9 +107,24 @@ def _params(detector: str, args) -> dict:
     return {**(preset(detector, args.preset) if args.preset else {}), **parse_params(args.param)}
 
 
+def _check_out(path: str, want: str) -> None:
+    """Refuse, before any work, an --out that names a folder where a file goes, or the reverse."""
+    from pathlib import Path
+
+    from ad3d.errors import ConfigError
+
+    p = Path(path)
+    if want == "file" and p.is_dir():
+        raise ConfigError(f"--out '{p}' is a folder; name the model file to write (e.g. {p / 'model.ad3d'}). "
+                          "Nothing was fitted")
+    if want == "folder" and p.exists() and not p.is_dir():
+        raise ConfigError(f"--out '{p}' is a file, not a folder; nothing was done")
+
+
 def _cmd_fit(args) -> int:
     from ad3d.pipeline import fit_category, parse_params
 
+    _check_out(args.out, "file")
     params = _params(args.detector, args)
     if args.seed is not None:
         params.setdefault("seed", args.seed)
@@ -186,6 +201,7 @@ def _cmd_score(args) -> int:
     from ad3d.io import read_scan
     from ad3d.report import summary_line, write_result
 
+    _check_out(args.out, "folder")
     det = load(args.model)
     out = Path(args.out)
     paths = _scan_paths(args.scans)
@@ -236,6 +252,8 @@ def _cmd_eval(args) -> int:
     from ad3d.pipeline import EVAL_COLUMNS, evaluate_category, evaluate_dataset, parse_params, with_mean
     from ad3d.report import format_table, markdown_table
 
+    if args.out:
+        _check_out(args.out, "folder")
     if args.model:
         det = load(args.model)
         category = args.category or det.category_

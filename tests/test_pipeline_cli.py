@@ -122,6 +122,19 @@ def test_score_never_overwrites_an_input_and_keeps_same_named_results(model, tmp
     assert "part_txt.json" in reports and "A_part_pcd.json" in reports and "B_part_pcd.json" in reports
 
 
+def test_outputs_of_the_wrong_kind_are_refused_before_any_work(model, tmp_path):
+    (tmp_path / "afile").write_text("mine")
+    (tmp_path / "adir").mkdir()
+    data = model / "data"
+    fit = run("fit", "--data", data, "--format", "anomaly-shapenet", "--category", "idler_riser0", "--out", tmp_path / "adir")
+    assert fit.returncode == 2 and "is a folder" in fit.stderr and "Nothing was fitted" in fit.stderr
+    for cmd in (["score", model / "m.ad3d", data], ["eval", "--detector", "patchcore", "--data", data,
+                                                    "--format", "anomaly-shapenet"]):
+        out = run(*cmd, "--out", tmp_path / "afile")
+        assert out.returncode == 2 and "is a file, not a folder" in out.stderr, out.stderr
+    assert (tmp_path / "afile").read_text() == "mine" and not any((tmp_path / "adir").iterdir())
+
+
 def test_one_bad_file_of_any_kind_never_stops_the_batch(model, tmp_path):
     import shutil
 
