@@ -37,6 +37,8 @@ def _cmd_doctor(args) -> int:
 
 
 def _cmd_datasets(args) -> int:
+    from ad3d.errors import DatasetError
+
     from ad3d import datasets
 
     if args.action == "list":
@@ -54,6 +56,9 @@ def _cmd_datasets(args) -> int:
             print(f"{r['category']:<20} {r.get('train', 0):>6} {r.get('validation', 0):>6} {r.get('test', 0):>6}  {defects}")
         return 0
     rows = datasets.verify(args.format, args.root, progress=not args.quiet)
+    if not rows:
+        raise DatasetError(f"no {args.format} categories found in '{args.root}': nothing to verify "
+                           f"(is it the dataset's root folder? `ad3d datasets list` shows what is found)")
     if args.json:
         print(json.dumps(rows, indent=2))
     else:

@@ -120,8 +120,25 @@ def test_loader_errors_are_clear(tmp_path):
     with pytest.raises(DatasetError, match="does not exist"):
         ds.load("real3d", tmp_path / "nope", "duck")
     (tmp_path / "duck/gt/2_bulge.txt").unlink()
-    with pytest.raises(DatasetError, match=r"2_bulge\.pcd.*GT file.*missing"):
+    with pytest.raises(DatasetError, match=r"1 anomalous test scan has no GT file.*2_bulge\.txt"):
         ds.load("real3d", tmp_path, "duck", "test")
+
+
+def test_every_missing_gt_file_is_named_in_one_error(tmp_path):
+    make_anomaly_shapenet(tmp_path)
+    for gt in (tmp_path / "pcd/vase0/GT").glob("*.txt"):
+        gt.unlink()
+    with pytest.raises(DatasetError, match=r"2 anomalous test scans have no GT file.*vase0_bulge0\.txt.*vase0_crack"):
+        ds.load("anomaly-shapenet", tmp_path, "vase0", "test")
+
+
+def test_verify_on_an_empty_folder_says_why(tmp_path):
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "ad3d.cli", "datasets", "verify", str(tmp_path), "--format", "real3d"],
+                         capture_output=True, text=True)
+    assert out.returncode == 2 and "no real3d categories found" in out.stderr and "Traceback" not in out.stderr
 
 
 def test_verify_reports_gt_mismatch_and_unreadable_files(tmp_path):

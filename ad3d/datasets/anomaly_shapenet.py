@@ -13,7 +13,7 @@ from functools import partial
 from pathlib import Path
 
 from ad3d.datasets.base import (Dataset, SampleRef, check_category, check_split, files, list_dirs,
-                                load_point_sample)
+                                load_point_sample, missing_gt_error)
 from ad3d.errors import DatasetError
 
 FORMAT = "anomaly-shapenet"
@@ -49,6 +49,7 @@ def load(root: Path, category: str, split: str = "test", *, train_glob: str = "*
     check_split(split, SPLITS, FORMAT)
     base = check_category(data_root(root), category, categories(root), FORMAT)
     refs: list[SampleRef] = []
+    missing: list[Path] = []
     if split == "train":
         refs = [SampleRef(p, None, None) for p in files(base / "train", (".pcd",), train_glob + ".pcd")]
         if not refs:
@@ -60,6 +61,8 @@ def load(root: Path, category: str, split: str = "test", *, train_glob: str = "*
             label = 0 if kind == "good" else 1
             gt = gt_dir / f"{p.stem}.txt"
             if label == 1 and not gt.exists():
-                raise DatasetError(f"'{p}' is an anomalous test scan but its GT file '{gt}' is missing")
+                missing.append(gt)
             refs.append(SampleRef(p, label, kind, gt if label == 1 else None))
+    if missing:
+        raise missing_gt_error(missing)
     return Dataset(FORMAT, root, category, split, refs, partial(load_point_sample, category=category, format=FORMAT))

@@ -126,3 +126,10 @@ def attach_gt(scan: Scan, gt_path: Path | None) -> Scan:
     labels, max_dist = transfer_labels(scan.points, gt)
     meta = {**scan.meta, "gt_path": str(gt_path), "gt_rows": int(len(gt)), "gt_max_distance": max_dist}
     return scan.replace(labels=labels, meta=meta)
+
+
+def missing_gt_error(missing: list[Path]) -> DatasetError:
+    """One error naming every anomalous test scan whose GT file is missing (the first few by name)."""
+    shown = ", ".join(p.name for p in missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+    return DatasetError(f"{len(missing)} anomalous test scan{'s' if len(missing) > 1 else ''} "
+                        f"{'have' if len(missing) > 1 else 'has'} no GT file in '{missing[0].parent}': {shown}")

@@ -13,7 +13,7 @@ from functools import partial
 from pathlib import Path
 
 from ad3d.datasets.base import (Dataset, SampleRef, check_category, check_split, files, list_dirs,
-                                load_point_sample)
+                                load_point_sample, missing_gt_error)
 from ad3d.errors import DatasetError
 
 FORMAT = "real3d"
@@ -38,6 +38,7 @@ def load(root: Path, category: str, split: str = "test", *, train_globs: tuple[s
     check_split(split, SPLITS, FORMAT)
     base = check_category(root, category, categories(root), FORMAT)
     refs: list[SampleRef] = []
+    missing: list[Path] = []
     if split == "train":
         paths = sorted({p for g in train_globs for p in files(base / "train", (".pcd",), g + ".pcd")})
         refs = [SampleRef(p, None, None) for p in paths]
@@ -48,6 +49,8 @@ def load(root: Path, category: str, split: str = "test", *, train_globs: tuple[s
             label = 0 if "good" in p.stem.lower() else 1
             gt = base / "gt" / f"{p.stem}.txt"
             if label == 1 and not gt.exists():
-                raise DatasetError(f"'{p}' is an anomalous test scan but its GT file '{gt}' is missing")
+                missing.append(gt)
             refs.append(SampleRef(p, label, defect_type(p.stem), gt if label == 1 else None))
+    if missing:
+        raise missing_gt_error(missing)
     return Dataset(FORMAT, root, category, split, refs, partial(load_point_sample, category=category, format=FORMAT))
