@@ -1,7 +1,7 @@
 """Per-part, per-defect-kind diagnostics for one detector: where it wins and where it fails.
 
     python benchmarks/diagnose.py DETECTOR DATA FORMAT [--param key=value ...] [--categories a,b]
-                                  [--seeds 0,1,2] [--out results.json]
+                                  [--seeds 0,1,2] [--out results.json] [--save models/]
 
 For every category (and seed) the detector is fitted and calibrated as `ad3d eval` does, and every
 test scan is scored. Printed: the eval row per category; then, per defect kind, O-AUROC of that kind
@@ -33,7 +33,8 @@ def kind_metrics(results, scans) -> dict[str, dict]:
     return out
 
 
-def run(detector: str, params: dict, data: str, fmt: str, categories: list[str], seed: int) -> list[dict]:
+def run(detector: str, params: dict, data: str, fmt: str, categories: list[str], seed: int,
+        save: str | None = None) -> list[dict]:
     from tqdm import tqdm
 
     from ad3d import datasets
@@ -43,6 +44,8 @@ def run(detector: str, params: dict, data: str, fmt: str, categories: list[str],
     rows = []
     for cat in tqdm(categories, desc=f"{detector} seed {seed}", unit="category"):
         det, info = fit_category(detector, {**params, "seed": seed}, data, fmt, cat)
+        if save:
+            det.save(f"{save}/{cat}_seed{seed}.ad3d")
         test = list(datasets.load(fmt, data, cat, "test"))
         results = det.score_many(test)
         rows.append({"category": cat, "seed": seed, "fit_s": info["fit_s"], **evaluate(results, test),
@@ -107,11 +110,12 @@ def main() -> None:
     ap.add_argument("--categories", help="comma-separated; default all")
     ap.add_argument("--seeds", default="0", help="comma-separated seeds")
     ap.add_argument("--out", help="write every row and scan score as JSON")
+    ap.add_argument("--save", help="keep each fitted model in this folder (CATEGORY_seedN.ad3d)")
     args = ap.parse_args()
     cats = args.categories.split(",") if args.categories else datasets.categories(args.format, args.data)
     params = parse_params(args.param)
     rows = [row for seed in map(int, args.seeds.split(","))
-            for row in run(args.detector, params, args.data, args.format, cats, seed)]
+            for row in run(args.detector, params, args.data, args.format, cats, seed, args.save)]
     if args.out:
         with open(args.out, "w") as f:
             json.dump({"detector": args.detector, "params": params, "data": args.data, "rows": rows}, f, indent=1)

@@ -7,6 +7,8 @@ that prints the picked point's score. Needs the `viewer` extra (pyvista).
 
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -20,9 +22,16 @@ VIEWS = (("iso", "isometric"), ("xy", "top (xy)"), ("xz", "front (xz)"), ("yz", 
 def _pyvista():
     try:
         import pyvista as pv
+        from vtkmodules.vtkCommonCore import vtkLogger
     except ImportError:
         raise ConfigError("the viewer needs pyvista: pip install 'ad3d[viewer]'") from None
+    vtkLogger.SetStderrVerbosity(vtkLogger.VERBOSITY_ERROR)  # off-screen rendering warns of no X server
     return pv
+
+
+def has_display() -> bool:
+    """Whether an interactive window can open: always on macOS and Windows, on Linux only with X or Wayland."""
+    return not sys.platform.startswith("linux") or bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
 
 
 def _add_overlay(plotter, scan: Scan, scores, threshold, gt, regions, point_size: float):
@@ -85,6 +94,9 @@ def render(scan: Scan, scores=None, *, threshold: float | None = None, gt=None,
         plotter.export_html(str(html))
         plotter.close()
     if show:
+        if not has_display():
+            raise ConfigError("no display to open a window on (neither DISPLAY nor WAYLAND_DISPLAY is set): "
+                              "write an image with --screenshot FILE.png or a web page with --html FILE.html")
         plotter, _ = interactive_plotter(scan, scores, threshold=threshold, gt=gt, regions=regions, title=title,
                                          point_size=point_size)
         plotter.show()
