@@ -417,9 +417,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _warn_line(message, category, filename, lineno, file=None, line=None) -> None:
+    """Library warnings as one `ad3d: warning:` line (with --debug, Python's own format)."""
+    print(f"ad3d: warning: {message}", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
+    import warnings
+
     parser = build_parser()
     args = parser.parse_args(argv)
+    if not args.debug:
+        warnings.showwarning = _warn_line
     try:
         return args.run(args)
     except Ad3dError as e:

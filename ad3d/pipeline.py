@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import resource
 import time
+import warnings
 
 from ad3d import datasets
 from ad3d.detectors import Detector, create
@@ -45,11 +46,16 @@ def evaluate_category(det: Detector, root, format: str, category: str, progress:
     from ad3d.metrics import evaluate
 
     test = list(datasets.load(format, root, category, "test"))
+    problems = [p for s in test for p in datasets.gt_problems(s, s.meta.get("gt_path"))]
+    if problems:  # the metrics below rest on this GT: say so, as `ad3d datasets verify` would
+        warnings.warn(f"{category}: {len(problems)} ground-truth problem(s) that `ad3d datasets verify` reports; "
+                      f"the metrics rest on them. First: {problems[0]}", stacklevel=2)
     start = time.perf_counter()
     results = det.score_many(test, progress=progress)
     score_ms = (time.perf_counter() - start) / len(test) * 1e3
     row = {"category": category, **evaluate(results, test), "score_ms": score_ms, "test_scans": len(test),
-           "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "learned": det.n_learned()}
+           "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "learned": det.n_learned(),
+           "gt_problems": len(problems)}
     return row
 
 

@@ -14,6 +14,7 @@ from types import ModuleType
 from ad3d.datasets import anomaly_shapenet, folder, mvtec3d, real3d
 from ad3d.datasets.base import Dataset, SampleRef, transfer_labels
 from ad3d.errors import Ad3dError, DatasetError
+from ad3d.types import Scan
 
 _FORMATS: dict[str, ModuleType] = {"mvtec3d": mvtec3d, "real3d": real3d, "anomaly-shapenet": anomaly_shapenet,
                                    "folder": folder}
@@ -66,6 +67,20 @@ def describe(format: str, root: str | os.PathLike) -> list[dict]:
     return out
 
 
+def gt_problems(scan: Scan, gt_path, max_gt_distance: float = 1e-4) -> list[str]:
+    """What is wrong with a test scan's ground truth: an anomalous scan with no defective point, a GT
+    file whose row count differs from the scan's points, or a point far from its matched GT row."""
+    problems = []
+    if scan.label == 1 and scan.labels is not None and not scan.labels.any():
+        problems.append(f"'{scan.path}': anomalous scan with no defective point in its GT")
+    rows, dist = scan.meta.get("gt_rows"), scan.meta.get("gt_max_distance")
+    if rows is not None and rows != len(scan):
+        problems.append(f"'{gt_path}': {rows} GT rows for {len(scan)} scan points")
+    if dist is not None and dist > max_gt_distance:
+        problems.append(f"'{gt_path}': a scan point lies {dist:.3g} from its nearest GT row")
+    return problems
+
+
 def verify(format: str, root: str | os.PathLike, *, progress: bool = False,
            max_gt_distance: float = 1e-4) -> list[dict]:
     """Read every file of a local copy; per category count scans and list each problem found.
@@ -94,14 +109,7 @@ def verify(format: str, root: str | os.PathLike, *, progress: bool = False,
                 except Ad3dError as e:
                     row["problems"].append(str(e))
                     continue
-                if scan.label == 1:
-                    row["anomalous"] += 1
-                    if scan.labels is not None and not scan.labels.any():
-                        row["problems"].append(f"'{ref.path}': anomalous scan with no defective point in its GT")
-                rows, dist = scan.meta.get("gt_rows"), scan.meta.get("gt_max_distance")
-                if rows is not None and rows != len(scan):
-                    row["problems"].append(f"'{ref.gt_path}': {rows} GT rows for {len(scan)} scan points")
-                if dist is not None and dist > max_gt_distance:
-                    row["problems"].append(f"'{ref.gt_path}': a scan point lies {dist:.3g} from its nearest GT row")
+                row["anomalous"] += scan.label == 1
+                row["problems"] += gt_problems(scan, ref.gt_path, max_gt_distance)
         report.append(row)
     return report
