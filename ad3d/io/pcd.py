@@ -72,6 +72,8 @@ def _layout(path: Path, header: dict) -> tuple[list[str], list[int], np.dtype, i
         if c < 1:
             raise fail(path, f"PCD field {name!r} has COUNT {c}")
         key = f"_pad{i}" if name == "_" else name
+        if key in unique:
+            raise fail(path, f"PCD header lists field {name!r} twice")
         unique.append(key)
         dtype_fields.append((key, code, (c,)) if c > 1 else (key, code))
     return unique, counts_i, np.dtype(dtype_fields), width, height, npoints
