@@ -172,3 +172,26 @@ def test_outputs_honour_the_umask_and_leftovers_of_a_killed_writer_are_cleared(t
     with atomic_output(tmp_path / "out.txt") as tmp:
         tmp.write_text("y")
     assert not stale.exists() and live.exists() and (tmp_path / "out.txt").read_text() == "y"
+
+
+@pytest.mark.parametrize("fmt,kind,count", [("ply", "ascii", 10**9), ("ply", "binary_little_endian", 3 * 10**9),
+                                            ("pcd", "binary_compressed", 150_000_000)])
+def test_hostile_header_counts_are_refused_before_allocating(tmp_path, fmt, kind, count):
+    """A header claiming billions of points in a tiny file (11 to 67 GiB if believed) is refused at once."""
+    import resource
+    import struct
+
+    from ad3d.io import read_scan
+
+    path = tmp_path / f"h.{fmt}"
+    if fmt == "ply":
+        head = f"ply\nformat {kind} 1.0\nelement vertex {count}\nproperty double x\nproperty double y\nproperty double z\nend_header\n"
+        path.write_bytes(head.encode() + b"1 2 3\n" * 4)
+    else:
+        head = (f"VERSION .7\nFIELDS x y z\nSIZE 8 8 8\nTYPE F F F\nCOUNT 1 1 1\nWIDTH {count}\nHEIGHT 1\n"
+                f"POINTS {count}\nDATA {kind}\n")
+        path.write_bytes(head.encode() + struct.pack("<II", 16, count * 24) + b"x" * 16)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.raises(ScanFormatError, match="header|claims"):
+        read_scan(path)
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 200 * 1024  # KiB: nothing big allocated

@@ -105,6 +105,8 @@ def _read_compressed(path, body, dtype, names, npoints) -> np.ndarray:
                          f"unpacks to {unpacked} bytes")
     if len(body) - 8 < packed:
         raise fail(path, f"compressed body holds {len(body) - 8} of its {packed} bytes (file truncated?)")
+    if unpacked > 100 * packed + 1024:  # LZF expands at most ~88x: refuse before allocating what it claims
+        raise fail(path, f"compressed body of {packed} bytes claims to unpack to {unpacked} bytes (corrupt header)")
     raw = lzf.decompress(body[8:8 + packed], unpacked) if need else b""
     if raw is None or len(raw) != need:
         raise fail(path, "compressed body does not decompress (corrupt LZF data)")

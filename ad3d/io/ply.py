@@ -8,6 +8,37 @@ from ad3d.io._common import atomic_output, check_readable, fail, split_invalid
 from ad3d.types import Scan
 
 _COLOUR_NAMES = (("red", "green", "blue"), ("r", "g", "b"), ("diffuse_red", "diffuse_green", "diffuse_blue"))
+_SIZES = {"char": 1, "uchar": 1, "int8": 1, "uint8": 1, "short": 2, "ushort": 2, "int16": 2, "uint16": 2,
+          "int": 4, "uint": 4, "int32": 4, "uint32": 4, "float": 4, "float32": 4, "double": 8, "float64": 8}
+
+
+def check_counts(path, max_header: int = 65536) -> None:
+    """Refuse a header whose element counts the file cannot hold, before anything is allocated: each
+    binary row needs its scalar properties' bytes, each ascii row at least two characters a property."""
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        head = f.read(max_header)
+    end = head.find(b"end_header")
+    if end < 0:
+        return  # plyfile says what is wrong with the header
+    body = size - (head.find(b"\n", end) + 1)
+    fmt, elements = "", []
+    for line in head[:end].decode("ascii", "replace").splitlines():
+        words = line.split()
+        if words[:1] == ["format"] and len(words) > 1:
+            fmt = words[1]
+        elif words[:1] == ["element"] and len(words) == 3 and words[2].isdigit():
+            elements.append([words[1], int(words[2]), 0, 0])
+        elif words[:1] == ["property"] and elements:
+            row = elements[-1]
+            row[3] += 1
+            row[2] += _SIZES.get(words[2], 1) if words[1:2] == ["list"] else _SIZES.get(words[1], 1)
+    need = sum(count * (min_bytes if fmt.startswith("binary") else 2 * props)
+               for _, count, min_bytes, props in elements)
+    if need > body:
+        name, count = max(elements, key=lambda e: e[1])[:2]
+        raise fail(path, f"malformed or truncated PLY: header claims {count} {name} rows, more than the {body} "
+                         "bytes after the header can hold")
 
 
 def read_ply(path, *, remove_invalid: bool = True, sample: int | None = None, seed: int = 0) -> Scan:
@@ -21,6 +52,7 @@ def read_ply(path, *, remove_invalid: bool = True, sample: int | None = None, se
     if sample is not None:
         from ad3d.io.mesh import read_mesh
         return read_mesh(path, sample=sample, seed=seed)
+    check_counts(path)
     try:
         ply = PlyData.read(str(path))
     except (PlyParseError, ValueError, EOFError, IndexError, KeyError, UnicodeDecodeError) as e:
