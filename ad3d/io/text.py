@@ -13,24 +13,31 @@ from ad3d.io._common import check_readable, fail, split_invalid
 from ad3d.types import Scan
 
 
+def _delimiter(path) -> str | None:
+    """',' or ';' when the first data row uses it, else None (any run of white space)."""
+    with open(path, "rb") as f:
+        for raw in f:
+            line = raw.strip()
+            if line and not line.startswith((b"#", b"//")):
+                return "," if b"," in line else (";" if b";" in line else None)
+    return None
+
+
 def read_table(path) -> np.ndarray:
-    """The numeric rows of a text point file as a float64 (N, C) array."""
+    """The numeric rows of a text point file as a float64 (N, C) array (numpy's C parser: a 150 MB
+    file in seconds, without a Python object per value)."""
     path = check_readable(path)
     try:
-        text = path.read_bytes().decode("utf-8")
+        table = np.loadtxt(path, dtype=np.float64, delimiter=_delimiter(path), comments=("#", "//"), ndmin=2,
+                           encoding="utf-8")
     except UnicodeDecodeError as e:
         raise fail(path, f"text point file holds a non-UTF-8 byte at offset {e.start}") from None
-    rows = [ln for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith(("#", "//"))]
-    if not rows:
+    except ValueError as e:
+        if "number of columns" in str(e) or "columns" in str(e):
+            raise fail(path, f"rows have different column counts ({e}; file truncated?)") from None
+        raise fail(path, f"holds a value that is not a number, a header line? ({e})") from None
+    if table.size == 0:
         raise fail(path, "holds no points")
-    delimiter = "," if "," in rows[0] else None
-    try:
-        table = np.array([r.replace(";", " ").split(delimiter) for r in rows], dtype=np.float64)
-    except ValueError:
-        widths = {len(r.split(delimiter)) for r in rows}
-        if len(widths) > 1:
-            raise fail(path, f"rows have different column counts {sorted(widths)} (file truncated?)") from None
-        raise fail(path, "holds a value that is not a number (a header line?)") from None
     if table.ndim != 2 or table.shape[1] < 3:
         raise fail(path, f"needs at least 3 columns (x y z), found {table.shape[-1]}")
     return table
