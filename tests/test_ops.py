@@ -198,3 +198,26 @@ def test_gpu_grid_search_matches_brute_force_on_cpu(dtype, layout):
     for k in (1, 16, 64):
         dist2, idx = ext.knn_grid_cpu(torch.from_numpy(query), torch.from_numpy(ref), k)
         check_knn(query, ref, k, dist2.numpy(), idx.numpy())
+
+
+def test_two_checkouts_with_the_same_sources_share_one_build(tmp_path):
+    """The build is keyed by what it compiles (copied into the build folder), not by where the checkout is."""
+    import shutil
+    import subprocess
+    import sys
+
+    from ad3d.ops._ext import SOURCE_DIR
+
+    probe = ("import ad3d.ops._ext as e, os; m = e.load_extension(); "
+             "print(m.__name__, os.stat(m.__file__).st_mtime_ns)")
+    seen = []
+    for copy in ("a", "b", "a"):
+        src = tmp_path / copy / "cuda_ops"
+        if not src.exists():
+            shutil.copytree(SOURCE_DIR, src)
+        env = {**__import__("os").environ, "AD3D_OPS_SOURCES": str(src)}
+        out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env, timeout=600)
+        assert out.returncode == 0, out.stderr
+        seen.append(out.stdout.split())
+    assert seen[0] == seen[1] == seen[2]  # same module, never rebuilt (no _v1 suffix, same file time)
+    assert "_v" not in seen[0][0]

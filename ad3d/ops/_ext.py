@@ -1,4 +1,9 @@
-"""Builds and loads the compiled kernels in cuda_ops/ (JIT, cached by source hash and torch version)."""
+"""Builds and loads the compiled kernels in cuda_ops/ (JIT, cached by source hash and torch version).
+
+The sources are copied into the build folder and compiled from there, so two checkouts with the same
+sources share one build (torch's JIT versioner keys on source paths too, and would rebuild on every
+switch), and a file lock keeps two processes from building the same key at once.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +12,7 @@ import os
 import warnings
 from pathlib import Path
 
-SOURCE_DIR = Path(__file__).resolve().parents[2] / "cuda_ops"
+SOURCE_DIR = Path(os.environ.get("AD3D_OPS_SOURCES") or Path(__file__).resolve().parents[2] / "cuda_ops")
 CPU_SOURCES = ("bindings.cpp", "fps_cpu.cpp", "knn_cpu.cpp")
 CUDA_SOURCES = ("fps_cuda.cu", "knn_cuda.cu")
 HEADERS = ("ops.h", "kdtree.h", "cuda_math.cuh", "knn_grid.h")
@@ -59,20 +64,39 @@ def _build(verbose: bool):
 
     from ad3d.cache import cache_dir
 
+    import fcntl
+
     cuda = _want_cuda()
     key = build_key(cuda)
     build_dir = cache_dir() / "ops" / key
     build_dir.mkdir(parents=True, exist_ok=True)
-    sources = [str(SOURCE_DIR / s) for s in CPU_SOURCES + (CUDA_SOURCES if cuda else ())]
     try:
-        module = load(name=f"ad3d_ops_{key}", sources=sources, build_directory=str(build_dir),
-                      extra_cflags=CFLAGS + (["-DAD3D_WITH_CUDA"] if cuda else []),
-                      extra_cuda_cflags=NVCC_FLAGS, extra_ldflags=["-fopenmp"], with_cuda=cuda, verbose=verbose)
+        with open(build_dir / ".lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # one builder per key; the others wait, then load its result
+            staged = _stage(build_dir / "src")
+            sources = [str(staged / s) for s in CPU_SOURCES + (CUDA_SOURCES if cuda else ())]
+            module = load(name=f"ad3d_ops_{key}", sources=sources, build_directory=str(build_dir),
+                          extra_cflags=CFLAGS + (["-DAD3D_WITH_CUDA"] if cuda else []),
+                          extra_cuda_cflags=NVCC_FLAGS, extra_ldflags=["-fopenmp"], with_cuda=cuda, verbose=verbose)
     except Exception as e:  # compiler missing, headers missing, ...: the fallback still works
         _state["error"] = f"build failed: {type(e).__name__}: {str(e).strip().splitlines()[-1][:200]}"
         return None
     _state["info"] = f"compiled ({'CPU + CUDA' if cuda else 'CPU'}) in {build_dir}"
     return module
+
+
+def _stage(folder: Path) -> Path:
+    """The sources and headers copied into `folder` (rewritten only where they differ): the build then
+    sees the same paths whichever checkout asked for it."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in CPU_SOURCES + CUDA_SOURCES + HEADERS:
+        data = (SOURCE_DIR / name).read_bytes()
+        target = folder / name
+        if not target.exists() or target.read_bytes() != data:
+            tmp = folder / f".{name}.{os.getpid()}"
+            tmp.write_bytes(data)
+            os.replace(tmp, target)
+    return folder
 
 
 def extension_status(build: bool = False) -> str:
