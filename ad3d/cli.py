@@ -200,11 +200,12 @@ def _check_outputs(out, paths: list, names: list[str]) -> None:
 
 
 def _cmd_score(args) -> int:
+    import time
     from pathlib import Path
 
     from ad3d.detectors import load
     from ad3d.io import read_scan
-    from ad3d.report import summary_line, write_result
+    from ad3d.report import peak_mb, summary_line, write_result
 
     _check_out(args.out, "folder")
     det = load(args.model)
@@ -215,8 +216,11 @@ def _cmd_score(args) -> int:
     failed = anomalous = 0
     for path, stem in zip(paths, names):
         try:
+            started = time.perf_counter()
             scan = read_scan(path)
+            read = {"read_s": time.perf_counter() - started, "read_peak_mb": peak_mb()}
             result = det.score(scan, force=args.force)
+            result.timings.update(read, score_peak_mb=peak_mb())
             write_result(out, stem, scan, result, det.name, det.thresholds())
         except Exception as e:  # one bad file never stops the batch: say which file and why, go on
             failed += 1

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import math
-import resource
 import time
 import warnings
 
 from ad3d import datasets
 from ad3d.detectors import Detector, create
 from ad3d.errors import DatasetError
-from ad3d.report import mean_row
+from ad3d.report import mean_row, peak_mb
 
 EVAL_COLUMNS = [("category", "category", ""), ("object_auroc", "O-AUROC", ".3f"), ("point_auroc", "P-AUROC", ".3f"),
                 ("aupro", "AUPRO", ".3f"), ("ap", "P-AP", ".3f"), ("fit_s", "fit s", ".1f"),
@@ -54,7 +53,7 @@ def evaluate_category(det: Detector, root, format: str, category: str, progress:
     results = det.score_many(test, progress=progress)
     score_ms = (time.perf_counter() - start) / len(test) * 1e3
     row = {"category": category, **evaluate(results, test), "score_ms": score_ms, "test_scans": len(test),
-           "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "learned": det.n_learned(),
+           "peak_mb": peak_mb(), "learned": det.n_learned(),
            "gt_problems": len(problems)}
     return row
 

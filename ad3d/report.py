@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import numpy as np
@@ -31,8 +32,10 @@ def write_result(out_dir: Path, stem: str, scan: Scan, result: AnomalyResult, de
     from ad3d.io._common import atomic_output
 
     ply, report = out_dir / f"{stem}.ply", out_dir / f"{stem}.json"
+    started = time.perf_counter()
     write_scan(ply, scan, scalars={"score": result.point_scores})
     doc = result_json(scan, result, detector)
+    doc["timings"] = {**result.timings, "write_ply_s": time.perf_counter() - started, "write_peak_mb": peak_mb()}
     doc["thresholds"] = thresholds
     doc["point_threshold"] = thresholds.get("point")
     try:
@@ -42,6 +45,13 @@ def write_result(out_dir: Path, stem: str, scan: Scan, result: AnomalyResult, de
         ply.unlink(missing_ok=True)
         raise
     return ply, report
+
+
+def peak_mb() -> float:
+    """This process's peak resident memory so far, MB."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def point_counts(result: AnomalyResult) -> dict | None:

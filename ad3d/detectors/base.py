@@ -190,10 +190,12 @@ class Detector:
                 decision = "review"  # a scan that did not register is never passed on its scores alone
         regions, point_decisions = [], None
         if self.point_threshold_ is not None:
+            started = time.perf_counter()
             regions = extract_regions(scan.points, point_scores, self.point_threshold_)
             uncertain = self.point_review_threshold_ if self.point_review_threshold_ is not None else self.point_threshold_
             point_decisions = ((point_scores >= uncertain).astype(np.uint8)
                                + (point_scores >= self.point_threshold_).astype(np.uint8))
+            timings["regions_s"] = time.perf_counter() - started
         image_scores = scan.to_image(point_scores) if scan.is_organised else None
         return AnomalyResult(point_scores=point_scores, object_score=object_score, threshold=self.threshold_,
                              is_anomalous=is_anomalous, decision=decision, regions=regions,

@@ -7,13 +7,19 @@ import numpy as np
 from ad3d.types import DefectRegion
 
 
-def point_spacing(points: np.ndarray) -> float:
-    """Median distance from a point to its nearest neighbour."""
-    from scipy.spatial import cKDTree
+def point_spacing(points: np.ndarray, sample: int = 20000) -> float:
+    """Median distance from a point to its nearest neighbour, over at most `sample` evenly strided
+    points (a 5M-point scan in about a second, not half a minute; the same points every time)."""
+    import torch
+
+    from ad3d import ops
 
     if len(points) < 2:
         return 0.0
-    return float(np.median(cKDTree(points).query(points, k=2)[0][:, 1]))
+    pts = torch.from_numpy(np.ascontiguousarray(points, dtype=np.float32))
+    probe = pts[np.unique(np.linspace(0, len(points) - 1, min(sample, len(points))).astype(np.int64))]
+    dist2 = ops.knn(probe, pts, 2)[0][:, 1]
+    return float(np.median(dist2.clamp_min(0).sqrt().numpy()))
 
 
 def extract_regions(points: np.ndarray, scores: np.ndarray, threshold: float, *, min_points: int = 3,
