@@ -185,6 +185,35 @@ def test_training_augmentation_matches_acquisition_pose_and_noise(scans):
     assert 0 < np.abs(b - a).max() < 0.06 and np.std(b - a) < 0.01
 
 
+def test_location_baseline_learns_where_normal_scans_score_high():
+    from ad3d.detectors.neural import baseline_at, location_baseline
+
+    rng = np.random.default_rng(0)
+    reference = rng.uniform(-1, 1, (500, 3)).astype(np.float32)
+    clouds = []
+    for _ in range(3):
+        pts = rng.uniform(-1, 1, (2000, 3)).astype(np.float32)
+        clouds.append((pts, (pts[:, 0] > 0.5) * 1.0 + rng.normal(0, 0.05, 2000)))  # one side always scores 1
+    base = location_baseline(reference, clouds)
+    assert base.shape == (500,)
+    assert np.median(base[reference[:, 0] > 0.7]) > 0.9 and np.median(base[reference[:, 0] < 0.3]) < 0.1
+    probe = np.array([[0.9, 0, 0], [-0.9, 0, 0]], np.float32)
+    high, low = baseline_at(reference, base, probe)
+    assert high > 0.8 and low < 0.2
+
+
+def test_mc4ad_keeps_its_location_baseline_in_the_model_file(scans, tmp_path):
+    det = ad3d.create("mc4ad", **TINY["mc4ad"]).fit(scans)
+    assert det.reference_ is not None and det.baseline_.shape == (len(det.reference_),)
+    det.save(tmp_path / "m.ad3d")
+    back = ad3d.load(tmp_path / "m.ad3d")
+    assert np.array_equal(back.baseline_, det.baseline_)
+    scan = box_scan(seed=40)
+    assert np.array_equal(back.score(scan).point_scores, det.score(scan).point_scores)
+    plain = ad3d.create("mc4ad", **{**TINY["mc4ad"], "location_norm": False}).fit(scans)
+    assert not np.allclose(plain.score(scan).point_scores, det.score(scan).point_scores)
+
+
 def test_mc4ad_scores_at_its_training_density_whatever_the_scan_size(scans):
     """A scan four times denser than num_points is scored on an even subset and every point gets a score."""
     det = ad3d.create("mc4ad", **{**TINY["mc4ad"], "smooth_k": 8}).fit(scans)

@@ -86,6 +86,28 @@ def spread(points: np.ndarray, subset: np.ndarray, scores: np.ndarray) -> np.nda
                            torch.from_numpy(scores)).numpy()
 
 
+def location_baseline(reference: np.ndarray, clouds: list[tuple[np.ndarray, np.ndarray]], k: int = 8) -> np.ndarray:
+    """The normal score around each point of the part's reference: per normal cloud (points and their
+    raw scores, in the reference's frame), the mean score of the k cloud points nearest each reference
+    point, averaged over the clouds. Where a part always scores high (a sharp edge a network never quite
+    fits), the baseline is high too; only possible on aligned scans."""
+    from ad3d import ops
+
+    ref = torch.from_numpy(np.ascontiguousarray(reference, dtype=np.float32))
+    maps = [scores[ops.knn(ref, torch.from_numpy(np.ascontiguousarray(pts, dtype=np.float32)),
+                           min(k, len(pts)))[1].numpy()].mean(1) for pts, scores in clouds]
+    return np.mean(maps, 0).astype(np.float32)
+
+
+def baseline_at(reference: np.ndarray, baseline: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """The baseline of the reference point nearest each of `points`."""
+    from ad3d import ops
+
+    near = ops.knn(torch.from_numpy(np.ascontiguousarray(points, dtype=np.float32)),
+                   torch.from_numpy(np.ascontiguousarray(reference, dtype=np.float32)), 1)[1][:, 0]
+    return baseline[near.numpy()]
+
+
 def jitter(points: np.ndarray, rng: np.random.Generator, sigma: float) -> np.ndarray:
     """Noise augmentation: Gaussian noise of a sigma drawn in [0, sigma) for this sample (frame units)."""
     if sigma <= 0:
@@ -186,10 +208,11 @@ class NeuralDetector(Detector):
         self.net_.load_state_dict(best_state)
         self.net_.eval()
         self.history_ = history
-        self._finish(val)
+        self._finish(train, val)
 
-    def _finish(self, val: list[Scan]) -> None:
-        """Choices made after training on the held-out normal scans (network frame); none by default."""
+    def _finish(self, train: list[Scan], val: list[Scan]) -> None:
+        """Choices made after training, on the training and held-out normal scans (network frame);
+        none by default."""
 
     @torch.no_grad()
     def _validation_loss(self, val: list[Scan]) -> float:
