@@ -29,8 +29,7 @@ import torch
 from torch import nn
 
 from ad3d.detectors.base import register, top_mean
-from ad3d.detectors.neural import (NeuralDetector, baseline_at, even_subset, jitter, location_baseline, neighbours,
-                                   random_rotation, smooth, spread)
+from ad3d.detectors.neural import NeuralDetector, even_subset, jitter, neighbours, random_rotation, smooth, spread
 from ad3d.errors import ConfigError
 from ad3d.types import Scan
 
@@ -90,7 +89,6 @@ class MC4AD(NeuralDetector):
     PRESETS = PRESETS
     _state_scalars = NeuralDetector._state_scalars + ("object_reduce_", "reduce_auroc_")
     object_reduce_: str | None = None  # the object score chosen at fit: "mean" or "top"
-    baseline_: np.ndarray | None = None  # normal raw score around each reference point (aligned scans)
     reduce_auroc_: dict | None = None  # each rule's AUROC on held-out normal vs pseudo-defective scans
 
     def __init__(self, backbone: str = "point-unet", encoder=(16, 32, 64, 128, 128), decoder=(96, 64, 48, 32),
@@ -155,21 +153,11 @@ class MC4AD(NeuralDetector):
     def _raw_scores(self, points: np.ndarray) -> np.ndarray:
         return np.linalg.norm(self.corrections(points), axis=1)
 
-    def _reference_frame(self) -> np.ndarray | None:
-        """The part's reference in the network frame (aligned, category-frame models only)."""
-        if self.reference_ is None or self.normalise != "category":
-            return None
-        return self.to_frame(self.reference_)[0]
-
     def _frame_scores(self, points: np.ndarray) -> np.ndarray:
         """Point scores in network-frame units: the length of the joint correction, less its normal
         size at that place of the part (location_norm, aligned scans), averaged over `smooth_k`
         neighbours (1: none, as the release)."""
-        raw = self._raw_scores(points)
-        ref = self._reference_frame()
-        if self.location_norm and self.baseline_ is not None and ref is not None:
-            raw = raw - baseline_at(ref, self.baseline_, points)
-        score = torch.from_numpy(raw)
+        score = torch.from_numpy(self._less_baseline(points, self._raw_scores(points)))
         if self.smooth_k > 1:
             score = smooth(score, neighbours(torch.from_numpy(points), self.smooth_k), self.smooth_k)
         return score.numpy()
@@ -183,16 +171,6 @@ class MC4AD(NeuralDetector):
         subset = even_subset(points, self.num_points)
         return self._frame_scores(points[subset]), subset
 
-    def _export_state(self) -> dict[str, np.ndarray]:
-        state = super()._export_state()
-        if self.baseline_ is not None:
-            state["mc4ad.baseline"] = self.baseline_
-        return state
-
-    def _import_state(self, tensors: dict[str, np.ndarray]) -> None:
-        super()._import_state(tensors)
-        self.baseline_ = tensors.get("mc4ad.baseline")
-
     def _score(self, scan: Scan) -> tuple[np.ndarray, float]:
         pts, scale = self.to_frame(scan.points)
         sub_scores, subset = self._subset_scores(pts)
@@ -205,10 +183,7 @@ class MC4AD(NeuralDetector):
         to the release's mean."""
         from ad3d.metrics import auroc
 
-        ref = self._reference_frame()
-        if ref is not None:
-            subsets = [s.points[even_subset(s.points, self.num_points)] for s in train + val]
-            self.baseline_ = location_baseline(ref, [(p, self._raw_scores(p)) for p in subsets])
+        self._fit_baseline(train + val, self.num_points)
         if self.object_reduce != "auto":
             self.object_reduce_ = self.object_reduce
             return

@@ -125,6 +125,7 @@ class NeuralDetector(Detector):
 
     _state_scalars = ("centre_", "scale_", "history_")
     net_: torch.nn.Module | None = None
+    baseline_: np.ndarray | None = None  # normal raw score around each reference point (aligned scans)
     centre_: list[float] | None = None
     scale_: float | None = None
     history_: list | None = None  # [iteration, training loss, held-out loss] at each evaluation
@@ -150,6 +151,31 @@ class NeuralDetector(Detector):
             scale = max(float(np.linalg.norm(centred, axis=1).max()), 1e-12)
             return (centred / scale).astype(np.float32), scale
         return ((points - np.asarray(self.centre_)) / self.scale_).astype(np.float32), self.scale_
+
+    # --- location baseline (aligned scans) -----------------------------------------------------
+    def _reference_frame(self) -> np.ndarray | None:
+        """The part's reference in the network frame (aligned, category-frame models only)."""
+        if self.reference_ is None or self.normalise != "category":
+            return None
+        return self.to_frame(self.reference_)[0]
+
+    def _fit_baseline(self, scans: list[Scan], size: int) -> None:
+        """The normal raw score (`_raw_scores`) at each reference point, from even subsets of `size`
+        points of the given normal scans (network frame); nothing without a reference."""
+        ref = self._reference_frame()
+        if ref is not None:
+            subsets = [s.points[even_subset(s.points, size)] for s in scans]
+            self.baseline_ = location_baseline(ref, [(p, self._raw_scores(p)) for p in subsets])
+
+    def _less_baseline(self, points: np.ndarray, raw: np.ndarray) -> np.ndarray:
+        """Raw scores less the normal score at each point's place (location_norm), else as they are."""
+        ref = self._reference_frame()
+        if not self.location_norm or self.baseline_ is None or ref is None:
+            return raw
+        return raw - baseline_at(ref, self.baseline_, points)
+
+    def _raw_scores(self, points: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
 
     # --- training ---------------------------------------------------------------------------
     def _build_net(self) -> torch.nn.Module:
@@ -234,7 +260,10 @@ class NeuralDetector(Detector):
         return int(sum(p.numel() for p in self.net_.parameters())) if self.net_ is not None else 0
 
     def _export_state(self) -> dict[str, np.ndarray]:
-        return {f"net.{k}": v.detach().cpu().numpy().copy() for k, v in self.net_.state_dict().items()}
+        state = {f"net.{k}": v.detach().cpu().numpy().copy() for k, v in self.net_.state_dict().items()}
+        if self.baseline_ is not None:
+            state["baseline"] = self.baseline_
+        return state
 
     def _import_state(self, tensors: dict[str, np.ndarray]) -> None:
         self.device_ = resolve_device(self.device)
@@ -246,3 +275,4 @@ class NeuralDetector(Detector):
             raise KeyError(", ".join(f"net.{k}" for k in sorted(missing)))
         net.load_state_dict(given, strict=True)
         self.net_ = net.to(self.device_).eval()
+        self.baseline_ = tensors.get("baseline")

@@ -17,7 +17,8 @@ reconstructed points lie from the scan, and (reference_coverage, complete scans;
 how far its nearest points of the part's reference lie from the scan: the reconstruction only moves
 the points a scan has, so a hole's rim shows up against the reference, not against the reconstruction
 (development set: P-AUROC 0.749 -> 0.773, but O-AUROC 0.696 -> 0.641 when the object score used it
-too, so it does not). Scores are averaged
+too, so it does not). With location_norm (aligned scans), each point's raw score first loses the
+normal score at that place of the part, learned from the training scans at fit. Scores are averaged
 over `smooth_k` neighbours and carried to every input point. Object score = mean of the top
 `top_fraction` of the scores averaged over only `object_smooth_k` neighbours: wide smoothing helps
 localisation but blurs the peak that separates scans (measured on a development set; see the README).
@@ -43,8 +44,9 @@ PRESETS = {
     "paper": {"num_points": 2048, "latent": 256, "encoder_widths": (128, 128, 256, 512),
               "denoiser_widths": (128, 256, 512, 256, 128), "fourier": 0, "time_dim": 0, "train_max_step": None,
               "batch_size": 128, "iterations": 40000, "rotation": "full", "sampler": "ddpm", "start_step": 200,
-              "coverage": False, "reference_coverage": False, "smooth_k": 1, "object_smooth_k": 1, "align": False,
-              "noise_aug": 0.0, "score_points": None, "eval_every": 1000, "patience": 10},
+              "coverage": False, "reference_coverage": False, "location_norm": False, "smooth_k": 1,
+              "object_smooth_k": 1, "align": False, "noise_aug": 0.0, "score_points": None, "eval_every": 1000,
+              "patience": 10},
 }
 
 
@@ -88,7 +90,7 @@ class R3DAD(NeuralDetector):
                  normalise: str = "category", iterations: int = 2000, batch_size: int = 16, lr: float = 1e-3,
                  eval_every: int = 200, patience: int = 5, val_batches: int = 2, sampler: str = "ddim",
                  sample_steps: int = 10, start_step: int = 20, coverage: bool = True,
-                 reference_coverage: bool = True, smooth_k: int = 32,
+                 reference_coverage: bool = True, location_norm: bool = True, smooth_k: int = 32,
                  object_smooth_k: int = 8,
                  top_fraction: float = 0.01, device: str = "auto", seed: int = 0):
         self._store_params(locals())
@@ -168,17 +170,27 @@ class R3DAD(NeuralDetector):
         return out[0].cpu().numpy()
 
     @torch.no_grad()
-    def _score(self, scan: Scan) -> tuple[np.ndarray, float]:
+    def _raw_scores(self, points: np.ndarray) -> np.ndarray:
+        """Per point (network frame): distance to the nearest reconstructed point, plus coverage."""
         from ad3d import ops
 
-        full, scale = self.to_frame(scan.points)
-        subset = even_subset(full, self.score_points) if self.score_points else np.arange(len(full))
-        pts = full[subset]
-        recon = torch.from_numpy(self.reconstruct(pts))
-        x = torch.from_numpy(pts)
+        recon = torch.from_numpy(self.reconstruct(points))
+        x = torch.from_numpy(points)
         score = ops.knn(x, recon, 1)[0][:, 0].clamp_min(0).sqrt()
         if self.coverage:  # reconstructed surface the scan does not cover: holes, cuts, cracks
             score = score + uncovered(x, recon)
+        return score.numpy()
+
+    def _finish(self, train: list[Scan], val: list[Scan]) -> None:
+        self._fit_baseline(train + val, self.score_points or max(len(s) for s in train + val))
+
+    @torch.no_grad()
+    def _score(self, scan: Scan) -> tuple[np.ndarray, float]:
+        full, scale = self.to_frame(scan.points)
+        subset = even_subset(full, self.score_points) if self.score_points else np.arange(len(full))
+        pts = full[subset]
+        x = torch.from_numpy(pts)
+        score = torch.from_numpy(self._less_baseline(pts, self._raw_scores(pts)))
         near = neighbours(x, max(self.smooth_k, self.object_smooth_k))
         object_basis = (smooth(score, near, self.object_smooth_k) * scale).numpy()
         if self.reference_coverage and self.reference_ is not None:  # the part's reference, likewise
