@@ -236,3 +236,13 @@ def test_r3dad_overfits_one_shape_and_flags_a_planted_bulge(scans):
     scores = det.score(bulged).point_scores
     assert auroc(bulged.labels, scores) > 0.85
     assert det.score(bulged).object_score > det.score(normal).object_score
+
+
+def test_a_single_view_is_not_a_complete_scan_for_the_reference_coverage(scans):
+    from ad3d.detectors.r3dad import covers
+    from ad3d.synth.acquisition import partial_view
+
+    whole = torch.from_numpy(scans[0].points)
+    view = partial_view(scans[1], np.random.default_rng(0))
+    assert covers(torch.from_numpy(scans[1].points), whole)
+    assert not covers(torch.from_numpy(view.points), whole)
