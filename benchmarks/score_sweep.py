@@ -6,7 +6,8 @@ sampler trade-off and for choosing its scoring defaults on a development set.
     python benchmarks/score_sweep.py r3dad D anomaly-shapenet a0,b0 "DDPM:sampler=ddpm" "DDIM 10:sample_steps=10"
 
 Settings are attributes read only when scoring (sampler, sample_steps, start_step, smooth_k, coverage,
-top_fraction, ...); the first setting is the reference for the speed-up column.
+top_fraction, ...), or learned scalars to override (`object_reduce_=top`); every setting starts from the
+fitted model's own values. The first setting is the reference for the speed-up column.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ def main() -> None:
     results: dict[str, list[dict]] = {name: [] for name in settings}
     for cat in tqdm(cats.split(","), desc="categories"):
         det, _ = fit_category(detector, fit_params, data, fmt, cat)
-        defaults = det.get_params()
+        defaults = {**det.get_params(), **{k: getattr(det, k) for k in det._state_scalars}}
         for name, setting in settings.items():
             for key, value in {**defaults, **setting}.items():
                 setattr(det, key, value)
