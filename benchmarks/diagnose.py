@@ -2,6 +2,7 @@
 
     python benchmarks/diagnose.py DETECTOR DATA FORMAT [--param key=value ...] [--categories a,b]
                                   [--seeds 0,1,2] [--out results.json] [--save models/]
+                                  [--models models/ --set key=value ...]
 
 For every category (and seed) the detector is fitted and calibrated as `ad3d eval` does, and every
 test scan is scored. Printed: the eval row per category; then, per defect kind, O-AUROC of that kind
@@ -34,18 +35,24 @@ def kind_metrics(results, scans) -> dict[str, dict]:
 
 
 def run(detector: str, params: dict, data: str, fmt: str, categories: list[str], seed: int,
-        save: str | None = None) -> list[dict]:
+        save: str | None = None, models: str | None = None, override: dict | None = None) -> list[dict]:
     from tqdm import tqdm
 
+    import ad3d
     from ad3d import datasets
     from ad3d.metrics import evaluate
     from ad3d.pipeline import fit_category
 
     rows = []
     for cat in tqdm(categories, desc=f"{detector} seed {seed}", unit="category"):
-        det, info = fit_category(detector, {**params, "seed": seed}, data, fmt, cat)
+        if models:  # rescore saved fits; their fit time is not known here
+            det, info = ad3d.load(f"{models}/{cat}_seed{seed}.ad3d"), {"fit_s": float("nan")}
+        else:
+            det, info = fit_category(detector, {**params, "seed": seed}, data, fmt, cat)
         if save:
             det.save(f"{save}/{cat}_seed{seed}.ad3d")
+        for key, value in (override or {}).items():
+            setattr(det, key, value)
         test = list(datasets.load(fmt, data, cat, "test"))
         results = det.score_many(test)
         rows.append({"category": cat, "seed": seed, "fit_s": info["fit_s"], **evaluate(results, test),
@@ -111,11 +118,15 @@ def main() -> None:
     ap.add_argument("--seeds", default="0", help="comma-separated seeds")
     ap.add_argument("--out", help="write every row and scan score as JSON")
     ap.add_argument("--save", help="keep each fitted model in this folder (CATEGORY_seedN.ad3d)")
+    ap.add_argument("--models", help="score the models saved in this folder by --save instead of fitting")
+    ap.add_argument("--set", action="append", help="attribute=value set on each model before scoring "
+                                                   "(score-time settings, or learned scalars like object_reduce_)")
     args = ap.parse_args()
     cats = args.categories.split(",") if args.categories else datasets.categories(args.format, args.data)
     params = parse_params(args.param)
     rows = [row for seed in map(int, args.seeds.split(","))
-            for row in run(args.detector, params, args.data, args.format, cats, seed, args.save)]
+            for row in run(args.detector, params, args.data, args.format, cats, seed, args.save, args.models,
+                           parse_params(args.set))]
     if args.out:
         with open(args.out, "w") as f:
             json.dump({"detector": args.detector, "params": params, "data": args.data, "rows": rows}, f, indent=1)
