@@ -171,3 +171,29 @@ def test_eval_warns_when_its_ground_truth_is_what_verify_flags(tmp_path):
     with pytest.warns(UserWarning, match=r"vase0: 2 ground-truth problem.*100 GT rows for 500 scan points"):
         row = evaluate_category(det, tmp_path, "anomaly-shapenet", "vase0")
     assert row["gt_problems"] == 2  # the row count, and points far from their rows
+
+
+def test_loaders_take_the_released_benchmarks_quirks(tmp_path):
+    """As public notes report them: Anomaly-ShapeNet v2 PCDs stored binary, a GT file with one row more
+    than its PCD (helmet1), test files named without the category's digit (desk0/desk_bulge0.pcd);
+    Real3D-AD test names with a `_cut` suffix (482_bulge_cut.pcd)."""
+    from native import mesh_points, plant_bulge, write_pcd
+
+    base = tmp_path / "asn" / "pcd"
+    for cat, stem in (("helmet1", "helmet1_bulge0"), ("desk0", "desk_bulge0")):
+        write_pcd(base / cat / "train" / f"{cat}_template0.pcd", mesh_points("cad/round.stl", 400, 1))
+        pts, labels = plant_bulge(mesh_points("cad/round.stl", 400, 2), seed=1)
+        write_pcd(base / cat / "test" / f"{stem}.pcd", pts, data="binary")
+        rows_pts, rows_labels = pts, labels
+        if cat == "helmet1":  # one GT row more than the PCD has points
+            rows_pts, rows_labels = np.vstack([pts, pts[:1] + 1e-3]), np.r_[labels, 0]
+        write_gt_txt(base / cat / "GT" / f"{stem}.txt", rows_pts, rows_labels, ",", shuffle_seed=3)
+        scan = ds.load("anomaly-shapenet", tmp_path / "asn", cat, "test")[0]
+        assert scan.defect_type == "bulge" and np.array_equal(scan.labels, labels)
+    real = tmp_path / "real" / "seahorse"
+    write_pcd(real / "train" / "1_template.pcd", mesh_points("cad/round.stl", 400, 1))
+    pts, labels = plant_bulge(mesh_points("cad/round.stl", 400, 4), seed=2)
+    write_pcd(real / "test" / "482_bulge_cut.pcd", pts, data="binary_compressed")
+    write_gt_txt(real / "gt" / "482_bulge_cut.txt", pts, labels, " ", None)
+    scan = ds.load("real3d", tmp_path / "real", "seahorse", "test")[0]
+    assert scan.defect_type == "bulge" and scan.label == 1 and np.array_equal(scan.labels, labels)
