@@ -23,6 +23,8 @@ normal score at that place of the part, learned from the training scans at fit. 
 over `smooth_k` neighbours and carried to every input point. Object score = mean of the top
 `top_fraction` of the scores averaged over only `object_smooth_k` neighbours: wide smoothing helps
 localisation but blurs the peak that separates scans (measured on a development set; see the README).
+On realistic scans (sensor noise) the top 3 % beat the top 1 % on the development set (O-AUROC 0.722
+vs 0.678); the paper preset keeps 1 %.
 Training matches acquisition: small pose jitter (rotation='jitter') and noise (noise_aug) on the
 defective cloud.
 Defaults are the CPU preset; PRESETS['paper'] holds the released sizes.
@@ -45,9 +47,9 @@ PRESETS = {
     "paper": {"num_points": 2048, "latent": 256, "encoder_widths": (128, 128, 256, 512),
               "denoiser_widths": (128, 256, 512, 256, 128), "fourier": 0, "time_dim": 0, "train_max_step": None,
               "batch_size": 128, "iterations": 40000, "rotation": "full", "sampler": "ddpm", "start_step": 200,
-              "coverage": False, "reference_coverage": False, "location_norm": False, "smooth_k": 1,
-              "object_smooth_k": 1, "align": False, "noise_aug": 0.0, "score_points": None, "eval_every": 1000,
-              "patience": 10},
+              "coverage": False, "reference_coverage": False, "location_norm": False, "top_fraction": 0.01,
+              "smooth_k": 1, "object_smooth_k": 1, "align": False, "noise_aug": 0.0, "score_points": None,
+              "eval_every": 1000, "patience": 10},
 }
 
 
@@ -103,7 +105,7 @@ class R3DAD(NeuralDetector):
                  sample_steps: int = 10, start_step: int = 20, coverage: bool = True,
                  reference_coverage: bool = True, location_norm: bool = True, smooth_k: int = 32,
                  object_smooth_k: int = 8,
-                 top_fraction: float = 0.01, device: str = "auto", seed: int = 0):
+                 top_fraction: float = 0.03, device: str = "auto", seed: int = 0):
         self._store_params(locals())
 
     @property
