@@ -14,7 +14,7 @@ neighbours (the release: none). The CPU preset also sets sym_weight=0: at a CPU 
 symmetric loss cost P-AUROC on every development part (README); the two forces are then only averaged.
 All three were chosen on a development set; `--preset paper` restores the release's choices.
 Object score: the mean point score (the release) or the mean of the top `top_fraction`; 'auto'
-chooses between them on held-out normal scans with pseudo-defects, never on test labels.
+chooses between them on held-out normal scans with pseudo-defects, never on test labels (ties: top).
 Acquisition (ad3d's, not in the paper): scans are registered to the part's reference first (align);
 training samples get a small pose jitter and sensor-like noise (noise_aug, input only: noise is not a
 defect); a scan is scored on an even subset of `num_points` points, the density the network was
@@ -38,6 +38,7 @@ PRESETS = {
     "paper": {"encoder": (32, 64, 128, 256, 256), "decoder": (192, 192, 128, 128), "batch_size": 32,
               "iterations": 150000, "patches": 1, "missing": 0.0, "sym_weight": 0.1, "smooth_k": 1,
               "rotation": "full", "normalise": "scan", "align": False, "noise_aug": 0.0, "location_norm": False,
+              "object_reduce": "mean",
               "eval_every": 1000, "patience": 20},
 }
 
@@ -180,7 +181,8 @@ class MC4AD(NeuralDetector):
     def _finish(self, train: list[Scan], val: list[Scan]) -> None:
         """The location baseline from the normal scans (when aligned), then the object score: each
         rule's AUROC at telling held-out normal scans from two pseudo-defective copies of each; ties go
-        to the release's mean."""
+        to the top fraction. On realistic scans the check saturates (AUROC 1.0 for both rules on every
+        development part) and the top 1 % separated real defects better there (O-AUROC 0.841 vs 0.763)."""
         from ad3d.metrics import auroc
 
         self._fit_baseline(train + val, self.num_points)
@@ -195,5 +197,5 @@ class MC4AD(NeuralDetector):
         labels = np.r_[np.zeros(len(clean)), np.ones(len(defective))]
         aurocs = {how: float(auroc(labels, np.array([self._reduce(p, how) for p in clean + defective])))
                   for how in ("mean", "top")}
-        self.object_reduce_ = max(aurocs, key=lambda how: (aurocs[how], how == "mean"))
+        self.object_reduce_ = max(aurocs, key=lambda how: (aurocs[how], how == "top"))
         self.reduce_auroc_ = aurocs
