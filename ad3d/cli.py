@@ -168,10 +168,9 @@ def result_names(paths: list) -> list[str]:
     B_part_pcd), so no result overwrites another."""
     from collections import Counter
 
-    def name(p, depth: int) -> str:
-        folders = p.absolute().parent.parts[1:]
-        return "_".join([*folders[len(folders) - depth + 1:]] + [f"{p.stem}_{p.suffix.lstrip('.').lower()}"]) \
-            if depth > 1 else f"{p.stem}_{p.suffix.lstrip('.').lower()}"
+    def name(p, depth: int) -> str:  # stem_suffix, with the last depth - 1 parent folder names in front
+        folders = list(p.absolute().parent.parts[1:])[-(depth - 1):] if depth > 1 else []
+        return "_".join(folders + [f"{p.stem}_{p.suffix.lstrip('.').lower()}"])
 
     names = [p.stem for p in paths]
     for depth in range(1, 64):
@@ -183,12 +182,10 @@ def result_names(paths: list) -> list[str]:
 
 
 def _check_outputs(out, paths: list, names: list[str]) -> None:
-    """Refuse, before any work, an output that is a file, or a result that would replace an input."""
-    from ad3d.errors import ConfigError
-
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"--out '{out}' is a file, not a folder; nothing was scored")
+    """Refuse, before any work, a result that would replace an input."""
     import os
+
+    from ad3d.errors import ConfigError
 
     inputs = {os.path.realpath(p): p for p in paths}  # realpath, unlike resolve(), takes a symlink loop
     for stem in names:

@@ -66,15 +66,27 @@ def test_broken_edge_sits_at_an_extreme_of_the_part(bottle):
         assert np.median(rim) > np.median(reach)  # towards the outside of the part, not mid-face
 
 
-def test_combo_holds_two_defects_and_both_labels(bottle):
-    from ad3d.synth.defects import SINGLE
+def test_combo_plants_two_different_kinds_and_keeps_both_labels(bottle, monkeypatch):
+    """Stand-in planters label one residue class of point indices each: a combo must carry exactly two
+    different classes, and a removal by the first must carry its labels through to the result."""
+    from ad3d.synth import defects
 
-    counts = []
-    for seed in range(6):
+    def labeller(i):
+        return lambda scan, rng, fraction: (None, scan.points, (np.arange(len(scan)) % 8 == i).astype(np.uint8), None)
+
+    def remover(scan, rng, fraction):  # drops every point with an odd index, labels those divisible by 4
+        keep = np.arange(len(scan)) % 2 == 0
+        return keep, scan.points[keep], (np.arange(len(scan))[keep] % 4 == 0).astype(np.uint8), None
+
+    for i, kind in enumerate(defects.SINGLE):
+        monkeypatch.setitem(defects._PLANTERS, kind, remover if i == 0 else labeller(i))
+    for seed in range(12):
         scan = plant(bottle, "combo", seed)
-        assert scan.defect_type == "combo"
-        counts.append(scan.labels.sum())
-    assert len(SINGLE) == 8 and min(counts) > 0
+        if len(scan) < len(bottle):  # the remover ran: its labels sit on kept points
+            assert len(scan) == len(bottle) // 2 and scan.labels.sum() >= len(bottle) // 8
+            continue
+        classes = {int(c) for c in np.unique(np.flatnonzero(scan.labels) % 8)}
+        assert len(classes) == 2 and 0 not in classes
 
 
 @pytest.mark.parametrize("kind", ["hole", "crack", "cut", "broken"])
