@@ -98,6 +98,29 @@ def _spacing(points: np.ndarray) -> float:
     return float(np.median(cKDTree(points).query(points, k=2)[0][:, 1]))
 
 
+def settle(points: np.ndarray, reference: np.ndarray, tree, transform: np.ndarray, distance: float,
+           max_steps: int = 50) -> np.ndarray:
+    """Point-to-point ICP run until its matched pairs stop changing. The pose it returns is a function of
+    those pairs alone, so registrations that start a hair apart (Open3D sums over threads in no fixed
+    order, so its poses vary in the last digits with the thread count) end bit-identical."""
+    from scipy.spatial.transform import Rotation
+
+    pairs = None
+    for _ in range(max_steps):
+        moved = points @ transform[:3, :3].T + transform[:3, 3]
+        dist, idx = tree.query(moved, distance_upper_bound=distance)
+        keep = np.flatnonzero(np.isfinite(dist))
+        if len(keep) < 3 or (pairs is not None and np.array_equal(keep, pairs[0])
+                             and np.array_equal(idx[keep], pairs[1])):
+            break
+        pairs = keep, idx[keep]
+        a, b = reference[pairs[1]], points[keep]
+        rotation = Rotation.align_vectors(a - a.mean(0), b - b.mean(0))[0].as_matrix()
+        transform = np.eye(4)
+        transform[:3, :3], transform[:3, 3] = rotation, a.mean(0) - rotation @ b.mean(0)
+    return transform
+
+
 def align(points: np.ndarray, reference: np.ndarray, *, sample: int = 2048, max_residual: float = 0.8,
           min_fitness: float = 0.85, seed: int = 0) -> Alignment:
     """Register a scan to its part's reference: coarse global registration (FPFH features matched by
@@ -148,6 +171,7 @@ def align(points: np.ndarray, reference: np.ndarray, *, sample: int = 2048, max_
 
     transform, _ = min((refine(start) for start in (np.eye(4), np.asarray(coarse.transformation))),
                        key=lambda fit: fit[1])
+    transform = settle(src, ref, tree, transform, 2 * spacing)
     moved = np.asarray(points, dtype=np.float64) @ transform[:3, :3].T + transform[:3, 3]
     dist = tree.query(moved)[0] / spacing
     residual, fitness = float(np.median(dist)), float(np.mean(dist <= 2.0))

@@ -1,6 +1,10 @@
 """Alignment to the part's reference: known transforms recovered, wrong parts flagged, scores in the
 scan's own frame."""
 
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -106,7 +110,24 @@ def test_the_reference_travels_with_the_model_file(aligned_patchcore, shared_dat
     back = ad3d.load(tmp_path / "m.ad3d")
     assert np.array_equal(back.reference_, aligned_patchcore.reference_)
     scan = sample(shared_data, "cad/idler_riser.STL", 3000, 11)
-    a, b = back.score(scan).point_scores, aligned_patchcore.score(scan).point_scores
-    # Open3D's RANSAC runs on several threads, so two registrations of one scan can differ in the last
-    # digits under load; the scores must still agree
-    assert np.corrcoef(a, b)[0, 1] > 0.99 and np.median(np.abs(a - b)) < 0.01 * a.max()
+    assert np.array_equal(back.score(scan).point_scores, aligned_patchcore.score(scan).point_scores)
+
+
+def test_aligned_scores_are_bit_identical_in_fresh_processes_with_any_thread_count(aligned_patchcore, shared_data,
+                                                                                   tmp_path):
+    # Open3D's registration sums over threads in no fixed order: with 3 or 4 threads on this 2-core machine
+    # its poses differed in the last digits from run to run until the pose was settled on its matched pairs
+    model, scan = tmp_path / "m.ad3d", tmp_path / "scan.npy"
+    aligned_patchcore.save(model)
+    truth = transform([0.2, 1.0, 0.1], 25.0, [0.01, 0.0, 0.0])
+    np.save(scan, rigid(sample(shared_data, "cad/idler_riser.STL", 3000, 11), truth).points)
+    code = ("import sys, numpy as np, ad3d; from ad3d.types import Scan; d = ad3d.load(sys.argv[1]); "
+            "r = d.score(Scan(points=np.load(sys.argv[2]))); "
+            "np.save(sys.argv[3], np.append(r.point_scores, np.ravel(r.alignment['transform'])))")
+    runs = []
+    for run, threads in enumerate(("1", "3", "4", "4", "3", "2")):
+        out = tmp_path / f"s{run}.npy"
+        subprocess.run([sys.executable, "-c", code, str(model), str(scan), str(out)], check=True,
+                       env={**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads})
+        runs.append(np.load(out))
+    assert all(np.array_equal(r, runs[0]) for r in runs[1:])
