@@ -175,12 +175,14 @@ def test_eval_warns_when_its_ground_truth_is_what_verify_flags(tmp_path):
 
 def test_loaders_take_the_released_benchmarks_quirks(tmp_path):
     """As public notes report them: Anomaly-ShapeNet v2 PCDs stored binary, a GT file with one row more
-    than its PCD (helmet1), test files named without the category's digit (desk0/desk_bulge0.pcd);
-    Real3D-AD test names with a `_cut` suffix (482_bulge_cut.pcd)."""
+    than its PCD (helmet1), test files named without the category's digit (desk0/desk_bulge0.pcd), the
+    ten later categories in a `new_pcd/` collection beside `pcd/`; Real3D-AD test names with a `_cut`
+    suffix (482_bulge_cut.pcd)."""
     from native import mesh_points, plant_bulge, write_pcd
 
-    base = tmp_path / "asn" / "pcd"
-    for cat, stem in (("helmet1", "helmet1_bulge0"), ("desk0", "desk_bulge0")):
+    for cat, stem, collection in (("helmet1", "helmet1_bulge0", "pcd"), ("desk0", "desk_bulge0", "pcd"),
+                                  ("spoon0", "spoon0_bulge0", "new_pcd")):
+        base = tmp_path / "asn" / collection
         write_pcd(base / cat / "train" / f"{cat}_template0.pcd", mesh_points("cad/round.stl", 400, 1))
         pts, labels = plant_bulge(mesh_points("cad/round.stl", 400, 2), seed=1)
         write_pcd(base / cat / "test" / f"{stem}.pcd", pts, data="binary")
@@ -190,6 +192,8 @@ def test_loaders_take_the_released_benchmarks_quirks(tmp_path):
         write_gt_txt(base / cat / "GT" / f"{stem}.txt", rows_pts, rows_labels, ",", shuffle_seed=3)
         scan = ds.load("anomaly-shapenet", tmp_path / "asn", cat, "test")[0]
         assert scan.defect_type == "bulge" and np.array_equal(scan.labels, labels)
+    assert ds.categories("anomaly-shapenet", tmp_path / "asn") == ["desk0", "helmet1", "spoon0"]
+    assert len(ds.load("anomaly-shapenet", tmp_path / "asn", "spoon0", "train")) == 1
     real = tmp_path / "real" / "seahorse"
     write_pcd(real / "train" / "1_template.pcd", mesh_points("cad/round.stl", 400, 1))
     pts, labels = plant_bulge(mesh_points("cad/round.stl", 400, 4), seed=2)

@@ -1,7 +1,7 @@
 """Anomaly-ShapeNet: `<cat>/train/<cat>_template<k>.pcd`, `<cat>/test/<cat>_<type><k>.pcd`, `<cat>/GT/*.txt`.
 
-v2 puts the categories under `<root>/pcd/` (meshes under `<root>/obj/`); v1 has them directly under
-the root: both are found. Normal test scans are named `positive`. GT rows are `x,y,z,label` (comma-
+v2 puts the categories under `<root>/pcd/` (meshes under `<root>/obj/`) and the ten categories added
+later under `<root>/new_pcd/`; v1 has them directly under the root: all are found. Normal test scans are named `positive`. GT rows are `x,y,z,label` (comma-
 or space-separated) and need not follow the PCD's point order: labels are matched by nearest
 neighbour. Known misspellings in released file names (`crak`) are mapped to the defect's real name.
 """
@@ -21,14 +21,22 @@ SPLITS = ("train", "test")
 NAME_QUIRKS = {"crak": "crack"}
 
 
-def data_root(root: Path) -> Path:
-    """The folder that holds the category folders (`<root>/pcd` in the v2 layout, else root)."""
-    return root / "pcd" if (root / "pcd").is_dir() else root
+COLLECTIONS = ("pcd", "new_pcd")  # v2: the first 40 categories, then the 10 added later
+
+
+def category_folders(root: Path) -> dict[str, Path]:
+    """Each category's folder: under `<root>/pcd` and `<root>/new_pcd` in the v2 layout, else under root."""
+    bases = [root / name for name in COLLECTIONS if (root / name).is_dir()] or [root]
+    found: dict[str, Path] = {}
+    for base in bases:
+        for c in list_dirs(base):
+            if c not in found and ((base / c / "train").is_dir() or (base / c / "test").is_dir()):
+                found[c] = base / c
+    return found
 
 
 def categories(root: Path) -> list[str]:
-    base = data_root(root)
-    return [c for c in list_dirs(base) if (base / c / "train").is_dir() or (base / c / "test").is_dir()]
+    return sorted(category_folders(root))
 
 
 def defect_type(stem: str, category: str) -> str:
@@ -47,7 +55,9 @@ def _gt_folder(base: Path) -> Path:
 
 def load(root: Path, category: str, split: str = "test", *, train_glob: str = "*template*") -> Dataset:
     check_split(split, SPLITS, FORMAT)
-    base = check_category(data_root(root), category, categories(root), FORMAT)
+    folders = category_folders(root)
+    check_category(root, category, sorted(folders), FORMAT)
+    base = folders[category]
     refs: list[SampleRef] = []
     missing: list[Path] = []
     if split == "train":
