@@ -55,11 +55,16 @@ def _layout(path: Path, header: dict) -> tuple[list[str], list[int], np.dtype, i
     for key, vals in (("SIZE", sizes), ("TYPE", types), ("COUNT", counts)):
         if len(vals) != n:
             raise fail(path, f"PCD header lists {n} FIELDS but {len(vals)} {key} values")
+    def single(key: str, default: int) -> int:
+        values = header.get(key, [str(default)])
+        if len(values) != 1:
+            raise fail(path, f"PCD header line {key} needs one value, has {len(values)}")
+        return int(values[0])
+
     try:
         sizes_i, counts_i = [int(s) for s in sizes], [int(c) for c in counts]
-        width = int(header.get("WIDTH", ["0"])[0])
-        height = int(header.get("HEIGHT", ["1"])[0])
-        npoints = int(header.get("POINTS", [str(width * height)])[0])
+        width, height = single("WIDTH", 0), single("HEIGHT", 1)
+        npoints = single("POINTS", width * height)
     except ValueError as e:
         raise fail(path, f"PCD header has a non-integer size ({e})") from None
     if npoints != width * height:
@@ -140,9 +145,25 @@ def _read_ascii(path, body, dtype, names, npoints) -> np.ndarray:
         sub = dtype.fields[name][0]
         width = max(1, int(np.prod(sub.shape)))
         block = values[:, col:col + width]
+        _check_fits(path, name, block, sub.base)
         out[name] = block.reshape((npoints,) + sub.shape).astype(sub.base)
         col += width
     return out
+
+
+def _check_fits(path, name: str, values: np.ndarray, dtype: np.dtype) -> None:
+    """Refuse an ascii value that its field's declared TYPE and SIZE cannot hold (numpy would wrap or overflow)."""
+    finite = values[np.isfinite(values)]
+    if dtype.kind == "f":
+        limit = np.finfo(dtype).max
+        if finite.size and np.abs(finite).max() > limit:
+            raise fail(path, f"field {name} holds {finite[np.abs(finite).argmax()]:g}, beyond its "
+                             f"{dtype.itemsize}-byte float type (at most {limit:g})")
+        return
+    info = np.iinfo(dtype)
+    if finite.size != values.size or (finite.size and (finite.min() < info.min or finite.max() > info.max)):
+        raise fail(path, f"field {name} holds a value outside its {dtype.itemsize}-byte integer type "
+                         f"({info.min} to {info.max})")
 
 
 def read_pcd(path, *, remove_invalid: bool = True) -> Scan:
@@ -160,7 +181,8 @@ def read_pcd(path, *, remove_invalid: bool = True) -> Scan:
     if not {"x", "y", "z"} <= set(names):
         raise fail(path, f"PCD has no x y z fields (fields: {' '.join(header['FIELDS'])}); it is not a point cloud")
     rec = _read_body(path, kind, raw[start:], dtype, names, npoints)
-    points = np.stack([rec["x"], rec["y"], rec["z"]], axis=1).astype(np.float64)
+    with np.errstate(invalid="ignore"):  # widening a signalling NaN warns; NaNs are dealt with below
+        points = np.stack([rec["x"], rec["y"], rec["z"]], axis=1).astype(np.float64)
     valid = split_invalid(path, points, remove_invalid)
     normals = None
     if {"normal_x", "normal_y", "normal_z"} <= set(names):

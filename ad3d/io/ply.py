@@ -63,7 +63,8 @@ def read_ply(path, *, remove_invalid: bool = True, sample: int | None = None, se
     names = v.dtype.names or ()
     if not {"x", "y", "z"} <= set(names):
         raise fail(path, f"PLY vertices have no x y z properties (properties: {' '.join(names)})")
-    points = np.stack([v["x"], v["y"], v["z"]], axis=1).astype(np.float64)
+    with np.errstate(invalid="ignore"):  # widening a signalling NaN warns; NaNs are dealt with below
+        points = np.stack([v["x"], v["y"], v["z"]], axis=1).astype(np.float64)
     valid = split_invalid(path, points, remove_invalid)
     used = {"x", "y", "z"}
     normals = None

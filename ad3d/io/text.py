@@ -7,6 +7,8 @@ more -> x y z, then fields named c3, c4, ...
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
 from ad3d.io._common import check_readable, fail, split_invalid
@@ -28,8 +30,10 @@ def read_table(path) -> np.ndarray:
     file in seconds, without a Python object per value)."""
     path = check_readable(path)
     try:
-        table = np.loadtxt(path, dtype=np.float64, delimiter=_delimiter(path), comments=("#", "//"), ndmin=2,
-                           encoding="utf-8")
+        with warnings.catch_warnings():  # "input contained no data": refused below in ad3d's words
+            warnings.simplefilter("ignore", UserWarning)
+            table = np.loadtxt(path, dtype=np.float64, delimiter=_delimiter(path), comments=("#", "//"),
+                               ndmin=2, encoding="utf-8")
     except UnicodeDecodeError as e:
         raise fail(path, f"text point file holds a non-UTF-8 byte at offset {e.start}") from None
     except ValueError as e:
