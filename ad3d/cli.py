@@ -127,7 +127,7 @@ def _check_out(path: str, want: str) -> None:
 
 
 def _cmd_fit(args) -> int:
-    from ad3d.pipeline import fit_category, parse_params
+    from ad3d.pipeline import fit_category
 
     _check_out(args.out, "file")
     params = _params(args.detector, args)
@@ -255,7 +255,7 @@ def _cmd_eval(args) -> int:
 
     from ad3d.detectors import load
     from ad3d.errors import ConfigError
-    from ad3d.pipeline import EVAL_COLUMNS, evaluate_category, evaluate_dataset, parse_params, with_mean
+    from ad3d.pipeline import EVAL_COLUMNS, evaluate_category, evaluate_dataset, with_mean
     from ad3d.report import format_table, markdown_table
 
     if args.out:

@@ -33,6 +33,8 @@ def check_readable(path: str | os.PathLike) -> Path:
         raise fail(p, "no such file")
     if p.is_dir():
         raise fail(p, "is a directory, not a scan file")
+    if not os.access(p, os.R_OK):
+        raise fail(p, "permission denied (the file is not readable by this user)")
     if p.stat().st_size == 0:
         raise fail(p, "file is empty (0 bytes)")
     return p

@@ -55,18 +55,18 @@ def _layout(path: Path, header: dict) -> tuple[list[str], list[int], np.dtype, i
     for key, vals in (("SIZE", sizes), ("TYPE", types), ("COUNT", counts)):
         if len(vals) != n:
             raise fail(path, f"PCD header lists {n} FIELDS but {len(vals)} {key} values")
-    def single(key: str, default: int) -> int:
-        values = header.get(key, [str(default)])
-        if len(values) != 1:
-            raise fail(path, f"PCD header line {key} needs one value, has {len(values)}")
-        return int(values[0])
+    def integers(key: str, values: list[str], expected: int | None = None) -> list[int]:
+        if expected is not None and len(values) != expected:
+            raise fail(path, f"PCD header line {key} needs {expected} value(s), has {len(values)}")
+        try:
+            return [int(v) for v in values]
+        except ValueError:
+            raise fail(path, f"PCD header line {key} holds a non-integer ({' '.join(values)})") from None
 
-    try:
-        sizes_i, counts_i = [int(s) for s in sizes], [int(c) for c in counts]
-        width, height = single("WIDTH", 0), single("HEIGHT", 1)
-        npoints = single("POINTS", width * height)
-    except ValueError as e:
-        raise fail(path, f"PCD header has a non-integer size ({e})") from None
+    sizes_i, counts_i = integers("SIZE", sizes), integers("COUNT", counts)
+    width = integers("WIDTH", header.get("WIDTH", ["0"]), 1)[0]
+    height = integers("HEIGHT", header.get("HEIGHT", ["1"]), 1)[0]
+    npoints = integers("POINTS", header.get("POINTS", [str(width * height)]), 1)[0]
     if npoints != width * height:
         raise fail(path, f"PCD header says POINTS {npoints} but WIDTH x HEIGHT = {width} x {height}")
     dtype_fields, unique = [], []
@@ -112,7 +112,10 @@ def _read_compressed(path, body, dtype, names, npoints) -> np.ndarray:
         raise fail(path, f"compressed body holds {len(body) - 8} of its {packed} bytes (file truncated?)")
     if unpacked > 100 * packed + 1024:  # LZF expands at most ~88x: refuse before allocating what it claims
         raise fail(path, f"compressed body of {packed} bytes claims to unpack to {unpacked} bytes (corrupt header)")
-    raw = lzf.decompress(body[8:8 + packed], unpacked) if need else b""
+    try:
+        raw = lzf.decompress(body[8:8 + packed], unpacked) if need else b""
+    except ValueError:  # python-lzf's word for a back-reference before the start of the output
+        raw = None
     if raw is None or len(raw) != need:
         raise fail(path, "compressed body does not decompress (corrupt LZF data)")
     out = np.empty(npoints, dtype=dtype)
