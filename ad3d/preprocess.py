@@ -84,12 +84,9 @@ class Alignment:
 def reference_cloud(points: np.ndarray, size: int = 4096) -> np.ndarray:
     """A part's reference for alignment: an even (farthest-point) subset of one of its scans, of at
     most half its points (so the subset is evenly spaced however the scan was sampled), float32."""
-    import torch
+    from ad3d.ops import even_subset
 
-    from ad3d import ops
-
-    idx = ops.fps(torch.from_numpy(np.ascontiguousarray(points, dtype=np.float32)), max(1, min(size, len(points) // 2)))
-    return np.ascontiguousarray(points[idx.numpy()], dtype=np.float32)
+    return np.ascontiguousarray(points[even_subset(points, max(1, min(size, len(points) // 2)))], dtype=np.float32)
 
 
 def _spacing(points: np.ndarray) -> float:

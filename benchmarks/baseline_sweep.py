@@ -29,7 +29,7 @@ def main() -> None:
 
     import ad3d
     from ad3d import datasets as ds
-    from ad3d.detectors.base import top_mean
+    from ad3d.detectors.scoring import top_mean
     from ad3d.metrics import auroc
     from ad3d.synth import make_dataset
 

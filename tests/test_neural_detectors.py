@@ -188,7 +188,7 @@ def test_training_augmentation_matches_acquisition_pose_and_noise(scans):
 
 
 def test_location_baseline_learns_where_normal_scans_score_high():
-    from ad3d.detectors.neural import baseline_at, location_baseline
+    from ad3d.detectors.scoring import baseline_at, location_baseline
 
     rng = np.random.default_rng(0)
     reference = rng.uniform(-1, 1, (500, 3)).astype(np.float32)

@@ -1,73 +1,22 @@
-"""The Detector protocol (after scikit-learn's estimators), the registry, and the model file format.
+"""The Detector protocol, after scikit-learn's estimators.
 
-Parameters live in __init__ verbatim; learned state sits in attributes ending in `_`. A model file is
-one safetensors file: the learned arrays as tensors and a JSON header (format, version, detector,
-params, scalar state, thresholds, a sha256 of the tensor bytes). Loading never runs code.
+Parameters live in __init__ verbatim; learned state sits in attributes ending in `_`. Saving and
+loading are in model_file, the name table in registry, shared scoring pieces in scoring.
 """
 
 from __future__ import annotations
 
-import hashlib
-import inspect
-import json
+import copy
 import time
 from collections.abc import Iterable
-from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
 
 from ad3d.detectors.regions import extract_regions
-from ad3d.errors import ConfigError, ModelFormatError
+from ad3d.detectors.registry import check_param_names, param_names
+from ad3d.errors import ConfigError
 from ad3d.types import AnomalyResult, Scan
-
-MODEL_FORMAT = "ad3d-model"
-MODEL_VERSION = 2  # 2: the checksum covers the JSON header as well as the arrays
-_REGISTRY: dict[str, type[Detector]] = {}
-
-
-def register(cls):
-    """Class decorator: make a detector available to create() and load() under `cls.name`."""
-    _REGISTRY[cls.name] = cls
-    return cls
-
-
-def available() -> list[str]:
-    _load_builtin()
-    return sorted(_REGISTRY)
-
-
-def create(name: str, **params) -> Detector:
-    """A new, unfitted detector by registry name."""
-    _load_builtin()
-    if name not in _REGISTRY:
-        raise ConfigError(f"unknown detector {name!r}; available: {', '.join(sorted(_REGISTRY))}")
-    return _REGISTRY[name](**params)
-
-
-def preset(name: str, preset_name: str) -> dict:
-    """A detector's named parameter set (e.g. 'cpu', 'paper'); explicit parameters override it."""
-    _load_builtin()
-    if name not in _REGISTRY:
-        raise ConfigError(f"unknown detector {name!r}; available: {', '.join(sorted(_REGISTRY))}")
-    presets = getattr(_REGISTRY[name], "PRESETS", {"default": {}})
-    if preset_name not in presets:
-        raise ConfigError(f"{name} has no preset {preset_name!r}; presets: {', '.join(presets)}")
-    return dict(presets[preset_name])
-
-
-def _load_builtin() -> None:
-    import ad3d.detectors.mc4ad  # noqa: F401  (each registers itself)
-    import ad3d.detectors.patchcore  # noqa: F401
-    import ad3d.detectors.r3dad  # noqa: F401
-
-
-def top_mean(scores: np.ndarray, fraction: float) -> float:
-    """Mean of the highest `fraction` of the scores (at least one): a robust object score; 0 -> max."""
-    if fraction <= 0:
-        return float(np.max(scores))
-    k = max(1, int(round(fraction * len(scores))))
-    return float(np.mean(np.partition(scores, len(scores) - k)[-k:]))
 
 
 class Detector:
@@ -88,8 +37,18 @@ class Detector:
 
     # --- parameters -------------------------------------------------------------------------
     def get_params(self) -> dict:
-        sig = inspect.signature(type(self).__init__)
-        return {p: getattr(self, p) for p in sig.parameters if p != "self"}
+        return {p: getattr(self, p) for p in param_names(type(self))}
+
+    def set_params(self, **params) -> Detector:
+        """Change parameters (unknown names are a ConfigError); learned state is kept until the next fit."""
+        check_param_names(type(self), params)
+        for name, value in params.items():
+            setattr(self, name, value)
+        return self
+
+    def clone(self) -> Detector:
+        """A new, unfitted detector with the same parameters (scikit-learn's `clone`)."""
+        return type(self)(**copy.deepcopy(self.get_params()))
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
@@ -242,139 +201,9 @@ class Detector:
                 "point_review": self.point_review_threshold_}
 
     # --- persistence ----------------------------------------------------------------------------
-    def save(self, path: str | Path) -> None:
+    def save(self, path) -> None:
         """Write the model as one safetensors file (arrays + JSON header); atomically."""
-        from safetensors.numpy import save
-
-        from ad3d.io._common import atomic_output
+        from ad3d.detectors import model_file
 
         self._check_fitted()
-        tensors = self._export_state()
-        if self.reference_ is not None:
-            tensors["align.reference"] = self.reference_
-        header = {"format": MODEL_FORMAT, "version": MODEL_VERSION, "detector": self.name,
-                  "params": self.get_params(), "category": self.category_, "train_diag": self.train_diag_,
-                  "state": {a: getattr(self, a) for a in self._state_scalars},
-                  "thresholds": self.thresholds()}
-        header = json.loads(json.dumps(header))  # the exact values a reader will see (tuples become lists)
-        header["sha256"] = _digest(tensors, header)
-        with atomic_output(path) as tmp:
-            tmp.write_bytes(save(tensors, metadata={"ad3d": json.dumps(header)}))
-
-
-def _digest(tensors: dict[str, np.ndarray], header: dict) -> str:
-    """sha256 over the header (canonical JSON, without its own checksum) and every array's name, type,
-    shape and bytes: editing a threshold, a parameter or an array is caught on load."""
-    h = hashlib.sha256()
-    h.update(json.dumps({k: v for k, v in header.items() if k != "sha256"}, sort_keys=True).encode())
-    for key in sorted(tensors):
-        arr = tensors[key]
-        h.update(f"{key}|{arr.dtype.str}|{arr.shape}".encode())
-        h.update(arr.tobytes())
-    return h.hexdigest()
-
-
-def load(path: str | Path) -> Detector:
-    """Read a model saved by Detector.save; raise ModelFormatError for anything else or damaged."""
-    from safetensors.numpy import load_file
-
-    path = Path(path)
-    if not path.is_file():
-        raise ModelFormatError(f"cannot load model '{path}': no such file")
-    header = _read_header(path)
-    if header.get("format") != MODEL_FORMAT:
-        raise ModelFormatError(f"cannot load model '{path}': not an ad3d model file")
-    if header.get("version") != MODEL_VERSION:
-        raise ModelFormatError(f"cannot load model '{path}': model format version {header.get('version')}, "
-                               f"this ad3d reads version {MODEL_VERSION}")
-    try:
-        tensors = load_file(str(path))
-    except Exception as e:  # safetensors raises its own error types for damaged files
-        raise ModelFormatError(f"cannot load model '{path}': damaged ({type(e).__name__}: {str(e)[:120]})") from None
-    _check_header(path, header)
-    if _digest(tensors, header) != header["sha256"]:
-        raise ModelFormatError(f"cannot load model '{path}': the header or the arrays do not match their checksum "
-                               "(file modified or corrupt)")
-    for key, arr in tensors.items():
-        if arr.dtype.kind == "f" and not np.isfinite(arr).all():
-            raise ModelFormatError(f"cannot load model '{path}': array '{key}' holds NaN or inf")
-    _load_builtin()
-    cls = _REGISTRY.get(header["detector"])
-    if cls is None:
-        raise ModelFormatError(f"cannot load model '{path}': unknown detector {header['detector']!r}")
-    try:
-        det = cls(**header["params"])
-        det.check_params()
-    except (TypeError, ConfigError) as e:
-        raise ModelFormatError(f"cannot load model '{path}': parameters do not fit {cls.name} ({e})") from None
-    try:
-        det._import_state(tensors)
-    except KeyError as e:
-        raise ModelFormatError(f"cannot load model '{path}': missing arrays {e.args[0]}") from None
-    except (ValueError, RuntimeError, ConfigError) as e:  # shapes that do not fit the network the params describe
-        raise ModelFormatError(f"cannot load model '{path}': arrays do not fit {cls.name} ({str(e)[:160]})") from None
-    det.reference_ = tensors.get("align.reference")
-    if getattr(det, "align", False) and det.reference_ is None:
-        raise ModelFormatError(f"cannot load model '{path}': it aligns scans but holds no reference cloud")
-    for a in cls._state_scalars:
-        setattr(det, a, header["state"].get(a))
-    det.category_ = header["category"]
-    det.train_diag_ = header["train_diag"]
-    thresholds = header["thresholds"]
-    det.threshold_, det.review_threshold_ = thresholds.get("reject"), thresholds.get("review")
-    det.point_threshold_, det.point_review_threshold_ = thresholds.get("point"), thresholds.get("point_review")
-    return det
-
-
-MAX_HEADER_BYTES = 64 * 2**20
-
-
-def _read_header(path: Path) -> dict:
-    """The ad3d header of a safetensors file, read without reading the arrays: a large file that is
-    not a model is refused after its first bytes."""
-    size = path.stat().st_size
-    with path.open("rb") as f:
-        prefix = f.read(8)
-        length = int.from_bytes(prefix, "little") if len(prefix) == 8 else -1
-        if not 2 <= length <= min(size - 8, MAX_HEADER_BYTES):
-            raise ModelFormatError(f"cannot load model '{path}': not an ad3d model file or damaged "
-                                   "(no safetensors header at its start)")
-        try:
-            meta = json.loads(f.read(length)).get("__metadata__") or {}
-            header = json.loads(meta["ad3d"])
-        except (ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError):
-            raise ModelFormatError(f"cannot load model '{path}': not an ad3d model file or damaged "
-                                   "(its header is not ad3d's JSON)") from None
-    if not isinstance(header, dict):
-        raise ModelFormatError(f"cannot load model '{path}': not an ad3d model file (header is not an object)")
-    return header
-
-
-def _check_header(path: Path, header: dict) -> None:
-    """The header's schema: every key present with its type, numbers finite, thresholds in order."""
-    def bad(problem: str) -> ModelFormatError:
-        return ModelFormatError(f"cannot load model '{path}': header {problem}")
-
-    def number(value) -> bool:
-        return isinstance(value, (int, float)) and not isinstance(value, bool) and np.isfinite(value)
-
-    kinds = {"detector": str, "params": dict, "state": dict, "thresholds": dict, "sha256": str}
-    for key, kind in kinds.items():
-        if not isinstance(header.get(key), kind):
-            raise bad(f"'{key}' is missing or not a {kind.__name__}")
-    if header.get("category") is not None and not isinstance(header["category"], str):
-        raise bad("'category' is not text")
-    if "category" not in header or "train_diag" not in header:
-        raise bad("lacks 'category' or 'train_diag'")
-    if header["train_diag"] is not None and not (number(header["train_diag"]) and header["train_diag"] > 0):
-        raise bad(f"'train_diag' is {header['train_diag']!r}, not a positive number")
-    t = header["thresholds"]
-    names = ("reject", "review", "point", "point_review")
-    if set(t) != set(names):
-        raise bad(f"'thresholds' holds {sorted(t)}, expected {list(names)}")
-    for name in names:
-        if t[name] is not None and not number(t[name]):
-            raise bad(f"threshold '{name}' is {t[name]!r}, not a finite number")
-    for low, high in (("review", "reject"), ("point_review", "point")):
-        if t[low] is not None and t[high] is not None and t[low] > t[high]:
-            raise bad(f"threshold '{low}' ({t[low]}) lies above '{high}' ({t[high]})")
+        model_file.save(self, path)

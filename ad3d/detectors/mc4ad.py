@@ -28,8 +28,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from ad3d.detectors.base import register, top_mean
-from ad3d.detectors.neural import NeuralDetector, even_subset, jitter, neighbours, random_rotation, smooth, spread
+from ad3d.detectors.neural import NeuralDetector, jitter, random_rotation
+from ad3d.detectors.registry import register
+from ad3d.detectors.scoring import neighbour_indices, smooth, spread, top_mean
+from ad3d.ops import even_subset
 from ad3d.errors import ConfigError
 from ad3d.types import Scan
 
@@ -160,7 +162,7 @@ class MC4AD(NeuralDetector):
         neighbours (1: none, as the release)."""
         score = torch.from_numpy(self._less_baseline(points, self._raw_scores(points)))
         if self.smooth_k > 1:
-            score = smooth(score, neighbours(torch.from_numpy(points), self.smooth_k), self.smooth_k)
+            score = smooth(score, neighbour_indices(torch.from_numpy(points), self.smooth_k), self.smooth_k)
         return score.numpy()
 
     def _reduce(self, point_scores: np.ndarray, how: str) -> float:

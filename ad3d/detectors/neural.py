@@ -15,7 +15,9 @@ import numpy as np
 import torch
 
 from ad3d.detectors.base import Detector
+from ad3d.detectors.scoring import baseline_at, location_baseline
 from ad3d.errors import ConfigError
+from ad3d.ops import even_subset
 from ad3d.types import Scan
 
 
@@ -51,61 +53,6 @@ def random_rotation(rng: np.random.Generator, mode: str) -> np.ndarray:
         r[i, i], r[i, j], r[j, i], r[j, j] = c, -s, s, c
         out = r @ out
     return out
-
-
-def neighbours(points: torch.Tensor, k: int) -> torch.Tensor:
-    """Indices (N, k') of each point's k nearest points, itself first (k' = min(k, N), at least 1)."""
-    from ad3d import ops
-
-    return ops.knn(points, points, min(max(k, 1), len(points)))[1]
-
-
-def smooth(scores: torch.Tensor, near: torch.Tensor, k: int) -> torch.Tensor:
-    """Mean score over each point's k nearest points (from `neighbours`); k <= 1 returns the scores."""
-    return scores[near[:, :k]].mean(1) if k > 1 else scores
-
-
-def even_subset(points: np.ndarray, size: int) -> np.ndarray:
-    """Indices of a farthest-point subset of `size` points (all points when there are no more): a
-    network then scores every scan at the density it was trained on, whatever the scanner's, and
-    neighbour counts (smoothing, grouping) cover the same area of the part."""
-    from ad3d import ops
-
-    if len(points) <= size:
-        return np.arange(len(points))
-    return ops.fps(torch.from_numpy(np.ascontiguousarray(points, dtype=np.float32)), size).numpy()
-
-
-def spread(points: np.ndarray, subset: np.ndarray, scores: np.ndarray) -> np.ndarray:
-    """Scores of the `subset` points carried to every point (inverse-distance weights of the 3 nearest)."""
-    from ad3d import ops
-
-    if len(subset) == len(points):  # even_subset kept every point, in order
-        return scores
-    return ops.interpolate(torch.from_numpy(points), torch.from_numpy(points[subset]),
-                           torch.from_numpy(scores)).numpy()
-
-
-def location_baseline(reference: np.ndarray, clouds: list[tuple[np.ndarray, np.ndarray]], k: int = 8) -> np.ndarray:
-    """The normal score around each point of the part's reference: per normal cloud (points and their
-    raw scores, in the reference's frame), the mean score of the k cloud points nearest each reference
-    point, averaged over the clouds. Where a part always scores high (a sharp edge a network never quite
-    fits), the baseline is high too; only possible on aligned scans."""
-    from ad3d import ops
-
-    ref = torch.from_numpy(np.ascontiguousarray(reference, dtype=np.float32))
-    maps = [scores[ops.knn(ref, torch.from_numpy(np.ascontiguousarray(pts, dtype=np.float32)),
-                           min(k, len(pts)))[1].numpy()].mean(1) for pts, scores in clouds]
-    return np.mean(maps, 0).astype(np.float32)
-
-
-def baseline_at(reference: np.ndarray, baseline: np.ndarray, points: np.ndarray) -> np.ndarray:
-    """The baseline of the reference point nearest each of `points`."""
-    from ad3d import ops
-
-    near = ops.knn(torch.from_numpy(np.ascontiguousarray(points, dtype=np.float32)),
-                   torch.from_numpy(np.ascontiguousarray(reference, dtype=np.float32)), 1)[1][:, 0]
-    return baseline[near.numpy()]
 
 
 def jitter(points: np.ndarray, rng: np.random.Generator, sigma: float) -> np.ndarray:

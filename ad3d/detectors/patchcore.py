@@ -12,7 +12,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ad3d.detectors.base import Detector, register, top_mean
+from ad3d.detectors.base import Detector
+from ad3d.detectors.registry import register
+from ad3d.detectors.scoring import top_mean
 from ad3d.types import Scan
 
 

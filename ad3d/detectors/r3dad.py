@@ -37,8 +37,10 @@ import functools
 import numpy as np
 import torch
 
-from ad3d.detectors.base import register, top_mean
-from ad3d.detectors.neural import NeuralDetector, even_subset, jitter, neighbours, random_rotation, smooth, spread
+from ad3d.detectors.neural import NeuralDetector, jitter, random_rotation
+from ad3d.detectors.registry import register
+from ad3d.detectors.scoring import neighbour_indices, smooth, spread, top_mean
+from ad3d.ops import even_subset
 from ad3d.errors import ConfigError
 from ad3d.types import Scan
 
@@ -204,7 +206,7 @@ class R3DAD(NeuralDetector):
         pts = full[subset]
         x = torch.from_numpy(pts)
         score = torch.from_numpy(self._less_baseline(pts, self._raw_scores(pts)))
-        near = neighbours(x, max(self.smooth_k, self.object_smooth_k))
+        near = neighbour_indices(x, max(self.smooth_k, self.object_smooth_k))
         object_basis = (smooth(score, near, self.object_smooth_k) * scale).numpy()
         ref = self._reference_frame()
         if self.reference_coverage and ref is not None and covers(x, torch.from_numpy(ref)):

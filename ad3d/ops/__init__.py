@@ -5,8 +5,8 @@ when the extension cannot be built a vectorised torch fallback gives the same re
 """
 
 from ad3d.ops._ext import extension_status, load_extension
-from ad3d.ops.features import greedy_coreset, interpolate
-from ad3d.ops.neighbours import ball_query, chamfer, knn
-from ad3d.ops.sampling import fps
+from ad3d.ops.coreset import greedy_coreset
+from ad3d.ops.neighbours import ball_query, chamfer, interpolate, knn
+from ad3d.ops.sampling import even_subset, fps
 
-__all__ = ["fps", "knn", "ball_query", "chamfer", "greedy_coreset", "interpolate", "load_extension", "extension_status"]
+__all__ = ["fps", "even_subset", "knn", "ball_query", "chamfer", "greedy_coreset", "interpolate", "load_extension", "extension_status"]

@@ -1,4 +1,4 @@
-"""k-nearest neighbours and what is built on them: ball query and Chamfer distance."""
+"""k-nearest neighbours and what is built on them: ball query, Chamfer distance, interpolation."""
 
 from __future__ import annotations
 
@@ -65,3 +65,17 @@ def chamfer(a: torch.Tensor, b: torch.Tensor, a_lengths=None, b_lengths=None) ->
 
     out = mean_valid(d_ab, la) + mean_valid(d_ba, lb)
     return out[0] if single else out
+
+
+def interpolate(points: torch.Tensor, ref_points: torch.Tensor, ref_values: torch.Tensor, k: int = 3) -> torch.Tensor:
+    """Values at `points` by inverse-distance weighting of their k nearest `ref_points` (M,) -> (N,).
+
+    A point that coincides with a reference point takes its value exactly.
+    """
+    k = min(k, ref_points.shape[0])
+    dist2, idx = knn(points, ref_points, k)
+    dist = dist2.clamp_min(0).sqrt()
+    weight = 1.0 / (dist + 1e-12)
+    weight = torch.where(dist[:, :1] == 0, (dist == 0).to(weight.dtype), weight)
+    weight = weight / weight.sum(1, keepdim=True)
+    return (weight * ref_values[idx].to(weight.dtype)).sum(1)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from ad3d.ops import fallback
@@ -35,3 +36,11 @@ def fps(points: torch.Tensor, k: int, lengths=None, start: str = "first",
     else:
         idx = fallback.fps(batch, lens, starts, k)
     return idx[0] if single else idx
+
+
+def even_subset(points: np.ndarray, size: int) -> np.ndarray:
+    """Indices of a farthest-point subset of at most `size` of `points` (numpy in, numpy out; every
+    index, in order, when there are no more): an evenly spaced subset however the scan was sampled."""
+    if len(points) <= size:
+        return np.arange(len(points))
+    return fps(torch.from_numpy(np.ascontiguousarray(points, dtype=np.float32)), size).numpy()

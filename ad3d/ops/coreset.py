@@ -1,10 +1,8 @@
-"""Ops on top of fps/knn used by every memory-bank or sub-sampled detector."""
+"""PatchCore's coreset: greedy k-centre selection in feature space."""
 
 from __future__ import annotations
 
 import torch
-
-from ad3d.ops.neighbours import knn
 
 
 def greedy_coreset(features: torch.Tensor, k: int, start: int = 0) -> torch.Tensor:
@@ -24,17 +22,3 @@ def greedy_coreset(features: torch.Tensor, k: int, start: int = 0) -> torch.Tens
         dist = torch.minimum(dist, ((f - f[current]) ** 2).sum(1))
         current = int(torch.argmax(dist))
     return out
-
-
-def interpolate(points: torch.Tensor, ref_points: torch.Tensor, ref_values: torch.Tensor, k: int = 3) -> torch.Tensor:
-    """Values at `points` by inverse-distance weighting of their k nearest `ref_points` (M,) -> (N,).
-
-    A point that coincides with a reference point takes its value exactly.
-    """
-    k = min(k, ref_points.shape[0])
-    dist2, idx = knn(points, ref_points, k)
-    dist = dist2.clamp_min(0).sqrt()
-    weight = 1.0 / (dist + 1e-12)
-    weight = torch.where(dist[:, :1] == 0, (dist == 0).to(weight.dtype), weight)
-    weight = weight / weight.sum(1, keepdim=True)
-    return (weight * ref_values[idx].to(weight.dtype)).sum(1)

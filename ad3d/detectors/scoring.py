@@ -1,0 +1,66 @@
+"""Scoring pieces shared by the detectors: robust object scores, neighbourhood smoothing, carrying
+sub-sample scores to every point, a part's normal-score baseline, and blurring image maps."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+
+def top_mean(scores: np.ndarray, fraction: float) -> float:
+    """Mean of the highest `fraction` of the scores (at least one): a robust object score; 0 -> max."""
+    if fraction <= 0:
+        return float(np.max(scores))
+    k = max(1, int(round(fraction * len(scores))))
+    return float(np.mean(np.partition(scores, len(scores) - k)[-k:]))
+
+
+def neighbour_indices(points: torch.Tensor, k: int) -> torch.Tensor:
+    """Indices (N, k') of each point's k nearest points, itself first (k' = min(k, N), at least 1)."""
+    from ad3d import ops
+
+    return ops.knn(points, points, min(max(k, 1), len(points)))[1]
+
+
+def smooth(scores: torch.Tensor, near: torch.Tensor, k: int) -> torch.Tensor:
+    """Mean score over each point's k nearest points (from `neighbours`); k <= 1 returns the scores."""
+    return scores[near[:, :k]].mean(1) if k > 1 else scores
+
+
+def spread(points: np.ndarray, subset: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """Scores of the `subset` points carried to every point (inverse-distance weights of the 3 nearest)."""
+    from ad3d import ops
+
+    if len(subset) == len(points):  # ops.even_subset kept every point, in order
+        return scores
+    return ops.interpolate(torch.from_numpy(points), torch.from_numpy(points[subset]),
+                           torch.from_numpy(scores)).numpy()
+
+
+def location_baseline(reference: np.ndarray, clouds: list[tuple[np.ndarray, np.ndarray]], k: int = 8) -> np.ndarray:
+    """The normal score around each point of the part's reference: per normal cloud (points and their
+    raw scores, in the reference's frame), the mean score of the k cloud points nearest each reference
+    point, averaged over the clouds. Where a part always scores high (a sharp edge a network never quite
+    fits), the baseline is high too; only possible on aligned scans."""
+    from ad3d import ops
+
+    ref = torch.from_numpy(np.ascontiguousarray(reference, dtype=np.float32))
+    maps = [scores[ops.knn(ref, torch.from_numpy(np.ascontiguousarray(pts, dtype=np.float32)),
+                           min(k, len(pts)))[1].numpy()].mean(1) for pts, scores in clouds]
+    return np.mean(maps, 0).astype(np.float32)
+
+
+def baseline_at(reference: np.ndarray, baseline: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """The baseline of the reference point nearest each of `points`."""
+    from ad3d import ops
+
+    near = ops.knn(torch.from_numpy(np.ascontiguousarray(points, dtype=np.float32)),
+                   torch.from_numpy(np.ascontiguousarray(reference, dtype=np.float32)), 1)[1][:, 0]
+    return baseline[near.numpy()]
+
+
+def blur_map(image: np.ndarray, sigma: float = 4.0) -> np.ndarray:
+    """A 2D anomaly map smoothed by a Gaussian of `sigma` pixels (M3DM, LSFA and MuSc-V2 blur with 4)."""
+    from scipy.ndimage import gaussian_filter
+
+    return gaussian_filter(np.asarray(image, dtype=np.float32), sigma=sigma, mode="nearest")
