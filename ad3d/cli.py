@@ -327,6 +327,32 @@ def _cmd_demo(args) -> int:
     return 0
 
 
+def _cmd_pretrain(args) -> int:
+    from ad3d.features.pretrain import pretrain_point_mae
+
+    done = pretrain_point_mae(args.folder, args.out, preset=args.preset, seed=args.seed, iterations=args.iterations,
+                              per_source=args.per_source, progress=not args.quiet)
+    print(f"point-mae ({args.preset}): {done['clouds']} clouds, {done['iterations']} steps in {done['seconds']:.0f} s, "
+          f"Chamfer loss {done['loss_first']:.4f} -> {done['loss_last']:.4f}; weights: {done['out']}")
+    return 0
+
+
+def _cmd_weights(args) -> int:
+    import json
+
+    from ad3d.features.weights import status
+
+    rows = status()
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    for row in rows:
+        found = (f"{row['file']} ({row['size'] / 2**20:.1f} MiB, sha256 {row['sha256'][:16]})" if row["sha256"]
+                 else f"missing: {row['file']} (official: {row['source']})")
+        print(f"{row['name']:<20} {'usable ' if row['sha256'] else 'absent '} {found}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ad3d", description="Find defects in 3D scans of manufactured parts.")
     parser.add_argument("--version", action="version", version=f"ad3d {__version__}")
@@ -415,6 +441,21 @@ def build_parser() -> argparse.ArgumentParser:
                       help="single-view test scans in the real3d layout")
     synth.add_argument("--quiet", action="store_true", help="no progress bar")
     synth.set_defaults(run=_cmd_synth)
+
+    pretrain = sub.add_parser("pretrain", help="self-supervised pretraining of a point backbone on unlabelled scans")
+    pretrain.add_argument("backbone", choices=("point-mae",))
+    pretrain.add_argument("folder", help="folder of scans or meshes (searched recursively)")
+    pretrain.add_argument("--out", required=True, help="weights file to write (.safetensors)")
+    pretrain.add_argument("--preset", default="cpu", choices=("cpu", "paper"))
+    pretrain.add_argument("--iterations", type=int, help="training steps (default: the preset's)")
+    pretrain.add_argument("--per-source", type=int, default=8, help="clouds drawn from each file")
+    pretrain.add_argument("--seed", type=int, default=0)
+    pretrain.add_argument("--quiet", action="store_true")
+    pretrain.set_defaults(run=_cmd_pretrain)
+
+    weights = sub.add_parser("weights", help="which pretrained backbones are usable here (files, sizes, sha256)")
+    weights.add_argument("--json", action="store_true")
+    weights.set_defaults(run=_cmd_weights)
     return parser
 
 

@@ -19,3 +19,7 @@ class ConfigError(Ad3dError, ValueError):
 
 class ModelFormatError(Ad3dError, ValueError):
     """A saved model file is missing, truncated, tampered with or of an incompatible version."""
+
+
+class WeightsError(Ad3dError, ValueError):
+    """A pretrained-weights file is missing, truncated, or not the checkpoint a backbone expects."""

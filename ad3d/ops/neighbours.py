@@ -51,19 +51,22 @@ def ball_query(query: torch.Tensor, ref: torch.Tensor, radius: float, k: int, q_
 
 
 def chamfer(a: torch.Tensor, b: torch.Tensor, a_lengths=None, b_lengths=None) -> torch.Tensor:
-    """Symmetric Chamfer distance per cloud pair: mean squared NN distance a->b plus b->a. Shape (B,) or ()."""
+    """Symmetric Chamfer distance per cloud pair: mean squared NN distance a->b plus b->a. Shape (B,) or ().
+
+    Differentiable in both clouds (the neighbours come from knn, the distances are recomputed with
+    autograd, as pytorch3d's chamfer_distance does): a training loss for point reconstructions.
+    """
     pa, single = as_batch(a, "a")
     pb, _ = as_batch(b, "b")
     la, lb = as_lengths(a_lengths, pa, "a_lengths"), as_lengths(b_lengths, pb, "b_lengths")
-    d_ab, _ = knn(pa, pb, 1, la, lb)
-    d_ba, _ = knn(pb, pa, 1, lb, la)
 
-    def mean_valid(d, lens):
-        d = d[..., 0]
-        mask = torch.arange(d.shape[1], device=d.device)[None] < lens.to(d.device)[:, None]
-        return torch.where(mask, d, torch.zeros_like(d)).sum(1) / lens.to(d.device, d.dtype)
+    def mean_nearest(src, dst, ls, ld):
+        idx = knn(src.detach(), dst.detach(), 1, ls, ld)[1][..., 0].clamp_min(0)
+        d = ((src - torch.gather(dst, 1, idx[..., None].expand(-1, -1, 3))) ** 2).sum(-1)
+        mask = torch.arange(d.shape[1], device=d.device)[None] < ls.to(d.device)[:, None]
+        return torch.where(mask, d, torch.zeros_like(d)).sum(1) / ls.to(d.device, d.dtype)
 
-    out = mean_valid(d_ab, la) + mean_valid(d_ba, lb)
+    out = mean_nearest(pa, pb.to(pa.dtype), la, lb) + mean_nearest(pb.to(pa.dtype), pa, lb, la)
     return out[0] if single else out
 
 
