@@ -134,7 +134,7 @@ def _cmd_fit(args) -> int:
     if args.seed is not None:
         params.setdefault("seed", args.seed)
     det, info = fit_category(args.detector, params, args.data, args.format, args.category, fpr=args.fpr,
-                             progress=not args.quiet)
+                             progress=not args.quiet, load_options=_load_options(args))
     det.save(args.out)
     calibrated = (f"thresholds from {info['calibration_scans']} held-out normal scans (reject {det.threshold_:.4g})"
                   if det.threshold_ is not None else "not calibrated (too few normal scans)")
@@ -196,6 +196,19 @@ def _check_outputs(out, paths: list, names: list[str]) -> None:
                                   "choose another --out. Nothing was scored")
 
 
+def _load_options(args) -> dict:
+    """Dataset-loader options from the command line (--preprocess plane: MVTec 3D-AD background removal),
+    checked against the format before any work."""
+    from ad3d.errors import ConfigError
+
+    if args.preprocess == "none":
+        return {}
+    if args.format != "mvtec3d":
+        raise ConfigError(f"--preprocess {args.preprocess} is for organised scans (mvtec3d); the {args.format} "
+                          "loader takes no option preprocess")
+    return {"preprocess": args.preprocess}
+
+
 def _cmd_score(args) -> int:
     import time
     from pathlib import Path
@@ -211,24 +224,53 @@ def _cmd_score(args) -> int:
     names = result_names(paths)
     _check_outputs(out, paths, names)
     failed = anomalous = 0
-    for path, stem in zip(paths, names):
-        try:
-            started = time.perf_counter()
-            scan = read_scan(path)
-            read = {"read_s": time.perf_counter() - started, "read_peak_mb": peak_mb()}
-            result = det.score(scan, force=args.force)
-            result.timings.update(read, score_peak_mb=peak_mb())
-            write_result(out, stem, scan, result, det.name, det.thresholds())
-        except Exception as e:  # one bad file never stops the batch: say which file and why, go on
-            failed += 1
-            print(f"ad3d: {_per_file_error(path, e)}", file=sys.stderr)
-            if args.debug:
-                raise
-            continue
+
+    def fail(path, error) -> None:
+        nonlocal failed
+        failed += 1
+        print(f"ad3d: {_per_file_error(path, error)}", file=sys.stderr)
+        if args.debug:
+            raise error
+
+    def read(path):
+        started = time.perf_counter()
+        scan = read_scan(path)
+        if args.preprocess == "plane":
+            from ad3d.preprocess import remove_background_plane
+
+            scan = remove_background_plane(scan)
+        return scan, {"read_s": time.perf_counter() - started, "read_peak_mb": peak_mb()}
+
+    def finish(path, stem, scan, result) -> None:
+        nonlocal anomalous
+        write_result(out, stem, scan, result, det.name, det.thresholds())
         anomalous += bool(result.is_anomalous)
         if not args.quiet:
-            renamed = f" -> {stem}.json" if stem != path.stem else ""
-            print(summary_line(path.name, result) + renamed)
+            print(summary_line(path.name, result) + (f" -> {stem}.json" if stem != path.stem else ""))
+
+    if det.learning_type == "zero-shot":  # every scan read first, then scored together
+        batch = []
+        for path, stem in zip(paths, names):
+            try:
+                batch.append((path, stem, *read(path)))
+            except Exception as e:  # one bad file never stops the batch: say which file and why, go on
+                fail(path, e)
+        results = det.score_many([scan for _, _, scan, _ in batch], force=args.force) if batch else []
+        for (path, stem, scan, timings), result in zip(batch, results):
+            try:
+                result.timings.update(timings, score_peak_mb=peak_mb())
+                finish(path, stem, scan, result)
+            except Exception as e:
+                fail(path, e)
+    else:
+        for path, stem in zip(paths, names):
+            try:
+                scan, timings = read(path)
+                result = det.score(scan, force=args.force)
+                result.timings.update(timings, score_peak_mb=peak_mb())
+                finish(path, stem, scan, result)
+            except Exception as e:  # one bad file never stops the batch: say which file and why, go on
+                fail(path, e)
     if failed:
         print(f"{len(paths) - failed} of {len(paths)} scans scored, {failed} failed (see the lines above); "
               f"results in {out}", file=sys.stderr)
@@ -265,14 +307,15 @@ def _cmd_eval(args) -> int:
         category = args.category or det.category_
         if not category:
             raise ConfigError("the model does not record its category: pass --category")
-        rows = [evaluate_category(det, args.data, args.format, category, progress=not args.quiet)]
+        rows = [evaluate_category(det, args.data, args.format, category, progress=not args.quiet,
+                                  load_options=_load_options(args))]
         name = det.name
     else:
         if not args.detector:
             raise ConfigError("pass a saved MODEL or --detector NAME to fit per category")
         cats = args.category.split(",") if args.category else None
         rows = evaluate_dataset(args.detector, _params(args.detector, args), args.data, args.format, cats,
-                                progress=not args.quiet)
+                                progress=not args.quiet, load_options=_load_options(args))
         name = args.detector
     table = with_mean(rows) if len(rows) > 1 else rows
     print(f"\n{name} on {args.data} ({args.format})")
@@ -381,6 +424,8 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--preset", help="named parameter set of the detector (r3dad, mc4ad: cpu | paper)")
     fit.add_argument("--fpr", type=float, default=0.01, help="false-positive rate of the reject threshold")
     fit.add_argument("--seed", type=int)
+    fit.add_argument("--preprocess", choices=("none", "plane"), default="none",
+                     help="plane: remove the background plane of organised scans (MVTec 3D-AD)")
     fit.add_argument("--quiet", action="store_true")
     fit.set_defaults(run=_cmd_fit)
 
@@ -390,6 +435,8 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--out", required=True, help="output folder")
     score.add_argument("--fail-on-anomaly", action="store_true", help="exit 1 when a scan is rejected")
     score.add_argument("--force", action="store_true", help="score even scans far off the training size")
+    score.add_argument("--preprocess", choices=("none", "plane"), default="none",
+                       help="plane: remove the background plane of organised scans (MVTec 3D-AD)")
     score.add_argument("--quiet", action="store_true")
     score.set_defaults(run=_cmd_score)
 
@@ -402,6 +449,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--param", action="append", metavar="KEY=VALUE")
     ev.add_argument("--preset", help="named parameter set of the detector (r3dad, mc4ad: cpu | paper)")
     ev.add_argument("--out", help="folder for eval.json and eval.md")
+    ev.add_argument("--preprocess", choices=("none", "plane"), default="none",
+                    help="plane: remove the background plane of organised scans (MVTec 3D-AD)")
     ev.add_argument("--quiet", action="store_true")
     ev.set_defaults(run=_cmd_eval)
 

@@ -8,6 +8,7 @@ import warnings
 
 from ad3d import datasets
 from ad3d.detectors import Detector, create
+from ad3d.detectors.registry import detector_class
 from ad3d.errors import DatasetError
 from ad3d.report import mean_row, peak_mb
 
@@ -18,15 +19,15 @@ METRIC_KEYS = ["object_auroc", "point_auroc", "aupro", "ap", "fit_s", "score_ms"
 
 
 def fit_category(detector: str, params: dict, root, format: str, category: str, *, fpr: float = 0.01,
-                 progress: bool = False) -> tuple[Detector, dict]:
+                 progress: bool = False, load_options: dict | None = None) -> tuple[Detector, dict]:
     """Fit on the normal training scans and calibrate thresholds on held-out normal scans.
 
     Held-out scans: the validation split when the dataset has one, else the last quarter of the
     training scans (at least one, when there are two or more).
     """
-    train = list(datasets.load(format, root, category, "train"))
+    train = list(datasets.load(format, root, category, "train", **(load_options or {})))
     try:
-        held_out = list(datasets.load(format, root, category, "validation"))
+        held_out = list(datasets.load(format, root, category, "validation", **(load_options or {})))
     except DatasetError:
         held_out = []
     if not held_out and len(train) >= 2:
@@ -40,11 +41,12 @@ def fit_category(detector: str, params: dict, root, format: str, category: str, 
     return det, {"fit_s": fit_s, "train_scans": len(train), "calibration_scans": len(held_out)}
 
 
-def evaluate_category(det: Detector, root, format: str, category: str, progress: bool = False) -> dict:
+def evaluate_category(det: Detector, root, format: str, category: str, progress: bool = False,
+                      load_options: dict | None = None) -> dict:
     """The metric row for one category's test split."""
     from ad3d.metrics import evaluate
 
-    test = list(datasets.load(format, root, category, "test"))
+    test = list(datasets.load(format, root, category, "test", **(load_options or {})))
     problems = [p for s in test for p in datasets.gt_problems(s, s.meta.get("gt_path"))]
     if problems:  # the metrics below rest on this GT: say so, as `ad3d datasets verify` would
         warnings.warn(f"{category}: {len(problems)} ground-truth problem(s) that `ad3d datasets verify` reports; "
@@ -59,17 +61,22 @@ def evaluate_category(det: Detector, root, format: str, category: str, progress:
 
 
 def evaluate_dataset(detector: str, params: dict, root, format: str, categories: list[str] | None = None,
-                     progress: bool = False) -> list[dict]:
-    """Fit and evaluate per category; one row each."""
+                     progress: bool = False, load_options: dict | None = None) -> list[dict]:
+    """Fit and evaluate per category; one row each. A zero-shot detector is not fitted: it scores each
+    category's test scans together, as its protocol prescribes."""
     from tqdm import tqdm
 
     cats = categories or datasets.categories(format, root)
     if not cats:
         raise DatasetError(f"no categories found in '{root}' ({format})")
     rows = []
+    zero_shot = detector_class(detector).learning_type == "zero-shot"
     for cat in tqdm(cats, desc=f"eval {detector}", unit="category", disable=not progress):
-        det, info = fit_category(detector, params, root, format, cat)
-        rows.append({**evaluate_category(det, root, format, cat), "fit_s": info["fit_s"]})
+        if zero_shot:  # the test split alone: each scan scored against the other test scans
+            det, info = create(detector, **params).fit([]), {"fit_s": 0.0}
+        else:
+            det, info = fit_category(detector, params, root, format, cat, load_options=load_options)
+        rows.append({**evaluate_category(det, root, format, cat, load_options=load_options), "fit_s": info["fit_s"]})
     return rows
 
 

@@ -1,5 +1,5 @@
-"""Scan clean-up shared by loaders and detectors: background-plane removal, unit-sphere normalisation,
-and alignment of a scan to its part's reference (the first step of every metrology workflow)."""
+"""Scan clean-up shared by loaders and detectors: background-plane removal, and alignment of a scan to
+its part's reference (the first step of every metrology workflow)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ad3d.errors import ConfigError
 from ad3d.types import Scan
 
 
@@ -23,7 +24,8 @@ def background_plane_keep(scan: Scan, *, border: int = 10, distance_threshold: f
     import open3d as o3d
 
     if not scan.is_organised:
-        raise ValueError("background-plane removal needs an organised scan (a grid of pixels)")
+        raise ConfigError(f"'{scan.path or 'the scan'}': background-plane removal needs an organised scan "
+                          "(a grid of pixels, as MVTec 3D-AD's xyz tiffs)")
     h, w = scan.grid_shape
     rows, cols = np.divmod(scan.grid_index, w)
     frame = (rows < border) | (rows >= h - border) | (cols < border) | (cols >= w - border)
@@ -49,13 +51,6 @@ def background_plane_keep(scan: Scan, *, border: int = 10, distance_threshold: f
 def remove_background_plane(scan: Scan, **params) -> Scan:
     """The scan without its background plane (see background_plane_keep for the parameters)."""
     return scan.subset(background_plane_keep(scan, **params))
-
-
-def normalise(scan: Scan) -> tuple[Scan, np.ndarray, float]:
-    """Centre on the centroid and scale into the unit sphere; returns (scan, centre, scale)."""
-    centre = scan.points.mean(axis=0, dtype=np.float64)
-    scale = float(np.linalg.norm(scan.points - centre, axis=1).max()) or 1.0
-    return scan.replace(points=(scan.points - centre) / scale, units="unit"), centre, scale
 
 
 @dataclass(frozen=True)

@@ -113,7 +113,6 @@ class DefectRegion:
     extent: np.ndarray
     area: float
     max_score: float
-    max_deviation: float | None = None
 
 
 @dataclass(frozen=True, eq=False)

@@ -6,6 +6,7 @@ Formats: mvtec3d, real3d, anomaly-shapenet, folder. Each yields Scans with `labe
 
 from __future__ import annotations
 
+import inspect
 import os
 from collections import Counter
 from pathlib import Path
@@ -45,7 +46,12 @@ def categories(format: str, root: str | os.PathLike) -> list[str]:
 
 def load(format: str, root: str | os.PathLike, category: str, split: str = "test", **options) -> Dataset:
     """A lazy Dataset of one category's scans; `options` go to the format's loader."""
-    return _module(format).load(_root(root), category, split, **options)
+    module = _module(format)
+    unknown = set(options) - set(inspect.signature(module.load).parameters)
+    if unknown:
+        raise DatasetError(f"the {format} loader takes no option {', '.join(sorted(unknown))} "
+                           "(preprocess=plane is for mvtec3d)")
+    return module.load(_root(root), category, split, **options)
 
 
 def describe(format: str, root: str | os.PathLike) -> list[dict]:

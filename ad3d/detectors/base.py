@@ -20,10 +20,12 @@ from ad3d.types import AnomalyResult, Scan
 
 
 class Detector:
-    """Base class: subclasses define __init__ (params only), _fit(scans) and _score(scan)."""
+    """Base class: subclasses define __init__ (params only), _fit(scans), and _score(scan) (one-class)
+    or _score_batch(scans) (zero-shot)."""
 
     name: ClassVar[str] = ""
-    modalities: ClassVar[tuple[str, ...]] = ("xyz",)
+    modalities: ClassVar[tuple[str, ...]] = ("xyz",)  # what it reads: "xyz", and "rgb" for colour
+    learning_type: ClassVar[str] = "one-class"  # or "zero-shot" (anomalib's names): scores sets of scans
     _state_arrays: ClassVar[tuple[str, ...]] = ()  # learned numpy arrays saved as tensors
     _state_scalars: ClassVar[tuple[str, ...]] = ()  # learned JSON-able values
 
@@ -56,17 +58,26 @@ class Detector:
 
     # --- lifecycle ----------------------------------------------------------------------------
     def fit(self, scans: Iterable[Scan], progress: bool = False) -> Detector:
-        """Learn from normal scans only; returns self."""
+        """Learn from normal scans only; returns self. A zero-shot detector only keeps them as an
+        optional reference pool (none is allowed: it then scores sets of scans with score_many)."""
         scans = list(scans)
-        if not scans:
+        if not scans and self.learning_type != "zero-shot":
             raise ConfigError(f"{self.name}: fit needs at least one normal scan")
         self.check_params()
+        for scan in scans:
+            self.check_modalities(scan)
         categories = {s.category for s in scans} - {None}
         self.category_ = categories.pop() if len(categories) == 1 else None
         self.threshold_ = self.review_threshold_ = self.point_threshold_ = self.point_review_threshold_ = None
-        self.train_diag_ = float(np.median([np.linalg.norm(np.ptp(s.points, axis=0)) for s in scans]))
+        self.train_diag_ = float(np.median([np.linalg.norm(np.ptp(s.points, axis=0)) for s in scans])) if scans else None
         self._fit(self._fit_reference(scans), progress)
         return self
+
+    def check_modalities(self, scan: Scan) -> None:
+        """Refuse a scan that lacks what this detector reads (colour for an 'rgb' detector)."""
+        if "rgb" in self.modalities and scan.image is None and scan.colors is None:
+            raise ConfigError(f"{self.name} reads colour and geometry (modalities {', '.join(self.modalities)}), "
+                              f"but '{scan.path or 'the scan'}' has no image and no point colours")
 
     # --- alignment to the part's reference ------------------------------------------------------
     def _fit_reference(self, scans: list[Scan]) -> list[Scan]:
@@ -74,7 +85,7 @@ class Detector:
         every training scan is registered to it; else the scans as they are."""
         from ad3d.preprocess import reference_cloud
 
-        self.reference_ = reference_cloud(scans[0].points) if getattr(self, "align", False) else None
+        self.reference_ = reference_cloud(scans[0].points) if getattr(self, "align", False) and scans else None
         return [self.aligned(s)[0] for s in scans]
 
     def aligned(self, scan: Scan):
@@ -124,22 +135,58 @@ class Detector:
         for a in self._state_arrays:
             setattr(self, a, tensors[a])
 
+    def _check_scan(self, scan: Scan, force: bool) -> None:
+        if len(scan) == 0:
+            raise ConfigError(f"cannot score an empty scan{f' ({scan.path})' if scan.path else ''}")
+        self.check_modalities(scan)
+        if not force:
+            self.check_scale(scan)
+
     def score(self, scan: Scan, *, force: bool = False) -> AnomalyResult:
         """Score every point of `scan` and the scan as a whole; decision and regions once calibrated.
 
         A scan more than 3x larger or smaller than the training parts is refused (another part, or
-        other units?) unless force=True.
+        other units?) unless force=True. A zero-shot detector scores it against its reference pool.
         """
         self._check_fitted()
-        if len(scan) == 0:
-            raise ConfigError(f"cannot score an empty scan{f' ({scan.path})' if scan.path else ''}")
-        if not force:
-            self.check_scale(scan)
+        self._check_scan(scan, force)
         start = time.perf_counter()
         moved, alignment = self.aligned(scan)
         timings = {"align_s": time.perf_counter() - start} if alignment is not None else {}
-        point_scores, object_score = self._score(moved)
+        scores, object_score = self._score_batch([moved])[0] if self.learning_type == "zero-shot" else self._score(moved)
         timings["score_s"] = time.perf_counter() - start
+        return self._result(scan, scores, object_score, alignment, timings)
+
+    def score_many(self, scans: Iterable[Scan], progress: bool = False, *, force: bool = False) -> list[AnomalyResult]:
+        """Score several scans: one by one, or, for a zero-shot detector, together (each against the
+        others and the reference pool), which is its primary use."""
+        from tqdm import tqdm
+
+        scans = list(scans)
+        if self.learning_type != "zero-shot":
+            return [self.score(s, force=force)
+                    for s in tqdm(scans, desc=f"{self.name} score", disable=not progress, leave=False)]
+        self._check_fitted()
+        for scan in scans:
+            self._check_scan(scan, force)
+        start = time.perf_counter()
+        moved = [self.aligned(s) for s in scans]
+        scored = self._score_batch([m for m, _ in moved])
+        timings = {"score_s": (time.perf_counter() - start) / max(1, len(scans))}
+        return [self._result(scan, scores, obj, alignment, dict(timings))
+                for scan, (scores, obj), (_, alignment) in zip(scans, scored, moved)]
+
+    def _result(self, scan: Scan, scores: np.ndarray, object_score: float, alignment, timings: dict) -> AnomalyResult:
+        """The AnomalyResult of one scored scan. `scores` are per point, or an anomaly map on the organised
+        grid (H, W) from which each point takes its pixel's value."""
+        image_scores = None
+        if scores.ndim == 2:
+            if scores.shape != scan.grid_shape:
+                raise ConfigError(f"{self.name} returned a {scores.shape} map for a scan whose grid is "
+                                  f"{scan.grid_shape}")
+            image_scores, scores = scores, scores.reshape(-1)[scan.grid_index]
+        elif scan.is_organised:
+            image_scores = scan.to_image(scores)
         decision = is_anomalous = None
         if self.threshold_ is not None:
             is_anomalous = object_score >= self.threshold_
@@ -150,23 +197,23 @@ class Detector:
         regions, point_decisions = [], None
         if self.point_threshold_ is not None:
             started = time.perf_counter()
-            regions = extract_regions(scan.points, point_scores, self.point_threshold_)
+            regions = extract_regions(scan.points, scores, self.point_threshold_)
             uncertain = self.point_review_threshold_ if self.point_review_threshold_ is not None else self.point_threshold_
-            point_decisions = ((point_scores >= uncertain).astype(np.uint8)
-                               + (point_scores >= self.point_threshold_).astype(np.uint8))
+            point_decisions = ((scores >= uncertain).astype(np.uint8)
+                               + (scores >= self.point_threshold_).astype(np.uint8))
             timings["regions_s"] = time.perf_counter() - started
-        image_scores = scan.to_image(point_scores) if scan.is_organised else None
-        return AnomalyResult(point_scores=point_scores, object_score=object_score, threshold=self.threshold_,
+        return AnomalyResult(point_scores=scores, object_score=object_score, threshold=self.threshold_,
                              is_anomalous=is_anomalous, decision=decision, regions=regions,
                              image_scores=image_scores, timings=timings, point_decisions=point_decisions,
                              alignment=None if alignment is None else alignment.as_dict())
 
-    def score_many(self, scans: Iterable[Scan], progress: bool = False, *, force: bool = False) -> list[AnomalyResult]:
-        from tqdm import tqdm
+    def _score(self, scan: Scan) -> tuple[np.ndarray, float]:
+        """One-class detectors: (point scores or an (H, W) map, object score) of one scan."""
+        raise NotImplementedError
 
-        scans = list(scans)
-        return [self.score(s, force=force)
-                for s in tqdm(scans, desc=f"{self.name} score", disable=not progress, leave=False)]
+    def _score_batch(self, scans: list[Scan]) -> list[tuple[np.ndarray, float]]:
+        """Zero-shot detectors: each scan scored against the others and the reference pool."""
+        raise NotImplementedError
 
     def calibrate(self, normal_scans: Iterable[Scan], fpr: float = 0.01, review_fpr: float | None = 0.05,
                   point_fpr: float = 0.005, point_review_fpr: float | None = 0.02) -> Detector:

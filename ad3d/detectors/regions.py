@@ -26,8 +26,7 @@ def extract_regions(points: np.ndarray, scores: np.ndarray, threshold: float, *,
                     link: float = 2.5) -> list[DefectRegion]:
     """Regions of points with score >= threshold, joined when closer than `link` x the point spacing.
 
-    Largest first. area is a surface estimate: points x spacing². max_deviation is left to detectors
-    that measure one.
+    Largest first. area is a surface estimate: points x spacing².
     """
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components
