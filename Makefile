@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 NVCC ?= nvcc
 CUDA_ARCHS := -gencode arch=compute_80,code=sm_80 -gencode arch=compute_90,code=sm_90
 
-.PHONY: demo test test-fast cuda-check ops clean
+.PHONY: demo test test-fast lint cuda-check ops clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -19,6 +19,11 @@ demo: $(VENV)/.installed
 
 test: $(VENV)/.installed
 	$(PY) -m pytest -q
+
+# ruff: lint and format (line length 120, configured in pyproject.toml)
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check ad3d tests benchmarks
+	$(VENV)/bin/ruff format --check ad3d tests benchmarks
 
 test-fast: $(VENV)/.installed
 	$(PY) -m pytest -q -m "not slow"

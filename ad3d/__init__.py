@@ -8,14 +8,26 @@ from __future__ import annotations
 import importlib
 
 __version__ = "0.1.0"
-__all__ = ["create", "available", "load", "io", "datasets", "metrics", "preprocess", "ops", "types", "errors", "Scan", "AnomalyResult",
-           "DefectRegion"]
+__all__ = [
+    "create",
+    "available",
+    "load",
+    "io",
+    "datasets",
+    "metrics",
+    "preprocess",
+    "ops",
+    "types",
+    "errors",
+    "Scan",
+    "AnomalyResult",
+    "DefectRegion",
+]
 
 from ad3d.errors import Ad3dError, ConfigError, DatasetError, ModelFormatError, ScanFormatError  # noqa: E402
 from ad3d.types import AnomalyResult, DefectRegion, Scan  # noqa: E402
 
-_LAZY = {"io", "datasets", "metrics", "preprocess", "ops", "types", "errors", "cli", "synth", "detectors",
-         "viewers"}
+_LAZY = {"io", "datasets", "metrics", "preprocess", "ops", "types", "errors", "cli", "synth", "detectors", "viewers"}
 _DETECTOR_API = {"create", "available", "load"}
 
 

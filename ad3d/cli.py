@@ -22,11 +22,13 @@ def _cmd_doctor(args) -> int:
             rows.append((mod, f"not available ({type(e).__name__}: {str(e).splitlines()[0][:60]})"))
     try:
         import torch
+
         rows.append(("cuda", f"{torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else "no GPU visible"))
     except Exception:
         rows.append(("cuda", "torch missing"))
     try:
         from ad3d.ops import extension_status
+
         rows.append(("ops", extension_status(build=args.build)))
     except ImportError:
         rows.append(("ops", "not installed"))
@@ -37,9 +39,8 @@ def _cmd_doctor(args) -> int:
 
 
 def _cmd_datasets(args) -> int:
-    from ad3d.errors import DatasetError
-
     from ad3d import datasets
+    from ad3d.errors import DatasetError
 
     if args.action == "list":
         for cat in datasets.categories(args.format, args.root):
@@ -53,12 +54,15 @@ def _cmd_datasets(args) -> int:
         print(f"{'category':<20} {'train':>6} {'valid':>6} {'test':>6}  defects")
         for r in rows:
             defects = ", ".join(f"{k} {v}" for k, v in r.get("defects", {}).items())
-            print(f"{r['category']:<20} {r.get('train', 0):>6} {r.get('validation', 0):>6} {r.get('test', 0):>6}  {defects}")
+            counts = " ".join(f"{r.get(split, 0):>6}" for split in ("train", "validation", "test"))
+            print(f"{r['category']:<20} {counts}  {defects}")
         return 0
     rows = datasets.verify(args.format, args.root, progress=not args.quiet)
     if not rows:
-        raise DatasetError(f"no {args.format} categories found in '{args.root}': nothing to verify "
-                           f"(is it the dataset's root folder? `ad3d datasets list` shows what is found)")
+        raise DatasetError(
+            f"no {args.format} categories found in '{args.root}': nothing to verify "
+            f"(is it the dataset's root folder? `ad3d datasets list` shows what is found)"
+        )
     if args.json:
         print(json.dumps(rows, indent=2))
     else:
@@ -77,11 +81,10 @@ def _cmd_synth(args) -> int:
     from pathlib import Path
 
     from ad3d.errors import ConfigError
+    from ad3d.io import SCAN_SUFFIXES
     from ad3d.synth import DEFECTS, make_dataset
     from ad3d.synth.acquisition import Acquisition
     from ad3d.synth.dataset import MESH_SUFFIXES
-
-    from ad3d.io import SCAN_SUFFIXES
 
     src = Path(args.source)
     if src.is_dir():
@@ -94,11 +97,27 @@ def _cmd_synth(args) -> int:
     unknown = set(defects or ()) - set(DEFECTS)
     if unknown:
         raise ConfigError(f"unknown defect(s) {', '.join(sorted(unknown))}; expected {', '.join(DEFECTS)}")
-    acquisition = Acquisition(pose_degrees=args.pose_degrees, pose_shift=args.pose_shift, noise=args.noise,
-                              density=args.density, partial=args.partial)
-    summary = make_dataset(sources, args.format, Path(args.out), points=args.points, train=args.train,
-                           good=args.good, per_defect=args.per_defect, defects=defects, seed=args.seed,
-                           image_size=args.image_size, acquisition=acquisition, progress=not args.quiet)
+    acquisition = Acquisition(
+        pose_degrees=args.pose_degrees,
+        pose_shift=args.pose_shift,
+        noise=args.noise,
+        density=args.density,
+        partial=args.partial,
+    )
+    summary = make_dataset(
+        sources,
+        args.format,
+        Path(args.out),
+        points=args.points,
+        train=args.train,
+        good=args.good,
+        per_defect=args.per_defect,
+        defects=defects,
+        seed=args.seed,
+        image_size=args.image_size,
+        acquisition=acquisition,
+        progress=not args.quiet,
+    )
     total = sum(v["train"] + v["good"] + v["anomalous"] for v in summary.values())
     print(f"wrote {len(summary)} categories, {total} scans ({args.format} layout) to {args.out}")
     return 0
@@ -120,8 +139,9 @@ def _check_out(path: str, want: str) -> None:
 
     p = Path(path)
     if want == "file" and p.is_dir():
-        raise ConfigError(f"--out '{p}' is a folder; name the model file to write (e.g. {p / 'model.ad3d'}). "
-                          "Nothing was fitted")
+        raise ConfigError(
+            f"--out '{p}' is a folder; name the model file to write (e.g. {p / 'model.ad3d'}). Nothing was fitted"
+        )
     if want == "folder" and p.exists() and not p.is_dir():
         raise ConfigError(f"--out '{p}' is a file, not a folder; nothing was done")
 
@@ -133,13 +153,26 @@ def _cmd_fit(args) -> int:
     params = _params(args.detector, args)
     if args.seed is not None:
         params.setdefault("seed", args.seed)
-    det, info = fit_category(args.detector, params, args.data, args.format, args.category, fpr=args.fpr,
-                             progress=not args.quiet, load_options=_load_options(args))
+    det, info = fit_category(
+        args.detector,
+        params,
+        args.data,
+        args.format,
+        args.category,
+        fpr=args.fpr,
+        progress=not args.quiet,
+        load_options=_load_options(args),
+    )
     det.save(args.out)
-    calibrated = (f"thresholds from {info['calibration_scans']} held-out normal scans (reject {det.threshold_:.4g})"
-                  if det.threshold_ is not None else "not calibrated (too few normal scans)")
-    print(f"{args.detector} fitted on {info['train_scans']} scans of '{args.category}' in {info['fit_s']:.1f} s; "
-          f"{calibrated}; saved to {args.out}")
+    calibrated = (
+        f"thresholds from {info['calibration_scans']} held-out normal scans (reject {det.threshold_:.4g})"
+        if det.threshold_ is not None
+        else "not calibrated (too few normal scans)"
+    )
+    print(
+        f"{args.detector} fitted on {info['train_scans']} scans of '{args.category}' in {info['fit_s']:.1f} s; "
+        f"{calibrated}; saved to {args.out}"
+    )
     return 0
 
 
@@ -169,7 +202,7 @@ def result_names(paths: list) -> list[str]:
     from collections import Counter
 
     def name(p, depth: int) -> str:  # stem_suffix, with the last depth - 1 parent folder names in front
-        folders = list(p.absolute().parent.parts[1:])[-(depth - 1):] if depth > 1 else []
+        folders = list(p.absolute().parent.parts[1:])[-(depth - 1) :] if depth > 1 else []
         return "_".join(folders + [f"{p.stem}_{p.suffix.lstrip('.').lower()}"])
 
     names = [p.stem for p in paths]
@@ -192,8 +225,10 @@ def _check_outputs(out, paths: list, names: list[str]) -> None:
         for suffix in (".ply", ".json"):
             target = os.path.realpath(out / f"{stem}{suffix}")
             if target in inputs:
-                raise ConfigError(f"result '{out / (stem + suffix)}' would overwrite the input '{inputs[target]}'; "
-                                  "choose another --out. Nothing was scored")
+                raise ConfigError(
+                    f"result '{out / (stem + suffix)}' would overwrite the input '{inputs[target]}'; "
+                    "choose another --out. Nothing was scored"
+                )
 
 
 def _load_options(args) -> dict:
@@ -204,8 +239,10 @@ def _load_options(args) -> dict:
     if args.preprocess == "none":
         return {}
     if args.format != "mvtec3d":
-        raise ConfigError(f"--preprocess {args.preprocess} is for organised scans (mvtec3d); the {args.format} "
-                          "loader takes no option preprocess")
+        raise ConfigError(
+            f"--preprocess {args.preprocess} is for organised scans (mvtec3d); the {args.format} "
+            "loader takes no option preprocess"
+        )
     return {"preprocess": args.preprocess}
 
 
@@ -272,8 +309,11 @@ def _cmd_score(args) -> int:
             except Exception as e:  # one bad file never stops the batch: say which file and why, go on
                 fail(path, e)
     if failed:
-        print(f"{len(paths) - failed} of {len(paths)} scans scored, {failed} failed (see the lines above); "
-              f"results in {out}", file=sys.stderr)
+        print(
+            f"{len(paths) - failed} of {len(paths)} scans scored, {failed} failed (see the lines above); "
+            f"results in {out}",
+            file=sys.stderr,
+        )
         return 2
     return 1 if args.fail_on_anomaly and anomalous else 0
 
@@ -307,15 +347,25 @@ def _cmd_eval(args) -> int:
         category = args.category or det.category_
         if not category:
             raise ConfigError("the model does not record its category: pass --category")
-        rows = [evaluate_category(det, args.data, args.format, category, progress=not args.quiet,
-                                  load_options=_load_options(args))]
+        rows = [
+            evaluate_category(
+                det, args.data, args.format, category, progress=not args.quiet, load_options=_load_options(args)
+            )
+        ]
         name = det.name
     else:
         if not args.detector:
             raise ConfigError("pass a saved MODEL or --detector NAME to fit per category")
         cats = args.category.split(",") if args.category else None
-        rows = evaluate_dataset(args.detector, _params(args.detector, args), args.data, args.format, cats,
-                                progress=not args.quiet, load_options=_load_options(args))
+        rows = evaluate_dataset(
+            args.detector,
+            _params(args.detector, args),
+            args.data,
+            args.format,
+            cats,
+            progress=not args.quiet,
+            load_options=_load_options(args),
+        )
         name = args.detector
     table = with_mean(rows) if len(rows) > 1 else rows
     print(f"\n{name} on {args.data} ({args.format})")
@@ -356,8 +406,17 @@ def _cmd_view(args) -> int:
             raise ConfigError(f"'{path}' has no per-point ground truth (no label property)")
     regions = extract_regions(scan.points, scores, threshold) if scores is not None and threshold is not None else None
     interactive = not (args.screenshot or args.html)
-    render(scan, scores, threshold=threshold, gt=gt, regions=regions, screenshot=args.screenshot, html=args.html,
-           show=interactive, title=path.name)
+    render(
+        scan,
+        scores,
+        threshold=threshold,
+        gt=gt,
+        regions=regions,
+        screenshot=args.screenshot,
+        html=args.html,
+        show=interactive,
+        title=path.name,
+    )
     for out in filter(None, (args.screenshot, args.html)):
         print(f"written: {out}")
     return 0
@@ -373,10 +432,19 @@ def _cmd_demo(args) -> int:
 def _cmd_pretrain(args) -> int:
     from ad3d.features.pretrain import pretrain_point_mae
 
-    done = pretrain_point_mae(args.folder, args.out, preset=args.preset, seed=args.seed, iterations=args.iterations,
-                              per_source=args.per_source, progress=not args.quiet)
-    print(f"point-mae ({args.preset}): {done['clouds']} clouds, {done['iterations']} steps in {done['seconds']:.0f} s, "
-          f"Chamfer loss {done['loss_first']:.4f} -> {done['loss_last']:.4f}; weights: {done['out']}")
+    done = pretrain_point_mae(
+        args.folder,
+        args.out,
+        preset=args.preset,
+        seed=args.seed,
+        iterations=args.iterations,
+        per_source=args.per_source,
+        progress=not args.quiet,
+    )
+    print(
+        f"point-mae ({args.preset}): {done['clouds']} clouds, {done['iterations']} steps in {done['seconds']:.0f} s, "
+        f"Chamfer loss {done['loss_first']:.4f} -> {done['loss_last']:.4f}; weights: {done['out']}"
+    )
     return 0
 
 
@@ -390,8 +458,11 @@ def _cmd_weights(args) -> int:
         print(json.dumps(rows, indent=2))
         return 0
     for row in rows:
-        found = (f"{row['file']} ({row['size'] / 2**20:.1f} MiB, sha256 {row['sha256'][:16]})" if row["sha256"]
-                 else f"missing: {row['file']} (official: {row['source']})")
+        found = (
+            f"{row['file']} ({row['size'] / 2**20:.1f} MiB, sha256 {row['sha256'][:16]})"
+            if row["sha256"]
+            else f"missing: {row['file']} (official: {row['source']})"
+        )
         print(f"{row['name']:<20} {'usable ' if row['sha256'] else 'absent '} {found}")
     return 0
 
@@ -424,8 +495,12 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--preset", help="named parameter set of the detector (r3dad, mc4ad: cpu | paper)")
     fit.add_argument("--fpr", type=float, default=0.01, help="false-positive rate of the reject threshold")
     fit.add_argument("--seed", type=int)
-    fit.add_argument("--preprocess", choices=("none", "plane"), default="none",
-                     help="plane: remove the background plane of organised scans (MVTec 3D-AD)")
+    fit.add_argument(
+        "--preprocess",
+        choices=("none", "plane"),
+        default="none",
+        help="plane: remove the background plane of organised scans (MVTec 3D-AD)",
+    )
     fit.add_argument("--quiet", action="store_true")
     fit.set_defaults(run=_cmd_fit)
 
@@ -435,8 +510,12 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--out", required=True, help="output folder")
     score.add_argument("--fail-on-anomaly", action="store_true", help="exit 1 when a scan is rejected")
     score.add_argument("--force", action="store_true", help="score even scans far off the training size")
-    score.add_argument("--preprocess", choices=("none", "plane"), default="none",
-                       help="plane: remove the background plane of organised scans (MVTec 3D-AD)")
+    score.add_argument(
+        "--preprocess",
+        choices=("none", "plane"),
+        default="none",
+        help="plane: remove the background plane of organised scans (MVTec 3D-AD)",
+    )
     score.add_argument("--quiet", action="store_true")
     score.set_defaults(run=_cmd_score)
 
@@ -449,8 +528,12 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--param", action="append", metavar="KEY=VALUE")
     ev.add_argument("--preset", help="named parameter set of the detector (r3dad, mc4ad: cpu | paper)")
     ev.add_argument("--out", help="folder for eval.json and eval.md")
-    ev.add_argument("--preprocess", choices=("none", "plane"), default="none",
-                    help="plane: remove the background plane of organised scans (MVTec 3D-AD)")
+    ev.add_argument(
+        "--preprocess",
+        choices=("none", "plane"),
+        default="none",
+        help="plane: remove the background plane of organised scans (MVTec 3D-AD)",
+    )
     ev.add_argument("--quiet", action="store_true")
     ev.set_defaults(run=_cmd_eval)
 
@@ -478,16 +561,23 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--train", type=int, default=4, help="normal training scans per category")
     synth.add_argument("--good", type=int, default=4, help="normal test scans per category")
     synth.add_argument("--per-defect", type=int, default=2, help="test scans per defect type")
-    synth.add_argument("--defects", help="comma-separated subset of bulge,dent,crack,hole,cut,concavity,broken,"
-                                        "scratch,combo,contamination (contamination: mvtec3d only)")
+    synth.add_argument(
+        "--defects",
+        help="comma-separated subset of bulge,dent,crack,hole,cut,concavity,broken,"
+        "scratch,combo,contamination (contamination: mvtec3d only)",
+    )
     synth.add_argument("--seed", type=int, default=0)
     real = synth.add_argument_group("acquisition (realistic by default; 0 turns an effect off)")
     real.add_argument("--pose-degrees", type=float, default=5.0, help="rotation per scan, up to this many degrees")
     real.add_argument("--pose-shift", type=float, default=0.01, help="shift per scan, up to this share of the size")
     real.add_argument("--noise", type=float, default=0.001, help="sensor noise sigma, as a share of the size")
     real.add_argument("--density", type=float, default=0.2, help="point counts vary by up to +-this share")
-    real.add_argument("--partial", action=argparse.BooleanOptionalAction, default=True,
-                      help="single-view test scans in the real3d layout")
+    real.add_argument(
+        "--partial",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="single-view test scans in the real3d layout",
+    )
     synth.add_argument("--quiet", action="store_true", help="no progress bar")
     synth.set_defaults(run=_cmd_synth)
 
@@ -538,8 +628,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:  # a bug in ad3d: still no traceback unless asked for
         if args.debug:
             raise
-        print(f"ad3d: unexpected error ({type(e).__name__}: {e}); rerun with --debug for a traceback",
-              file=sys.stderr)
+        print(f"ad3d: unexpected error ({type(e).__name__}: {e}); rerun with --debug for a traceback", file=sys.stderr)
         return 3
 
 

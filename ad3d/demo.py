@@ -12,8 +12,13 @@ DEMO_MESHES = Path(__file__).resolve().parents[1] / "datasets" / "demo"
 MARKER = ".ad3d-demo"
 
 
-def run_demo(out: str | Path = "runs/demo", meshes: str | Path | None = None, quiet: bool = False,
-             detector: str = "patchcore", points: int = 4096) -> list[dict]:
+def run_demo(
+    out: str | Path = "runs/demo",
+    meshes: str | Path | None = None,
+    quiet: bool = False,
+    detector: str = "patchcore",
+    points: int = 4096,
+) -> list[dict]:
     """Write data/, models/, reports/, images/ and eval.{json,md} under `out`; return the table rows."""
     from ad3d import datasets
     from ad3d.pipeline import EVAL_COLUMNS, evaluate_category, fit_category, with_mean
@@ -44,7 +49,9 @@ def run_demo(out: str | Path = "runs/demo", meshes: str | Path | None = None, qu
         _write_reports(det, out, cat)
     table = with_mean(rows)
     (out / "eval.json").write_text(json.dumps({"detector": detector, "rows": table}, indent=2))
-    (out / "eval.md").write_text(f"# {detector} on the demo parts (semi-synthetic)\n\n" + markdown_table(table, EVAL_COLUMNS))
+    (out / "eval.md").write_text(
+        f"# {detector} on the demo parts (semi-synthetic)\n\n" + markdown_table(table, EVAL_COLUMNS)
+    )
     say(f"3/3 results (semi-synthetic data, not a benchmark):\n{format_table(table, EVAL_COLUMNS)}")
     say(f"written: {out / 'eval.md'}, reports/ (PLY + JSON per scan), images/ (overlays), models/")
     return table
@@ -65,7 +72,13 @@ def _write_reports(det, out: Path, cat: str) -> None:
     if best is not None:
         scan, result = best
         try:
-            render(scan, result.point_scores, threshold=det.point_threshold_, gt=scan.labels, regions=result.regions,
-                   screenshot=out / "images" / f"{cat}_{scan.defect_type}.png")
+            render(
+                scan,
+                result.point_scores,
+                threshold=det.point_threshold_,
+                gt=scan.labels,
+                regions=result.regions,
+                screenshot=out / "images" / f"{cat}_{scan.defect_type}.png",
+            )
         except ConfigError as e:  # pyvista missing: the numbers still stand
             print(f"ad3d: no overlay image ({e})")

@@ -74,6 +74,10 @@ def map_to_points(scan: Scan, patch_map: np.ndarray) -> tuple[np.ndarray, np.nda
     import torch.nn.functional as F
 
     h, w = _organised(scan)
-    full = F.interpolate(torch.as_tensor(np.asarray(patch_map, np.float32))[None, None], size=(h, w),
-                         mode="bilinear", align_corners=False)[0, 0].numpy()
+    full = F.interpolate(
+        torch.as_tensor(np.asarray(patch_map, np.float32))[None, None],
+        size=(h, w),
+        mode="bilinear",
+        align_corners=False,
+    )[0, 0].numpy()
     return full, full.reshape(-1)[scan.grid_index]

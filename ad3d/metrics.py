@@ -147,8 +147,14 @@ def point_regions(labels: Sequence[np.ndarray], points: Sequence[np.ndarray], k:
     return np.concatenate(out)
 
 
-def aupro(y_true: Sequence[np.ndarray], y_score: Sequence[np.ndarray], points: Sequence[np.ndarray] | None = None,
-          *, max_fpr: float = 0.3, k: int = 8) -> float:
+def aupro(
+    y_true: Sequence[np.ndarray],
+    y_score: Sequence[np.ndarray],
+    points: Sequence[np.ndarray] | None = None,
+    *,
+    max_fpr: float = 0.3,
+    k: int = 8,
+) -> float:
     """AUPRO@max_fpr over a test set: lists of masks and score maps (images), or of per-point labels and
     scores with `points` (point clouds, regions on a k-nearest-neighbour graph)."""
     if len(y_true) != len(y_score):
@@ -188,8 +194,13 @@ def evaluate(results: Sequence[AnomalyResult], scans: Sequence[Scan], *, max_fpr
         if all(r.image_scores is not None and s.mask is not None for r, s in zip(results, scans)):
             out["aupro"] = _maybe(aupro, [s.mask for s in scans], [r.image_scores for r in results], max_fpr=max_fpr)
         else:
-            out["aupro"] = _maybe(aupro, [s.labels for s in scans], [r.point_scores for r in results],
-                                  [s.points for s in scans], max_fpr=max_fpr)
+            out["aupro"] = _maybe(
+                aupro,
+                [s.labels for s in scans],
+                [r.point_scores for r in results],
+                [s.points for s in scans],
+                max_fpr=max_fpr,
+            )
     return out
 
 

@@ -12,14 +12,31 @@ from ad3d.detectors.registry import detector_class
 from ad3d.errors import DatasetError
 from ad3d.report import mean_row, peak_mb
 
-EVAL_COLUMNS = [("category", "category", ""), ("object_auroc", "O-AUROC", ".3f"), ("point_auroc", "P-AUROC", ".3f"),
-                ("aupro", "AUPRO", ".3f"), ("ap", "P-AP", ".3f"), ("fit_s", "fit s", ".1f"),
-                ("score_ms", "score ms", ".0f"), ("peak_mb", "peak MB", ".0f"), ("learned", "learned", "d")]
+EVAL_COLUMNS = [
+    ("category", "category", ""),
+    ("object_auroc", "O-AUROC", ".3f"),
+    ("point_auroc", "P-AUROC", ".3f"),
+    ("aupro", "AUPRO", ".3f"),
+    ("ap", "P-AP", ".3f"),
+    ("fit_s", "fit s", ".1f"),
+    ("score_ms", "score ms", ".0f"),
+    ("peak_mb", "peak MB", ".0f"),
+    ("learned", "learned", "d"),
+]
 METRIC_KEYS = ["object_auroc", "point_auroc", "aupro", "ap", "fit_s", "score_ms"]
 
 
-def fit_category(detector: str, params: dict, root, format: str, category: str, *, fpr: float = 0.01,
-                 progress: bool = False, load_options: dict | None = None) -> tuple[Detector, dict]:
+def fit_category(
+    detector: str,
+    params: dict,
+    root,
+    format: str,
+    category: str,
+    *,
+    fpr: float = 0.01,
+    progress: bool = False,
+    load_options: dict | None = None,
+) -> tuple[Detector, dict]:
     """Fit on the normal training scans and calibrate thresholds on held-out normal scans.
 
     Held-out scans: the validation split when the dataset has one, else the last quarter of the
@@ -41,27 +58,44 @@ def fit_category(detector: str, params: dict, root, format: str, category: str, 
     return det, {"fit_s": fit_s, "train_scans": len(train), "calibration_scans": len(held_out)}
 
 
-def evaluate_category(det: Detector, root, format: str, category: str, progress: bool = False,
-                      load_options: dict | None = None) -> dict:
+def evaluate_category(
+    det: Detector, root, format: str, category: str, progress: bool = False, load_options: dict | None = None
+) -> dict:
     """The metric row for one category's test split."""
     from ad3d.metrics import evaluate
 
     test = list(datasets.load(format, root, category, "test", **(load_options or {})))
     problems = [p for s in test for p in datasets.gt_problems(s, s.meta.get("gt_path"))]
     if problems:  # the metrics below rest on this GT: say so, as `ad3d datasets verify` would
-        warnings.warn(f"{category}: {len(problems)} ground-truth problem(s) that `ad3d datasets verify` reports; "
-                      f"the metrics rest on them. First: {problems[0]}", stacklevel=2)
+        warnings.warn(
+            f"{category}: {len(problems)} ground-truth problem(s) that `ad3d datasets verify` reports; "
+            f"the metrics rest on them. First: {problems[0]}",
+            stacklevel=2,
+        )
     start = time.perf_counter()
     results = det.score_many(test, progress=progress)
     score_ms = (time.perf_counter() - start) / len(test) * 1e3
-    row = {"category": category, **evaluate(results, test), "score_ms": score_ms, "test_scans": len(test),
-           "peak_mb": peak_mb(), "learned": det.n_learned(),
-           "gt_problems": len(problems)}
+    row = {
+        "category": category,
+        **evaluate(results, test),
+        "score_ms": score_ms,
+        "test_scans": len(test),
+        "peak_mb": peak_mb(),
+        "learned": det.n_learned(),
+        "gt_problems": len(problems),
+    }
     return row
 
 
-def evaluate_dataset(detector: str, params: dict, root, format: str, categories: list[str] | None = None,
-                     progress: bool = False, load_options: dict | None = None) -> list[dict]:
+def evaluate_dataset(
+    detector: str,
+    params: dict,
+    root,
+    format: str,
+    categories: list[str] | None = None,
+    progress: bool = False,
+    load_options: dict | None = None,
+) -> list[dict]:
     """Fit and evaluate per category; one row each. A zero-shot detector is not fitted: it scores each
     category's test scans together, as its protocol prescribes."""
     from tqdm import tqdm

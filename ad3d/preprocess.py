@@ -11,10 +11,18 @@ from ad3d.errors import ConfigError
 from ad3d.types import Scan
 
 
-def background_plane_keep(scan: Scan, *, border: int = 10, distance_threshold: float = 0.004,
-                          ransac_n: int = 50, iterations: int = 1000, keep_distance: float = 0.005,
-                          cluster_eps: float | None = 0.006, cluster_min_points: int = 30,
-                          seed: int = 0) -> np.ndarray:
+def background_plane_keep(
+    scan: Scan,
+    *,
+    border: int = 10,
+    distance_threshold: float = 0.004,
+    ransac_n: int = 50,
+    iterations: int = 1000,
+    keep_distance: float = 0.005,
+    cluster_eps: float | None = 0.006,
+    cluster_min_points: int = 30,
+    seed: int = 0,
+) -> np.ndarray:
     """Indices of the points that survive the community's MVTec 3D-AD background removal.
 
     A plane is fitted by RANSAC (Open3D) to the valid points of the `border`-pixel frame of the
@@ -24,8 +32,10 @@ def background_plane_keep(scan: Scan, *, border: int = 10, distance_threshold: f
     import open3d as o3d
 
     if not scan.is_organised:
-        raise ConfigError(f"'{scan.path or 'the scan'}': background-plane removal needs an organised scan "
-                          "(a grid of pixels, as MVTec 3D-AD's xyz tiffs)")
+        raise ConfigError(
+            f"'{scan.path or 'the scan'}': background-plane removal needs an organised scan "
+            "(a grid of pixels, as MVTec 3D-AD's xyz tiffs)"
+        )
     h, w = scan.grid_shape
     rows, cols = np.divmod(scan.grid_index, w)
     frame = (rows < border) | (rows >= h - border) | (cols < border) | (cols >= w - border)
@@ -33,8 +43,7 @@ def background_plane_keep(scan: Scan, *, border: int = 10, distance_threshold: f
         return np.arange(len(scan))  # no background visible in the frame: nothing to remove
     o3d.utility.random.seed(seed)
     cloud = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(scan.points[frame].astype(np.float64)))
-    plane, _ = cloud.segment_plane(distance_threshold=distance_threshold, ransac_n=ransac_n,
-                                   num_iterations=iterations)
+    plane, _ = cloud.segment_plane(distance_threshold=distance_threshold, ransac_n=ransac_n, num_iterations=iterations)
     a, b, c, d = plane
     dist = np.abs(scan.points.astype(np.float64) @ np.array([a, b, c]) + d) / np.linalg.norm([a, b, c])
     keep = np.flatnonzero(dist >= keep_distance)
@@ -72,8 +81,7 @@ class Alignment:
         return vectors.astype(np.float64) @ self.transform[:3, :3].T
 
     def as_dict(self) -> dict:
-        return {"transform": self.transform.tolist(), "residual": self.residual, "fitness": self.fitness,
-                "ok": self.ok}
+        return {"transform": self.transform.tolist(), "residual": self.residual, "fitness": self.fitness, "ok": self.ok}
 
 
 def reference_cloud(points: np.ndarray, size: int = 4096) -> np.ndarray:
@@ -90,8 +98,9 @@ def _spacing(points: np.ndarray) -> float:
     return float(np.median(cKDTree(points).query(points, k=2)[0][:, 1]))
 
 
-def settle(points: np.ndarray, reference: np.ndarray, tree, transform: np.ndarray, distance: float,
-           max_steps: int = 50) -> np.ndarray:
+def settle(
+    points: np.ndarray, reference: np.ndarray, tree, transform: np.ndarray, distance: float, max_steps: int = 50
+) -> np.ndarray:
     """Point-to-point ICP run until its matched pairs stop changing. The pose it returns is a function of
     those pairs alone, so registrations that start a hair apart (Open3D sums over threads in no fixed
     order, so its poses vary in the last digits with the thread count) end bit-identical."""
@@ -102,8 +111,9 @@ def settle(points: np.ndarray, reference: np.ndarray, tree, transform: np.ndarra
         moved = points @ transform[:3, :3].T + transform[:3, 3]
         dist, idx = tree.query(moved, distance_upper_bound=distance)
         keep = np.flatnonzero(np.isfinite(dist))
-        if len(keep) < 3 or (pairs is not None and np.array_equal(keep, pairs[0])
-                             and np.array_equal(idx[keep], pairs[1])):
+        if len(keep) < 3 or (
+            pairs is not None and np.array_equal(keep, pairs[0]) and np.array_equal(idx[keep], pairs[1])
+        ):
             break
         pairs = keep, idx[keep]
         a, b = reference[pairs[1]], points[keep]
@@ -113,8 +123,15 @@ def settle(points: np.ndarray, reference: np.ndarray, tree, transform: np.ndarra
     return transform
 
 
-def align(points: np.ndarray, reference: np.ndarray, *, sample: int = 2048, max_residual: float = 0.8,
-          min_fitness: float = 0.85, seed: int = 0) -> Alignment:
+def align(
+    points: np.ndarray,
+    reference: np.ndarray,
+    *,
+    sample: int = 2048,
+    max_residual: float = 0.8,
+    min_fitness: float = 0.85,
+    seed: int = 0,
+) -> Alignment:
     """Register a scan to its part's reference: coarse global registration (FPFH features matched by
     RANSAC, Open3D) and ICP (point-to-plane) refinement, started from both the RANSAC pose and the
     scan's own pose, the better fit kept. A scan of another part, or one that did not register, comes
@@ -146,23 +163,36 @@ def align(points: np.ndarray, reference: np.ndarray, *, sample: int = 2048, max_
     o3d.utility.random.seed(seed)
     with o3d.utility.VerbosityContextManager(o3d.utility.VerbosityLevel.Error):  # "too few correspondences"
         coarse = reg.registration_ransac_based_on_feature_matching(
-            source, target, features(src), features(tgt), True, 3 * spacing,
-            reg.TransformationEstimationPointToPoint(False), 3,
+            source,
+            target,
+            features(src),
+            features(tgt),
+            True,
+            3 * spacing,
+            reg.TransformationEstimationPointToPoint(False),
+            3,
             [reg.CorrespondenceCheckerBasedOnEdgeLength(0.9), reg.CorrespondenceCheckerBasedOnDistance(3 * spacing)],
-            reg.RANSACConvergenceCriteria(100000, 0.999))
+            reg.RANSACConvergenceCriteria(100000, 0.999),
+        )
     tree = cKDTree(ref)
 
     def refine(start: np.ndarray) -> tuple[np.ndarray, float]:
         transform = start
         for distance in (6 * spacing, 2 * spacing):
-            transform = reg.registration_icp(source, target, distance, transform,
-                                             reg.TransformationEstimationPointToPlane(),
-                                             reg.ICPConvergenceCriteria(max_iteration=50)).transformation
+            transform = reg.registration_icp(
+                source,
+                target,
+                distance,
+                transform,
+                reg.TransformationEstimationPointToPlane(),
+                reg.ICPConvergenceCriteria(max_iteration=50),
+            ).transformation
         moved = src @ transform[:3, :3].T + transform[:3, 3]
         return transform, float(np.median(tree.query(moved)[0]))
 
-    transform, _ = min((refine(start) for start in (np.eye(4), np.asarray(coarse.transformation))),
-                       key=lambda fit: fit[1])
+    transform, _ = min(
+        (refine(start) for start in (np.eye(4), np.asarray(coarse.transformation))), key=lambda fit: fit[1]
+    )
     transform = settle(src, ref, tree, transform, 2 * spacing)
     moved = np.asarray(points, dtype=np.float64) @ transform[:3, :3].T + transform[:3, 3]
     dist = tree.query(moved)[0] / spacing

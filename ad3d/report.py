@@ -13,20 +13,36 @@ from ad3d.types import AnomalyResult, Scan
 
 def result_json(scan: Scan, result: AnomalyResult, detector: str) -> dict:
     return {
-        "scan": scan.path, "detector": detector, "points": len(scan), "units": scan.units,
-        "object_score": result.object_score, "threshold": result.threshold, "decision": result.decision,
-        "is_anomalous": result.is_anomalous, "max_point_score": float(result.point_scores.max()),
+        "scan": scan.path,
+        "detector": detector,
+        "points": len(scan),
+        "units": scan.units,
+        "object_score": result.object_score,
+        "threshold": result.threshold,
+        "decision": result.decision,
+        "is_anomalous": result.is_anomalous,
+        "max_point_score": float(result.point_scores.max()),
         "points_by_decision": point_counts(result),
-        "regions": [{"points": int(len(r.indices)), "centroid": r.centroid.tolist(), "extent": r.extent.tolist(),
-                     "bbox_min": r.bbox_min.tolist(), "bbox_max": r.bbox_max.tolist(), "area": r.area,
-                     "max_score": r.max_score} for r in result.regions],
+        "regions": [
+            {
+                "points": int(len(r.indices)),
+                "centroid": r.centroid.tolist(),
+                "extent": r.extent.tolist(),
+                "bbox_min": r.bbox_min.tolist(),
+                "bbox_max": r.bbox_max.tolist(),
+                "area": r.area,
+                "max_score": r.max_score,
+            }
+            for r in result.regions
+        ],
         "alignment": result.alignment,
         "timings": result.timings,
     }
 
 
-def write_result(out_dir: Path, stem: str, scan: Scan, result: AnomalyResult, detector: str,
-                 thresholds: dict[str, float | None]) -> tuple[Path, Path]:
+def write_result(
+    out_dir: Path, stem: str, scan: Scan, result: AnomalyResult, detector: str, thresholds: dict[str, float | None]
+) -> tuple[Path, Path]:
     """Write `<stem>.ply` and `<stem>.json` (each atomically); the JSON is written last."""
     from ad3d.io import write_scan
     from ad3d.io._common import atomic_output
@@ -67,8 +83,11 @@ def summary_line(name: str, result: AnomalyResult) -> str:
     regions = f", {len(result.regions)} region{'s' if len(result.regions) != 1 else ''}" if result.regions else ""
     counts = point_counts(result)
     points = f", points {counts['defective']} defective / {counts['uncertain']} uncertain" if counts else ""
-    unaligned = "" if result.alignment is None or result.alignment["ok"] else \
-        f", NOT ALIGNED to the part's reference (residual {result.alignment['residual']:.2f} spacings)"
+    unaligned = (
+        ""
+        if result.alignment is None or result.alignment["ok"]
+        else f", NOT ALIGNED to the part's reference (residual {result.alignment['residual']:.2f} spacings)"
+    )
     return f"{name}: {decision.upper():<12} score {result.object_score:.4g}{regions}{points}{unaligned}"
 
 
@@ -81,8 +100,9 @@ def format_table(rows: list[dict], columns: list[tuple[str, str, str]]) -> str:
     """Rows of dicts as an aligned text table; columns are (key, header, format)."""
     cells = [[h for _, h, _ in columns]] + [[_cell(row, k, f) for k, _, f in columns] for row in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(columns))]
-    return "\n".join("  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths)))
-                     for r in cells)
+    return "\n".join(
+        "  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths))) for r in cells
+    )
 
 
 def markdown_table(rows: list[dict], columns: list[tuple[str, str, str]]) -> str:

@@ -82,12 +82,20 @@ class Scan:
 
     def subset(self, index: np.ndarray) -> Scan:
         """A new Scan with only the points selected by `index` (integer indices or a boolean mask)."""
+
         def take(a):
             return None if a is None else a[index]
+
         return dataclasses.replace(
-            self, points=self.points[index], normals=take(self.normals), colors=take(self.colors),
-            grid_index=take(self.grid_index), labels=take(self.labels),
-            fields={k: v[index] for k, v in self.fields.items()}, meta=dict(self.meta))
+            self,
+            points=self.points[index],
+            normals=take(self.normals),
+            colors=take(self.colors),
+            grid_index=take(self.grid_index),
+            labels=take(self.labels),
+            fields={k: v[index] for k, v in self.fields.items()},
+            meta=dict(self.meta),
+        )
 
     def replace(self, **changes) -> Scan:
         """A new Scan with the given attributes changed (validated like a fresh one)."""

@@ -24,12 +24,24 @@ def main() -> None:
         params = parse_params([p for p in spec.split(";") if p])
         per_cat = evaluate_dataset(detector, params, data, fmt, cats.split(","), progress=True)
         for row in per_cat:
-            print(f"  {name} {row['category']}: O-AUROC {row['object_auroc']:.3f} P-AUROC {row['point_auroc']:.3f}",
-                  flush=True)
+            print(
+                f"  {name} {row['category']}: O-AUROC {row['object_auroc']:.3f} P-AUROC {row['point_auroc']:.3f}",
+                flush=True,
+            )
         rows.append({**mean_row(per_cat, ["object_auroc", "point_auroc", "ap", "fit_s", "score_ms"]), "category": name})
-    print(format_table(rows, [("category", "variant", ""), ("object_auroc", "O-AUROC", ".3f"),
-                              ("point_auroc", "P-AUROC", ".3f"), ("ap", "P-AP", ".3f"), ("fit_s", "fit s", ".0f"),
-                              ("score_ms", "score ms", ".0f")]))
+    print(
+        format_table(
+            rows,
+            [
+                ("category", "variant", ""),
+                ("object_auroc", "O-AUROC", ".3f"),
+                ("point_auroc", "P-AUROC", ".3f"),
+                ("ap", "P-AP", ".3f"),
+                ("fit_s", "fit s", ".0f"),
+                ("score_ms", "score ms", ".0f"),
+            ],
+        )
+    )
 
 
 if __name__ == "__main__":

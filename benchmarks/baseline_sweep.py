@@ -14,8 +14,14 @@ from pathlib import Path
 
 import numpy as np
 
-PARTS = ["ycb/banana.obj", "ycb/mustard_bottle.obj", "ycb/cracker_box.obj", "cad/box.STL", "cad/cycloidal.ply",
-         "cad/idler_riser.STL"]
+PARTS = [
+    "ycb/banana.obj",
+    "ycb/mustard_bottle.obj",
+    "ycb/cracker_box.obj",
+    "cad/box.STL",
+    "cad/cycloidal.ply",
+    "cad/idler_riser.STL",
+]
 CONFIGS = {
     "FPFH r=0.05": dict(radius_fraction=0.05),
     "FPFH r=0.10 (default)": dict(),
@@ -50,8 +56,9 @@ def main() -> None:
                 y = [s.label for s in test]
                 for k, frac in OBJECT_SCORES.items():
                     obj[k].append(auroc(y, [top_mean(r.point_scores, frac) for r in results]))
-                pts.append(auroc(np.concatenate([s.labels for s in test]),
-                                 np.concatenate([r.point_scores for r in results])))
+                pts.append(
+                    auroc(np.concatenate([s.labels for s in test]), np.concatenate([r.point_scores for r in results]))
+                )
             print(f"{name:<28}" + "".join(f"{np.mean(v):>12.3f}" for v in obj.values()) + f"{np.mean(pts):>10.3f}")
 
 

@@ -43,20 +43,28 @@ def main() -> None:
         ad3d.create("patchcore").fit(train[:3]).calibrate(train[3:]).save(model)
     out = work / "out"
     started = time.perf_counter()
-    run = subprocess.run([sys.executable, "-m", "ad3d.cli", "score", str(model), str(scan_path), "--out", str(out)],
-                         capture_output=True, text=True)
+    run = subprocess.run(
+        [sys.executable, "-m", "ad3d.cli", "score", str(model), str(scan_path), "--out", str(out)],
+        capture_output=True,
+        text=True,
+    )
     wall = time.perf_counter() - started
     if run.returncode not in (0, 1):
         sys.exit(run.stderr)
     t = json.loads((out / "big.json").read_text())["timings"]
-    rows = [("read", t["read_s"], t["read_peak_mb"]), ("align + score", t["score_s"], t["score_peak_mb"]),
-            ("regions", t.get("regions_s", 0.0), t["score_peak_mb"]), ("write PLY + JSON", t["write_ply_s"],
-                                                                      t["write_peak_mb"])]
+    rows = [
+        ("read", t["read_s"], t["read_peak_mb"]),
+        ("align + score", t["score_s"], t["score_peak_mb"]),
+        ("regions", t.get("regions_s", 0.0), t["score_peak_mb"]),
+        ("write PLY + JSON", t["write_ply_s"], t["write_peak_mb"]),
+    ]
     print(f"{'step':<18} {'s':>7} {'peak RSS MB':>12}")
     for name, seconds, mb in rows:
         print(f"{name:<18} {seconds:>7.2f} {mb:>12.0f}")
-    print(f"{'process, end to end':<18} {wall:>7.2f} {max(r[2] for r in rows):>12.0f}   "
-          f"({args.points:,} points; imports and model load included in the wall time)")
+    print(
+        f"{'process, end to end':<18} {wall:>7.2f} {max(r[2] for r in rows):>12.0f}   "
+        f"({args.points:,} points; imports and model load included in the wall time)"
+    )
 
 
 if __name__ == "__main__":

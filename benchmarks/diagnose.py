@@ -34,8 +34,17 @@ def kind_metrics(results, scans) -> dict[str, dict]:
     return out
 
 
-def run(detector: str, params: dict, data: str, fmt: str, categories: list[str], seed: int,
-        save: str | None = None, models: str | None = None, override: dict | None = None) -> list[dict]:
+def run(
+    detector: str,
+    params: dict,
+    data: str,
+    fmt: str,
+    categories: list[str],
+    seed: int,
+    save: str | None = None,
+    models: str | None = None,
+    override: dict | None = None,
+) -> list[dict]:
     from tqdm import tqdm
 
     import ad3d
@@ -55,14 +64,30 @@ def run(detector: str, params: dict, data: str, fmt: str, categories: list[str],
             setattr(det, key, value)
         test = list(datasets.load(fmt, data, cat, "test"))
         results = det.score_many(test)
-        rows.append({"category": cat, "seed": seed, "fit_s": info["fit_s"], **evaluate(results, test),
-                     "score_ms": 1e3 * float(np.mean([r.timings["score_s"] for r in results])),
-                     "kinds": kind_metrics(results, test),
-                     "scans": [{"path": s.path, "kind": s.defect_type, "label": s.label, "object": r.object_score,
-                                "alignment": r.alignment and {k: r.alignment[k] for k in ("residual", "fitness", "ok")}}
-                               for s, r in zip(test, results)]})
-        print(f"  {cat} seed {seed}: O-AUROC {rows[-1]['object_auroc']:.3f} P-AUROC {rows[-1]['point_auroc']:.3f}",
-              flush=True)
+        rows.append(
+            {
+                "category": cat,
+                "seed": seed,
+                "fit_s": info["fit_s"],
+                **evaluate(results, test),
+                "score_ms": 1e3 * float(np.mean([r.timings["score_s"] for r in results])),
+                "kinds": kind_metrics(results, test),
+                "scans": [
+                    {
+                        "path": s.path,
+                        "kind": s.defect_type,
+                        "label": s.label,
+                        "object": r.object_score,
+                        "alignment": r.alignment and {k: r.alignment[k] for k in ("residual", "fitness", "ok")},
+                    }
+                    for s, r in zip(test, results)
+                ],
+            }
+        )
+        print(
+            f"  {cat} seed {seed}: O-AUROC {rows[-1]['object_auroc']:.3f} P-AUROC {rows[-1]['point_auroc']:.3f}",
+            flush=True,
+        )
     return rows
 
 
@@ -84,10 +109,15 @@ def report(rows: list[dict]) -> None:
     print(f"\n{'category':<18} {'O-AUROC':>13} {'P-AUROC':>13} {'AUPRO':>13} {'P-AP':>13} {'fit s':>6} {'score ms':>8}")
     for cat in cats + ["mean"]:
         sel = rows if cat == "mean" else [r for r in rows if r["category"] == cat]
-        vals = {k: (per_seed_means(sel, lambda r, k=k: r.get(k)) if cat == "mean" else [r.get(k) for r in sel])
-                for k in ("object_auroc", "point_auroc", "aupro", "ap")}
-        print(f"{cat:<18} " + " ".join(f"{spread(vals[k]):>13}" for k in vals)
-              + f" {np.mean([r['fit_s'] for r in sel]):>6.0f} {np.mean([r['score_ms'] for r in sel]):>8.0f}")
+        vals = {
+            k: (per_seed_means(sel, lambda r, k=k: r.get(k)) if cat == "mean" else [r.get(k) for r in sel])
+            for k in ("object_auroc", "point_auroc", "aupro", "ap")
+        }
+        print(
+            f"{cat:<18} "
+            + " ".join(f"{spread(vals[k]):>13}" for k in vals)
+            + f" {np.mean([r['fit_s'] for r in sel]):>6.0f} {np.mean([r['score_ms'] for r in sel]):>8.0f}"
+        )
     kinds = sorted({k for r in rows for k in r["kinds"]})
     print(f"\n{'defect kind':<12} {'O-AUROC':>13} {'P-AUROC':>13}   (mean over categories; kind vs good scans)")
     for kind in kinds:
@@ -119,14 +149,22 @@ def main() -> None:
     ap.add_argument("--out", help="write every row and scan score as JSON")
     ap.add_argument("--save", help="keep each fitted model in this folder (CATEGORY_seedN.ad3d)")
     ap.add_argument("--models", help="score the models saved in this folder by --save instead of fitting")
-    ap.add_argument("--set", action="append", help="attribute=value set on each model before scoring "
-                                                   "(score-time settings, or learned scalars like object_reduce_)")
+    ap.add_argument(
+        "--set",
+        action="append",
+        help="attribute=value set on each model before scoring "
+        "(score-time settings, or learned scalars like object_reduce_)",
+    )
     args = ap.parse_args()
     cats = args.categories.split(",") if args.categories else datasets.categories(args.format, args.data)
     params = parse_params(args.param)
-    rows = [row for seed in map(int, args.seeds.split(","))
-            for row in run(args.detector, params, args.data, args.format, cats, seed, args.save, args.models,
-                           parse_params(args.set))]
+    rows = [
+        row
+        for seed in map(int, args.seeds.split(","))
+        for row in run(
+            args.detector, params, args.data, args.format, cats, seed, args.save, args.models, parse_params(args.set)
+        )
+    ]
     if args.out:
         with open(args.out, "w") as f:
             json.dump({"detector": args.detector, "params": params, "data": args.data, "rows": rows}, f, indent=1)

@@ -88,8 +88,12 @@ def main() -> None:
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
     ops.load_extension()
     rng = np.random.default_rng(0)
-    cases = [("fps", 10_000, 1024, None), ("fps", 100_000, 2048, None),
-             ("knn", 10_000, 10_000, 16), ("knn", 20_000, 100_000, 16)]
+    cases = [
+        ("fps", 10_000, 1024, None),
+        ("fps", 100_000, 2048, None),
+        ("knn", 10_000, 10_000, 16),
+        ("knn", 20_000, 100_000, 16),
+    ]
     if not args.quick:
         cases += [("fps", 1_000_000, 8192, None), ("knn", 1_000_000, 1_000_000, 16)]
     rows = []
@@ -111,8 +115,7 @@ def main() -> None:
         rows.append((op, size, ours, peers))
     names = sorted({n for *_, peers in rows for n in peers})
     header = f"{'op':<4} {'size':<20} {'ours ms':>9} " + " ".join(f"{n + ' ms':>18}" for n in names) + "  ours/best"
-    print(f"\nad3d ops on {args.device} ({torch.get_num_threads()} threads), median of {args.repeats} "
-          "(1 at 1M points)")
+    print(f"\nad3d ops on {args.device} ({torch.get_num_threads()} threads), median of {args.repeats} (1 at 1M points)")
     print(header)
     for op, size, ours, peers in rows:
         cells = " ".join(f"{peers[n]:>18.1f}" if n in peers else f"{'-':>18}" for n in names)

@@ -31,15 +31,19 @@ def point_auroc(backbone, normal, test) -> float:
     import torch
 
     from ad3d import ops
+    from ad3d.detectors.memory_bank import nearest_distances
     from ad3d.metrics import auroc
 
-    bank = torch.from_numpy(np.concatenate([backbone(s.points).features for s in normal]))
+    bank = np.concatenate([backbone(s.points).features for s in normal])
     labels, scores = [], []
     for scan in test:
         f = backbone(scan.points)
-        group_scores = torch.cdist(torch.from_numpy(f.features), bank).min(1).values
-        scores.append(ops.interpolate(torch.from_numpy(scan.points), torch.from_numpy(f.centres.astype(np.float32)),
-                                      group_scores.float()).numpy())
+        group_scores = torch.from_numpy(nearest_distances(f.features, bank))
+        scores.append(
+            ops.interpolate(
+                torch.from_numpy(scan.points), torch.from_numpy(f.centres.astype(np.float32)), group_scores.float()
+            ).numpy()
+        )
         labels.append(scan.labels)
     return auroc(np.concatenate(labels), np.concatenate(scores))
 
@@ -58,8 +62,7 @@ def main() -> None:
     parser.add_argument("--groups", type=int, default=256)
     parser.add_argument("--group-size", type=int, default=32)
     args = parser.parse_args()
-    parts = ([SHARED / p for p in args.parts.split(",")] if args.parts
-             else sorted((SHARED / "cad").iterdir()))
+    parts = [SHARED / p for p in args.parts.split(",")] if args.parts else sorted((SHARED / "cad").iterdir())
     _, recorded = encoder_state(Path(args.weights))
     arch = {k: recorded[k] for k in ("trans_dim", "depth", "num_heads", "encoder_dims") if k in recorded}
     shape = {"num_group": args.groups, "group_size": args.group_size}
@@ -67,23 +70,35 @@ def main() -> None:
     rows = []
     for mesh in tqdm(parts, desc="parts", unit="part"):
         normal, test = scans_of(mesh, args.points)
-        row = {"part": mesh.stem,
-               "pretrained": point_auroc(point_backbone("point-mae", weights=args.weights, **shape), normal, test),
-               "random": [point_auroc(point_backbone("point-mae", random_init=True, seed=s, **shape, **arch),
-                                      normal, test) for s in seeds],
-               "fpfh": point_auroc(point_backbone("fpfh", num_centres=args.groups, group_size=args.group_size),
-                                   normal, test)}
+        row = {
+            "part": mesh.stem,
+            "pretrained": point_auroc(point_backbone("point-mae", weights=args.weights, **shape), normal, test),
+            "random": [
+                point_auroc(point_backbone("point-mae", random_init=True, seed=s, **shape, **arch), normal, test)
+                for s in seeds
+            ],
+            "fpfh": point_auroc(
+                point_backbone("fpfh", num_centres=args.groups, group_size=args.group_size), normal, test
+            ),
+        }
         rows.append(row)
-        print(f"  {row['part']}: pretrained {row['pretrained']:.3f}  random {np.mean(row['random']):.3f}"
-              f"±{np.std(row['random'], ddof=1) if len(seeds) > 1 else 0:.3f}  fpfh {row['fpfh']:.3f}", flush=True)
+        print(
+            f"  {row['part']}: pretrained {row['pretrained']:.3f}  random {np.mean(row['random']):.3f}"
+            f"±{np.std(row['random'], ddof=1) if len(seeds) > 1 else 0:.3f}  fpfh {row['fpfh']:.3f}",
+            flush=True,
+        )
     print(f"\n| part | Point-MAE pretrained | same network, random init (seeds {args.seeds}) | FPFH |")
     print("|---|---|---|---|")
     for r in rows:
-        print(f"| {r['part']} | {r['pretrained']:.3f} | {np.mean(r['random']):.3f} "
-              f"(min {min(r['random']):.3f}, max {max(r['random']):.3f}) | {r['fpfh']:.3f} |")
+        print(
+            f"| {r['part']} | {r['pretrained']:.3f} | {np.mean(r['random']):.3f} "
+            f"(min {min(r['random']):.3f}, max {max(r['random']):.3f}) | {r['fpfh']:.3f} |"
+        )
     mean_random = [np.mean([r["random"][i] for r in rows]) for i in range(len(seeds))]
-    print(f"| **mean** | **{np.mean([r['pretrained'] for r in rows]):.3f}** | **{np.mean(mean_random):.3f}** "
-          f"(per seed {', '.join(f'{m:.3f}' for m in mean_random)}) | **{np.mean([r['fpfh'] for r in rows]):.3f}** |")
+    print(
+        f"| **mean** | **{np.mean([r['pretrained'] for r in rows]):.3f}** | **{np.mean(mean_random):.3f}** "
+        f"(per seed {', '.join(f'{m:.3f}' for m in mean_random)}) | **{np.mean([r['fpfh'] for r in rows]):.3f}** |"
+    )
 
 
 if __name__ == "__main__":

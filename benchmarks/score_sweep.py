@@ -27,11 +27,12 @@ def main() -> None:
     if "--fit" in args:
         i = args.index("--fit")
         fit_spec = args[i + 1]
-        del args[i:i + 2]
+        del args[i : i + 2]
     detector, data, fmt, cats, *variants = args
     fit_params = parse_params([p for p in fit_spec.split(";") if p])
-    settings = {name: parse_params([p for p in spec.split(";") if p])
-                for name, _, spec in (v.partition(":") for v in variants)}
+    settings = {
+        name: parse_params([p for p in spec.split(";") if p]) for name, _, spec in (v.partition(":") for v in variants)
+    }
     results: dict[str, list[dict]] = {name: [] for name in settings}
     for cat in tqdm(cats.split(","), desc="categories"):
         det, _ = fit_category(detector, fit_params, data, fmt, cat)
@@ -44,9 +45,20 @@ def main() -> None:
     rows = [{"category": name, **{k: float(np.mean([r[k] for r in rs])) for k in keys}} for name, rs in results.items()]
     for row in rows:
         row["speedup"] = rows[0]["score_ms"] / row["score_ms"]
-    print(format_table(rows, [("category", "setting", ""), ("object_auroc", "O-AUROC", ".3f"),
-                              ("point_auroc", "P-AUROC", ".3f"), ("aupro", "AUPRO", ".3f"), ("ap", "P-AP", ".3f"),
-                              ("score_ms", "score ms", ".0f"), ("speedup", "speed-up", ".1f")]))
+    print(
+        format_table(
+            rows,
+            [
+                ("category", "setting", ""),
+                ("object_auroc", "O-AUROC", ".3f"),
+                ("point_auroc", "P-AUROC", ".3f"),
+                ("aupro", "AUPRO", ".3f"),
+                ("ap", "P-AP", ".3f"),
+                ("score_ms", "score ms", ".0f"),
+                ("speedup", "speed-up", ".1f"),
+            ],
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -2,7 +2,6 @@ import hashlib
 from pathlib import Path
 
 import pytest
-
 from native import SHARED
 
 
@@ -15,5 +14,8 @@ def shared_data() -> Path:
 
 def tree_digest(root: Path) -> dict[str, str]:
     """Path -> sha256 of every file under root: to prove a reader modified nothing."""
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import struct
 from pathlib import Path
 
 import numpy as np
-
-import os
 
 # the project's shared data sits beside the checkout (CI clones main with shared/ beside it)
 SHARED = Path(os.environ.get("AD3D_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
@@ -32,8 +31,14 @@ def plant_bulge(points: np.ndarray, seed: int, fraction: float = 0.04) -> tuple[
     return out, labels
 
 
-def write_pcd(path: Path, points: np.ndarray, data: str = "binary", extra: dict | None = None,
-              width: int | None = None, height: int = 1) -> None:
+def write_pcd(
+    path: Path,
+    points: np.ndarray,
+    data: str = "binary",
+    extra: dict | None = None,
+    width: int | None = None,
+    height: int = 1,
+) -> None:
     """A PCD file as PCL writes it (x y z float32, then extra float32 fields)."""
     cols = {"x": points[:, 0], "y": points[:, 1], "z": points[:, 2], **(extra or {})}
     n = len(points)
@@ -42,10 +47,12 @@ def write_pcd(path: Path, points: np.ndarray, data: str = "binary", extra: dict 
     for k, v in cols.items():
         rec[k] = v
     k = len(cols)
-    header = ("# .PCD v0.7 - Point Cloud Data file format\nVERSION 0.7\n"
-              f"FIELDS {' '.join(cols)}\nSIZE {' '.join(['4'] * k)}\nTYPE {' '.join(['F'] * k)}\n"
-              f"COUNT {' '.join(['1'] * k)}\nWIDTH {width}\nHEIGHT {height}\nVIEWPOINT 0 0 0 1 0 0 0\n"
-              f"POINTS {n}\nDATA {data}\n").encode()
+    header = (
+        "# .PCD v0.7 - Point Cloud Data file format\nVERSION 0.7\n"
+        f"FIELDS {' '.join(cols)}\nSIZE {' '.join(['4'] * k)}\nTYPE {' '.join(['F'] * k)}\n"
+        f"COUNT {' '.join(['1'] * k)}\nWIDTH {width}\nHEIGHT {height}\nVIEWPOINT 0 0 0 1 0 0 0\n"
+        f"POINTS {n}\nDATA {data}\n"
+    ).encode()
     if data == "ascii":
         body = "\n".join(" ".join(repr(float(v)) for v in row) for row in rec.tolist()).encode() + b"\n"
     elif data == "binary":
@@ -65,11 +72,14 @@ def write_gt_txt(path: Path, points: np.ndarray, labels: np.ndarray, sep: str, s
     if shuffle_seed is not None:
         rows = rows[np.random.default_rng(shuffle_seed).permutation(len(rows))]
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(sep.join([f"{x:.6f}", f"{y:.6f}", f"{z:.6f}", str(int(lab))])
-                              for x, y, z, lab in rows) + "\n")
+    path.write_text(
+        "\n".join(sep.join([f"{x:.6f}", f"{y:.6f}", f"{z:.6f}", str(int(lab))]) for x, y, z, lab in rows) + "\n"
+    )
 
 
-def make_real3d(root: Path, categories=("airplane", "duck"), shapes=("ycb/banana.obj", "ycb/mustard_bottle.obj")) -> dict:
+def make_real3d(
+    root: Path, categories=("airplane", "duck"), shapes=("ycb/banana.obj", "ycb/mustard_bottle.obj")
+) -> dict:
     """Real3D-AD layout: 2 prototypes (one *template*, one *prototype* name), 2 good + 2 defective tests."""
     counts = {}
     for c, (cat, shape) in enumerate(zip(categories, shapes)):
@@ -89,8 +99,9 @@ def make_real3d(root: Path, categories=("airplane", "duck"), shapes=("ycb/banana
     return counts
 
 
-def make_anomaly_shapenet(root: Path, categories=("vase0", "cap0"),
-                          shapes=("ycb/tomato_soup_can.obj", "cad/round.stl"), v2: bool = True) -> dict:
+def make_anomaly_shapenet(
+    root: Path, categories=("vase0", "cap0"), shapes=("ycb/tomato_soup_can.obj", "cad/round.stl"), v2: bool = True
+) -> dict:
     """Anomaly-ShapeNet layout (v2: under pcd/): comma GT rows shuffled, a `crak` file, `positive` normals."""
     base_root = root / "pcd" if v2 else root
     counts = {}

@@ -58,10 +58,20 @@ def test_partial_view_keeps_a_labelled_subset_that_shows_the_defect(drill):
 
 def test_ideal_acquisition_gives_exact_counts_and_realistic_ones_vary(tmp_path, shared_data):
     src = [shared_data / "meshes" / "cad" / "round.stl"]
-    make_dataset(src, "anomaly-shapenet", tmp_path / "ideal", points=800, train=2, good=2, per_defect=1,
-                 defects=("bulge",), acquisition=Acquisition.ideal())
-    make_dataset(src, "anomaly-shapenet", tmp_path / "real", points=800, train=2, good=2, per_defect=1,
-                 defects=("bulge",))
+    make_dataset(
+        src,
+        "anomaly-shapenet",
+        tmp_path / "ideal",
+        points=800,
+        train=2,
+        good=2,
+        per_defect=1,
+        defects=("bulge",),
+        acquisition=Acquisition.ideal(),
+    )
+    make_dataset(
+        src, "anomaly-shapenet", tmp_path / "real", points=800, train=2, good=2, per_defect=1, defects=("bulge",)
+    )
     from ad3d import datasets as ds
 
     ideal = list(ds.load("anomaly-shapenet", tmp_path / "ideal", "round0", "test"))

@@ -71,10 +71,15 @@ def test_a_defective_partial_scan_of_the_right_part_still_aligns(shared_data):
 @pytest.fixture(scope="module")
 def aligned_patchcore(shared_data):
     rng = np.random.default_rng(5)
-    train = [rigid(sample(shared_data, "cad/idler_riser.STL", 3000, s), transform(rng.normal(size=3), 5.0, [0, 0, 0]))
-             for s in range(3)]
-    return ad3d.create("patchcore", num_centres=1024, align=True).fit(train).calibrate(
-        [sample(shared_data, "cad/idler_riser.STL", 3000, 9)])
+    train = [
+        rigid(sample(shared_data, "cad/idler_riser.STL", 3000, s), transform(rng.normal(size=3), 5.0, [0, 0, 0]))
+        for s in range(3)
+    ]
+    return (
+        ad3d.create("patchcore", num_centres=1024, align=True)
+        .fit(train)
+        .calibrate([sample(shared_data, "cad/idler_riser.STL", 3000, 9)])
+    )
 
 
 def test_scores_and_regions_come_back_in_the_scans_own_frame(aligned_patchcore, shared_data):
@@ -113,21 +118,27 @@ def test_the_reference_travels_with_the_model_file(aligned_patchcore, shared_dat
     assert np.array_equal(back.score(scan).point_scores, aligned_patchcore.score(scan).point_scores)
 
 
-def test_aligned_scores_are_bit_identical_in_fresh_processes_with_any_thread_count(aligned_patchcore, shared_data,
-                                                                                   tmp_path):
+def test_aligned_scores_are_bit_identical_in_fresh_processes_with_any_thread_count(
+    aligned_patchcore, shared_data, tmp_path
+):
     # Open3D's registration sums over threads in no fixed order: with 3 or 4 threads on this 2-core machine
     # its poses differed in the last digits from run to run until the pose was settled on its matched pairs
     model, scan = tmp_path / "m.ad3d", tmp_path / "scan.npy"
     aligned_patchcore.save(model)
     truth = transform([0.2, 1.0, 0.1], 25.0, [0.01, 0.0, 0.0])
     np.save(scan, rigid(sample(shared_data, "cad/idler_riser.STL", 3000, 11), truth).points)
-    code = ("import sys, numpy as np, ad3d; from ad3d.types import Scan; d = ad3d.load(sys.argv[1]); "
-            "r = d.score(Scan(points=np.load(sys.argv[2]))); "
-            "np.save(sys.argv[3], np.append(r.point_scores, np.ravel(r.alignment['transform'])))")
+    code = (
+        "import sys, numpy as np, ad3d; from ad3d.types import Scan; d = ad3d.load(sys.argv[1]); "
+        "r = d.score(Scan(points=np.load(sys.argv[2]))); "
+        "np.save(sys.argv[3], np.append(r.point_scores, np.ravel(r.alignment['transform'])))"
+    )
     runs = []
     for run, threads in enumerate(("1", "3", "4", "4", "3", "2")):
         out = tmp_path / f"s{run}.npy"
-        subprocess.run([sys.executable, "-c", code, str(model), str(scan), str(out)], check=True,
-                       env={**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads})
+        subprocess.run(
+            [sys.executable, "-c", code, str(model), str(scan), str(out)],
+            check=True,
+            env={**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads},
+        )
         runs.append(np.load(out))
     assert all(np.array_equal(r, runs[0]) for r in runs[1:])

@@ -60,8 +60,12 @@ def made_at_run_time(folder: Path) -> dict[Path, str]:
     (folder / "loop2.pcd").symlink_to(folder / "loop.pcd")
     (folder / "broken_link.ply").symlink_to(folder / "gone.ply")
     (folder / "folder.pcd").mkdir()
-    return {folder / "loop.pcd": "symbolic link loop", folder / "broken_link.ply": "broken symbolic link",
-            folder / "folder.pcd": "is a directory", folder / "missing.pcd": "no such file"}
+    return {
+        folder / "loop.pcd": "symbolic link loop",
+        folder / "broken_link.ply": "broken symbolic link",
+        folder / "folder.pcd": "is a directory",
+        folder / "missing.pcd": "no such file",
+    }
 
 
 def test_cases_made_at_run_time_give_one_line_naming_the_file(tmp_path):
@@ -70,16 +74,17 @@ def test_cases_made_at_run_time_give_one_line_naming_the_file(tmp_path):
             read_scan(path)
 
 
-def test_the_whole_corpus_in_one_batch_loses_no_good_scan_and_changes_nothing(model, tmp_path, capsys,
-                                                                               monkeypatch):
+def test_the_whole_corpus_in_one_batch_loses_no_good_scan_and_changes_nothing(model, tmp_path, capsys, monkeypatch):
     """Through the CLI in this process, so two failures no file can cause on demand join the batch: a
     MemoryError and a permission error (root reads any file) raised by the reader for named files."""
-    from ad3d import cli
     from conftest import tree_digest
 
+    from ad3d import cli
+
     model_path, good = model
-    runtime = {p: words for p, words in made_at_run_time(tmp_path / "runtime").items()
-               if not p.is_dir()}  # a folder argument is a folder of scans to the CLI
+    runtime = {
+        p: words for p, words in made_at_run_time(tmp_path / "runtime").items() if not p.is_dir()
+    }  # a folder argument is a folder of scans to the CLI
     faults = {"out_of_memory.pcd": MemoryError(), "unreadable.pcd": PermissionError(13, "Permission denied")}
     for name in faults:
         (tmp_path / "runtime" / name).write_bytes(good[0].read_bytes())
@@ -92,8 +97,18 @@ def test_the_whole_corpus_in_one_batch_loses_no_good_scan_and_changes_nothing(mo
     monkeypatch.setattr("ad3d.io.read_scan", read_with_faults)  # the CLI imports it when it runs
     bad = [CORPUS / "scans" / c["file"] for c in CASES] + list(runtime) + [tmp_path / "runtime" / n for n in faults]
     before = tree_digest(CORPUS)
-    code = cli.main(["score", str(model_path), str(good[0]), *map(str, bad), str(good[1]), "--out",
-                     str(tmp_path / "out"), "--quiet"])
+    code = cli.main(
+        [
+            "score",
+            str(model_path),
+            str(good[0]),
+            *map(str, bad),
+            str(good[1]),
+            "--out",
+            str(tmp_path / "out"),
+            "--quiet",
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2 and "Traceback" not in err
     lines = [line for line in err.splitlines() if line.startswith("ad3d:")]

@@ -2,11 +2,11 @@
 
 import numpy as np
 import pytest
+from conftest import tree_digest
+from native import make_anomaly_shapenet, make_mvtec3d, make_real3d, write_gt_txt
 
 import ad3d.datasets as ds
 from ad3d.errors import DatasetError
-from conftest import tree_digest
-from native import make_anomaly_shapenet, make_mvtec3d, make_real3d, write_gt_txt
 
 
 def test_real3d_layout(tmp_path):
@@ -128,7 +128,9 @@ def test_every_missing_gt_file_is_named_in_one_error(tmp_path):
     make_anomaly_shapenet(tmp_path)
     for gt in (tmp_path / "pcd/vase0/GT").glob("*.txt"):
         gt.unlink()
-    with pytest.raises(DatasetError, match=r"2 anomalous test scans have no GT file.*vase0_bulge0\.txt.*vase0_crak1\.txt"):
+    with pytest.raises(
+        DatasetError, match=r"2 anomalous test scans have no GT file.*vase0_bulge0\.txt.*vase0_crak1\.txt"
+    ):
         ds.load("anomaly-shapenet", tmp_path, "vase0", "test")
 
 
@@ -136,8 +138,11 @@ def test_verify_on_an_empty_folder_says_why(tmp_path):
     import subprocess
     import sys
 
-    out = subprocess.run([sys.executable, "-m", "ad3d.cli", "datasets", "verify", str(tmp_path), "--format", "real3d"],
-                         capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "ad3d.cli", "datasets", "verify", str(tmp_path), "--format", "real3d"],
+        capture_output=True,
+        text=True,
+    )
     assert out.returncode == 2 and "no real3d categories found" in out.stderr and "Traceback" not in out.stderr
 
 
@@ -180,8 +185,11 @@ def test_loaders_take_the_released_benchmarks_quirks(tmp_path):
     suffix (482_bulge_cut.pcd)."""
     from native import mesh_points, plant_bulge, write_pcd
 
-    for cat, stem, collection in (("helmet1", "helmet1_bulge0", "pcd"), ("desk0", "desk_bulge0", "pcd"),
-                                  ("spoon0", "spoon0_bulge0", "new_pcd")):
+    for cat, stem, collection in (
+        ("helmet1", "helmet1_bulge0", "pcd"),
+        ("desk0", "desk_bulge0", "pcd"),
+        ("spoon0", "spoon0_bulge0", "new_pcd"),
+    ):
         base = tmp_path / "asn" / collection
         write_pcd(base / cat / "train" / f"{cat}_template0.pcd", mesh_points("cad/round.stl", 400, 1))
         pts, labels = plant_bulge(mesh_points("cad/round.stl", 400, 2), seed=1)

@@ -19,7 +19,10 @@ from ad3d.types import Scan
 @pytest.fixture(scope="module")
 def synth_root(tmp_path_factory, shared_data):
     root = tmp_path_factory.mktemp("synth") / "asn"
-    sources = [shared_data / "meshes" / "cad" / "idler_riser.STL", shared_data / "meshes" / "ycb" / "mustard_bottle.obj"]
+    sources = [
+        shared_data / "meshes" / "cad" / "idler_riser.STL",
+        shared_data / "meshes" / "ycb" / "mustard_bottle.obj",
+    ]
     make_dataset(sources, "anomaly-shapenet", root, points=3000, train=3, good=4, per_defect=2, seed=1)
     return root
 
@@ -80,8 +83,10 @@ def test_saved_model_scores_bit_identically_in_fresh_processes(fitted, synth_roo
     fitted.save(model)
     scan = ds.load("anomaly-shapenet", synth_root, "idler_riser0", "test")[4]
     expected = fitted.score(scan).point_scores
-    code = ("import sys, numpy as np, ad3d; from ad3d.io import read_scan; "
-            "d = ad3d.load(sys.argv[1]); np.save(sys.argv[3], d.score(read_scan(sys.argv[2])).point_scores)")
+    code = (
+        "import sys, numpy as np, ad3d; from ad3d.io import read_scan; "
+        "d = ad3d.load(sys.argv[1]); np.save(sys.argv[3], d.score(read_scan(sys.argv[2])).point_scores)"
+    )
     import os
 
     for run, threads in enumerate(("1", "2", "3", "4", "8")):  # other thread splits must not change a bit
@@ -111,8 +116,12 @@ def test_damaged_model_files_fail_clearly(fitted, tmp_path):
     flipped[-100] ^= 0x40  # inside the tensor data
     (tmp_path / "tampered.ad3d").write_bytes(bytes(flipped))
     (tmp_path / "other.ad3d").write_bytes(b"\x80\x04K\x01.")  # a pickle
-    for name, pattern in (("truncated", "damaged"), ("tampered", "checksum"), ("other", "damaged"),
-                          ("missing", "no such file")):
+    for name, pattern in (
+        ("truncated", "damaged"),
+        ("tampered", "checksum"),
+        ("other", "damaged"),
+        ("missing", "no such file"),
+    ):
         with pytest.raises(ModelFormatError, match=pattern):
             ad3d.load(tmp_path / f"{name}.ad3d")
 
@@ -171,8 +180,13 @@ def test_the_checksum_covers_the_header_and_the_header_is_validated(synth_root, 
     case("nanthreshold", lambda h: h["thresholds"].update(point=float("nan")), "not a finite number", recompute=True)
     case("badparam", lambda h: h["params"].update(coreset_ratio=7.0), "coreset_ratio", recompute=True)
     case("unknownparam", lambda h: h["params"].update(colour=1), "parameters do not fit", recompute=True)
-    case("nanbank", lambda h: None, "'bank_' holds NaN",
-         recompute=True, tensors_edit=lambda t: t["bank_"].__setitem__((0, 0), np.nan))
+    case(
+        "nanbank",
+        lambda h: None,
+        "'bank_' holds NaN",
+        recompute=True,
+        tensors_edit=lambda t: t["bank_"].__setitem__((0, 0), np.nan),
+    )
     assert ad3d.load(src).thresholds() == fitted.thresholds()  # the untouched file still loads
 
 
@@ -211,11 +225,15 @@ def test_calibrate_gives_a_three_way_decision():
 
 def test_calibrate_splits_points_into_normal_uncertain_defective():
     det = FieldScore().fit([_scan(0)])
-    normals = [Scan(points=np.random.default_rng(i).random((100, 3)), fields={"s": np.arange(100, dtype=np.float32) / 100})
-               for i in range(3)]  # point scores 0.00 .. 0.99, three times over
+    normals = [
+        Scan(points=np.random.default_rng(i).random((100, 3)), fields={"s": np.arange(100, dtype=np.float32) / 100})
+        for i in range(3)
+    ]  # point scores 0.00 .. 0.99, three times over
     det.calibrate(normals, point_fpr=0.01, point_review_fpr=0.05)
     assert det.point_threshold_ == pytest.approx(0.99) and det.point_review_threshold_ == pytest.approx(0.95)
-    scan = Scan(points=np.random.default_rng(9).random((4, 3)), fields={"s": np.array([0.1, 0.96, 0.99, 3.0], np.float32)})
+    scan = Scan(
+        points=np.random.default_rng(9).random((4, 3)), fields={"s": np.array([0.1, 0.96, 0.99, 3.0], np.float32)}
+    )
     result = det.score(scan)
     assert result.point_decisions.tolist() == [0, 1, 2, 2]
     from ad3d.report import result_json, summary_line

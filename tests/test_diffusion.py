@@ -18,7 +18,9 @@ def test_linear_betas_and_cumulative_alphas():
     assert torch.allclose(s.alpha_bar, torch.tensor([1.0, 0.9, 0.72, 0.504], dtype=torch.float64))
     default = LinearSchedule()
     assert default.betas[1] == pytest.approx(1e-4) and default.betas[200] == pytest.approx(0.05)
-    assert float(default.alpha_bar[200]) == pytest.approx(math.prod(1 - (1e-4 + i * (0.05 - 1e-4) / 199) for i in range(200)))
+    assert float(default.alpha_bar[200]) == pytest.approx(
+        math.prod(1 - (1e-4 + i * (0.05 - 1e-4) / 199) for i in range(200))
+    )
 
 
 def test_q_sample_and_predict_x0_by_hand():
@@ -40,9 +42,11 @@ def test_posterior_variance_by_hand():
 
 def oracle(x0, schedule):
     """A perfect noise predictor for a known clean cloud."""
+
     def denoise(x_t, t):
         a, s = schedule.coefficients(t)
         return (x_t - a * x0) / s
+
     return denoise
 
 

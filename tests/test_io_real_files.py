@@ -72,12 +72,30 @@ def test_segmentation_label_field_stays_a_field_not_ground_truth(shared_data):
     assert scan.fields["label"].dtype == np.uint32 and scan.fields["label"].max() > 0
 
 
-MESHES = ["cad/1002_tray_bottom.STL", "cad/ADIS16480.STL", "cad/angle_block.STL", "cad/box.STL",
-          "cad/cycloidal.ply", "cad/featuretype.STL", "cad/fixed_top.ply", "cad/idler_riser.STL",
-          "cad/octagonal_pocket.stl", "cad/plate_holes.STL", "cad/round.stl", "cad/torus.STL",
-          "ycb/banana.obj", "ycb/cracker_box.obj", "ycb/foam_brick.obj", "ycb/gelatin_box.obj",
-          "ycb/master_chef_can.obj", "ycb/mustard_bottle.obj", "ycb/potted_meat_can.obj",
-          "ycb/power_drill.obj", "ycb/scissors.obj", "ycb/tomato_soup_can.obj"]
+MESHES = [
+    "cad/1002_tray_bottom.STL",
+    "cad/ADIS16480.STL",
+    "cad/angle_block.STL",
+    "cad/box.STL",
+    "cad/cycloidal.ply",
+    "cad/featuretype.STL",
+    "cad/fixed_top.ply",
+    "cad/idler_riser.STL",
+    "cad/octagonal_pocket.stl",
+    "cad/plate_holes.STL",
+    "cad/round.stl",
+    "cad/torus.STL",
+    "ycb/banana.obj",
+    "ycb/cracker_box.obj",
+    "ycb/foam_brick.obj",
+    "ycb/gelatin_box.obj",
+    "ycb/master_chef_can.obj",
+    "ycb/mustard_bottle.obj",
+    "ycb/potted_meat_can.obj",
+    "ycb/power_drill.obj",
+    "ycb/scissors.obj",
+    "ycb/tomato_soup_can.obj",
+]
 
 
 @pytest.mark.parametrize("name", MESHES)

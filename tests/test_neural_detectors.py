@@ -7,19 +7,39 @@ import pytest
 import torch
 
 import ad3d
-from ad3d.detectors.mc4ad import corrective_force_loss
 from ad3d.errors import ConfigError
+from ad3d.nn.cfp import corrective_force_loss
 from ad3d.synth import plant
 from ad3d.types import Scan
 
 TINY = {
-    "r3dad": {"num_points": 256, "latent": 16, "encoder_widths": (16, 32), "denoiser_widths": (32, 32),
-              "iterations": 6, "batch_size": 4, "eval_every": 3, "sample_steps": 4, "device": "cpu",
-              "rotation": "none", "noise_aug": 0.0, "align": False},
-    "mc4ad": {"encoder": (8, 16, 16), "decoder": (16, 8), "num_points": 512, "iterations": 6, "batch_size": 2,
-              "eval_every": 3, "device": "cpu", "rotation": "none", "noise_aug": 0.0, "align": False},
+    "r3dad": {
+        "num_points": 256,
+        "latent": 16,
+        "encoder_widths": (16, 32),
+        "denoiser_widths": (32, 32),
+        "iterations": 6,
+        "batch_size": 4,
+        "eval_every": 3,
+        "sample_steps": 4,
+        "device": "cpu",
+        "rotation": "none",
+        "noise_aug": 0.0,
+        "align": False,
+    },
+    "mc4ad": {
+        "encoder": (8, 16, 16),
+        "decoder": (16, 8),
+        "num_points": 512,
+        "iterations": 6,
+        "batch_size": 2,
+        "eval_every": 3,
+        "device": "cpu",
+        "rotation": "none",
+        "noise_aug": 0.0,
+        "align": False,
+    },
 }  # align=False: a box fits several poses, and Open3D's threaded RANSAC may pick another on a rerun
-
 
 
 def box_scan(n=1024, seed=0):
@@ -28,8 +48,9 @@ def box_scan(n=1024, seed=0):
 
     mesh = trimesh.creation.box((0.8, 0.6, 0.4))
     pts, faces = trimesh.sample.sample_surface(mesh, n, seed=seed)
-    return Scan(points=np.asarray(pts, np.float32), normals=np.asarray(mesh.face_normals[faces], np.float32),
-                category="box")
+    return Scan(
+        points=np.asarray(pts, np.float32), normals=np.asarray(mesh.face_normals[faces], np.float32), category="box"
+    )
 
 
 @pytest.fixture(scope="module")
@@ -97,7 +118,9 @@ def test_r3dad_training_pairs_are_patch_gen_copies_of_the_clean_cloud(scans):
     moved = np.linalg.norm(defective - clean, axis=1) > 0
     assert clean.shape == (256, 3) and moved.sum() == 16  # 1/16 of the points, the rest untouched
     assert np.linalg.norm(defective - clean, axis=1).max() <= 0.05 + 1e-6
-    off = ad3d.create("r3dad", **{**TINY["r3dad"], "patch_gen": False}).training_pair(scans[0], np.random.default_rng(0))
+    off = ad3d.create("r3dad", **{**TINY["r3dad"], "patch_gen": False}).training_pair(
+        scans[0], np.random.default_rng(0)
+    )
     assert np.array_equal(off[0], off[1])
 
 
@@ -173,8 +196,9 @@ def test_training_augmentation_matches_acquisition_pose_and_noise(scans):
     from ad3d.detectors.neural import JITTER_DEGREES, random_rotation
 
     rng = np.random.default_rng(0)
-    angles = [np.degrees(np.arccos(np.clip((np.trace(random_rotation(rng, "jitter")) - 1) / 2, -1, 1)))
-              for _ in range(200)]
+    angles = [
+        np.degrees(np.arccos(np.clip((np.trace(random_rotation(rng, "jitter")) - 1) / 2, -1, 1))) for _ in range(200)
+    ]
     assert max(angles) <= JITTER_DEGREES + 1e-9 and max(angles) > 0.5 * JITTER_DEGREES
     plain = ad3d.create("mc4ad", **{**TINY["mc4ad"], "missing": 0.0})
     noisy = ad3d.create("mc4ad", **{**TINY["mc4ad"], "missing": 0.0, "noise_aug": 0.01})
@@ -231,8 +255,19 @@ def test_r3dad_overfits_one_shape_and_flags_a_planted_bulge(scans):
     """A small model trained on one part for a few hundred steps scores a bulge above the rest."""
     from ad3d.metrics import auroc
 
-    det = ad3d.create("r3dad", num_points=256, latent=32, encoder_widths=(32, 64), denoiser_widths=(64, 64, 64),
-                      iterations=400, batch_size=8, eval_every=100, patience=10, device="cpu", seed=0).fit(scans)
+    det = ad3d.create(
+        "r3dad",
+        num_points=256,
+        latent=32,
+        encoder_widths=(32, 64),
+        denoiser_widths=(64, 64, 64),
+        iterations=400,
+        batch_size=8,
+        eval_every=100,
+        patience=10,
+        device="cpu",
+        seed=0,
+    ).fit(scans)
     normal = box_scan(seed=20)
     bulged = plant(normal, "bulge", seed=4, fraction=(0.06, 0.06))
     scores = det.score(bulged).point_scores

@@ -10,6 +10,9 @@ from ad3d import ops
 from ad3d.io import read_scan
 from ad3d.ops import fallback
 
+# every exactness test runs on each device; the CUDA ones skip cleanly on a machine without a GPU
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU"))]
+
 
 def naive_fps(points: np.ndarray, k: int, start: int = 0) -> np.ndarray:
     dist = np.full(len(points), np.inf, dtype=points.dtype)
@@ -44,20 +47,23 @@ def test_compiled_extension_is_in_use():
     assert ops.load_extension() is not None, ops.extension_status()
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("n,k", [(1, 1), (50, 50), (3000, 400), (20000, 300)])
-def test_fps_matches_naive_on_random_clouds(dtype, n, k):
+def test_fps_matches_naive_on_random_clouds(dtype, n, k, device):
     pts = np.random.default_rng(n).normal(size=(n, 3)).astype(dtype)
-    assert ops.fps(torch.from_numpy(pts), k).tolist() == naive_fps(pts, k).tolist()
+    assert ops.fps(torch.from_numpy(pts).to(device), k).tolist() == naive_fps(pts, k).tolist()
 
 
 @pytest.mark.parametrize("name,k", [("milk.pcd", 512), ("bun0.pcd", 397), ("car6.pcd", 1024), ("fragment.pcd", 256)])
-def test_fps_matches_naive_order_on_real_scan(shared_data, name, k):
+@pytest.mark.parametrize("device", DEVICES)
+def test_fps_matches_naive_order_on_real_scan(shared_data, name, k, device):
     pts = read_scan(shared_data / "pcd" / name).points
-    assert ops.fps(torch.from_numpy(pts), k).tolist() == naive_fps(pts, k).tolist()
+    assert ops.fps(torch.from_numpy(pts).to(device), k).tolist() == naive_fps(pts, k).tolist()
 
 
-def test_fps_random_start_and_ragged_batch():
+@pytest.mark.parametrize("device", DEVICES)
+def test_fps_random_start_and_ragged_batch(device):
     rng = np.random.default_rng(7)
     clouds = [rng.random((n, 3)).astype(np.float32) for n in (900, 400, 1000)]
     padded = np.full((3, 1000, 3), 1e6, np.float32)  # padding must never be picked
@@ -65,7 +71,7 @@ def test_fps_random_start_and_ragged_batch():
         padded[i, : len(c)] = c
     lengths = torch.tensor([900, 400, 1000])
     gen = torch.Generator().manual_seed(3)
-    idx = ops.fps(torch.from_numpy(padded), 64, lengths=lengths, start="random", generator=gen)
+    idx = ops.fps(torch.from_numpy(padded).to(device), 64, lengths=lengths, start="random", generator=gen).cpu()
     starts = (torch.rand(3, generator=torch.Generator().manual_seed(3), dtype=torch.float64) * lengths).long()
     for i, c in enumerate(clouds):
         assert idx[i].tolist() == naive_fps(c, 64, int(starts[i])).tolist()
@@ -102,30 +108,34 @@ def test_fps_errors():
         ops.fps(pts, 3, start="middle")
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("m,n,k", [(1, 1, 1), (200, 50, 50), (1000, 5000, 16), (300, 2000, 64), (100, 3000, 100)])
-def test_knn_matches_brute_force(dtype, m, n, k):
+def test_knn_matches_brute_force(dtype, m, n, k, device):
     rng = np.random.default_rng(m + n)
     q, r = rng.normal(size=(m, 3)).astype(dtype), rng.normal(size=(n, 3)).astype(dtype)
-    dist2, idx = ops.knn(torch.from_numpy(q), torch.from_numpy(r), k)
-    assert dist2.dtype == torch.from_numpy(q).dtype and idx.dtype == torch.int64
-    check_knn(q, r, k, dist2.numpy(), idx.numpy())
+    dist2, idx = ops.knn(torch.from_numpy(q).to(device), torch.from_numpy(r).to(device), k)
+    assert dist2.dtype == torch.from_numpy(q).dtype and idx.dtype == torch.int64 and dist2.device.type == device
+    check_knn(q, r, k, dist2.cpu().numpy(), idx.cpu().numpy())
 
 
-def test_knn_on_real_scan_with_duplicates(shared_data):
+@pytest.mark.parametrize("device", DEVICES)
+def test_knn_on_real_scan_with_duplicates(shared_data, device):
     r = read_scan(shared_data / "pcd" / "milk.pcd").points
     r = np.concatenate([r, r[:500]])  # exact duplicates: equal distances, either index allowed
     q = r[::7] + np.float32(1e-4)
-    dist2, idx = ops.knn(torch.from_numpy(q), torch.from_numpy(r), 16)
-    check_knn(q, r, 16, dist2.numpy(), idx.numpy())
+    dist2, idx = ops.knn(torch.from_numpy(q).to(device), torch.from_numpy(r).to(device), 16)
+    check_knn(q, r, 16, dist2.cpu().numpy(), idx.cpu().numpy())
 
 
-def test_knn_ragged_batch():
+@pytest.mark.parametrize("device", DEVICES)
+def test_knn_ragged_batch(device):
     rng = np.random.default_rng(4)
     q = rng.random((2, 300, 3)).astype(np.float32)
     r = rng.random((2, 800, 3)).astype(np.float32)
     ql, rl = torch.tensor([300, 120]), torch.tensor([500, 800])
-    dist2, idx = ops.knn(torch.from_numpy(q), torch.from_numpy(r), 8, q_lengths=ql, r_lengths=rl)
+    dist2, idx = ops.knn(torch.from_numpy(q).to(device), torch.from_numpy(r).to(device), 8, q_lengths=ql, r_lengths=rl)
+    dist2, idx = dist2.cpu(), idx.cpu()
     check_knn(q[0], r[0, :500], 8, dist2[0].numpy(), idx[0].numpy())
     check_knn(q[1, :120], r[1], 8, dist2[1, :120].numpy(), idx[1, :120].numpy())
     assert (idx[1, 120:] == -1).all() and torch.isinf(dist2[1, 120:]).all()
@@ -172,10 +182,11 @@ def test_ball_query_and_chamfer():
     assert cd == pytest.approx(float(expected), rel=1e-6)
 
 
-def test_chamfer_gradients_match_brute_force_autograd():
+@pytest.mark.parametrize("device", DEVICES)
+def test_chamfer_gradients_match_brute_force_autograd(device):
     rng = np.random.default_rng(6)
-    a = torch.tensor(rng.random((2, 50, 3)), requires_grad=True)
-    b = torch.tensor(rng.random((2, 70, 3)), requires_grad=True)
+    a = torch.tensor(rng.random((2, 50, 3)), device=device, requires_grad=True)
+    b = torch.tensor(rng.random((2, 70, 3)), device=device, requires_grad=True)
     ops.chamfer(a, b).sum().backward()
     a2, b2 = a.detach().clone().requires_grad_(), b.detach().clone().requires_grad_()
     d = ((a2[:, :, None] - b2[:, None]) ** 2).sum(-1)

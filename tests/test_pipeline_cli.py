@@ -18,18 +18,47 @@ def run(*args, cwd=None):
 @pytest.fixture(scope="module")
 def model(tmp_path_factory, shared_data):
     root = tmp_path_factory.mktemp("cli")
-    make_dataset([shared_data / "meshes" / "cad" / "idler_riser.STL"], "anomaly-shapenet", root / "data",
-                 points=2500, train=4, good=2, per_defect=1, seed=2)
-    fitted = run("fit", "--data", root / "data", "--format", "anomaly-shapenet", "--category", "idler_riser0",
-                 "--out", root / "m.ad3d", "--param", "num_centres=1024", "--quiet")
+    make_dataset(
+        [shared_data / "meshes" / "cad" / "idler_riser.STL"],
+        "anomaly-shapenet",
+        root / "data",
+        points=2500,
+        train=4,
+        good=2,
+        per_defect=1,
+        seed=2,
+    )
+    fitted = run(
+        "fit",
+        "--data",
+        root / "data",
+        "--format",
+        "anomaly-shapenet",
+        "--category",
+        "idler_riser0",
+        "--out",
+        root / "m.ad3d",
+        "--param",
+        "num_centres=1024",
+        "--quiet",
+    )
     assert fitted.returncode == 0, fitted.stderr
     assert "thresholds from 1 held-out normal scans" in fitted.stdout
     return root
 
 
 def test_eval_prints_and_writes_the_table(model):
-    result = run("eval", model / "m.ad3d", "--data", model / "data", "--format", "anomaly-shapenet",
-                 "--out", model / "eval", "--quiet")
+    result = run(
+        "eval",
+        model / "m.ad3d",
+        "--data",
+        model / "data",
+        "--format",
+        "anomaly-shapenet",
+        "--out",
+        model / "eval",
+        "--quiet",
+    )
     assert result.returncode == 0, result.stderr
     assert "O-AUROC" in result.stdout and "idler_riser0" in result.stdout
     rows = json.loads((model / "eval" / "eval.json").read_text())["rows"]
@@ -50,10 +79,34 @@ def test_score_writes_ply_and_report_per_scan(model, tmp_path):
 
 
 def test_network_detector_from_the_cli_with_a_preset_and_three_way_report(model, tmp_path):
-    fitted = run("fit", "--detector", "mc4ad", "--preset", "cpu", "--data", model / "data", "--format",
-                 "anomaly-shapenet", "--category", "idler_riser0", "--out", tmp_path / "mc.ad3d", "--quiet",
-                 "--param", "encoder=8,16,16", "--param", "decoder=16,8", "--param", "iterations=4",
-                 "--param", "batch_size=2", "--param", "num_points=1024", "--param", "device=cpu")
+    fitted = run(
+        "fit",
+        "--detector",
+        "mc4ad",
+        "--preset",
+        "cpu",
+        "--data",
+        model / "data",
+        "--format",
+        "anomaly-shapenet",
+        "--category",
+        "idler_riser0",
+        "--out",
+        tmp_path / "mc.ad3d",
+        "--quiet",
+        "--param",
+        "encoder=8,16,16",
+        "--param",
+        "decoder=16,8",
+        "--param",
+        "iterations=4",
+        "--param",
+        "batch_size=2",
+        "--param",
+        "num_points=1024",
+        "--param",
+        "device=cpu",
+    )
     assert fitted.returncode == 0, fitted.stderr
     test_dir = model / "data" / "pcd" / "idler_riser0" / "test"
     scored = run("score", tmp_path / "mc.ad3d", test_dir, "--out", tmp_path / "out")
@@ -63,8 +116,21 @@ def test_network_detector_from_the_cli_with_a_preset_and_three_way_report(model,
     assert set(report["thresholds"]) == {"reject", "review", "point", "point_review"}
     assert report["thresholds"]["point_review"] < report["thresholds"]["point"]
     assert sum(report["points_by_decision"].values()) == report["points"]
-    bad = run("fit", "--detector", "mc4ad", "--preset", "huge", "--data", model / "data", "--format",
-              "anomaly-shapenet", "--category", "idler_riser0", "--out", tmp_path / "x.ad3d")
+    bad = run(
+        "fit",
+        "--detector",
+        "mc4ad",
+        "--preset",
+        "huge",
+        "--data",
+        model / "data",
+        "--format",
+        "anomaly-shapenet",
+        "--category",
+        "idler_riser0",
+        "--out",
+        tmp_path / "x.ad3d",
+    )
     assert bad.returncode == 2 and "no preset 'huge'" in bad.stderr and "Traceback" not in bad.stderr
 
 
@@ -85,7 +151,8 @@ def test_score_handles_nan_mixed_formats_and_bad_files(model, tmp_path, shared_d
     ok = run("score", model / "m.ad3d", mixed, "--out", tmp_path / "ok")
     assert ok.returncode == 0, ok.stderr
     assert sorted(p.name for p in (tmp_path / "ok").iterdir()) == sorted(
-        f"{s}.{e}" for s in ("a", "b", "c_nan", "d") for e in ("json", "ply"))
+        f"{s}.{e}" for s in ("a", "b", "c_nan", "d") for e in ("json", "ply")
+    )
     nan_report = json.loads((tmp_path / "ok" / "c_nan.json").read_text())
     assert nan_report["points"] == len(scan) - 10
 
@@ -126,10 +193,14 @@ def test_outputs_of_the_wrong_kind_are_refused_before_any_work(model, tmp_path):
     (tmp_path / "afile").write_text("mine")
     (tmp_path / "adir").mkdir()
     data = model / "data"
-    fit = run("fit", "--data", data, "--format", "anomaly-shapenet", "--category", "idler_riser0", "--out", tmp_path / "adir")
+    fit = run(
+        "fit", "--data", data, "--format", "anomaly-shapenet", "--category", "idler_riser0", "--out", tmp_path / "adir"
+    )
     assert fit.returncode == 2 and "is a folder" in fit.stderr and "Nothing was fitted" in fit.stderr
-    for cmd in (["score", model / "m.ad3d", data], ["eval", "--detector", "patchcore", "--data", data,
-                                                    "--format", "anomaly-shapenet"]):
+    for cmd in (
+        ["score", model / "m.ad3d", data],
+        ["eval", "--detector", "patchcore", "--data", data, "--format", "anomaly-shapenet"],
+    ):
         out = run(*cmd, "--out", tmp_path / "afile")
         assert out.returncode == 2 and "is a file, not a folder" in out.stderr, out.stderr
     assert (tmp_path / "afile").read_text() == "mine" and not any((tmp_path / "adir").iterdir())
@@ -147,8 +218,16 @@ def test_one_bad_file_of_any_kind_never_stops_the_batch(model, tmp_path):
     (scans / "m_loop2.pcd").symlink_to(scans / "m_loop.pcd")
     header = "VERSION .7\nFIELDS x y z\nSIZE 8 8 8\nTYPE F F F\nCOUNT 1 1 1\nWIDTH 2\nHEIGHT 1\nPOINTS 2\nDATA binary\n"
     (scans / "m_huge.pcd").write_bytes(header.encode() + np.array([[1e39, 0, 0], [0, 1, 0]], "<f8").tobytes())
-    done = run("score", model / "m.ad3d", scans / "a_good.pcd", scans / "m_loop.pcd", scans / "m_huge.pcd",
-               scans / "z_good.pcd", "--out", tmp_path / "out")
+    done = run(
+        "score",
+        model / "m.ad3d",
+        scans / "a_good.pcd",
+        scans / "m_loop.pcd",
+        scans / "m_huge.pcd",
+        scans / "z_good.pcd",
+        "--out",
+        tmp_path / "out",
+    )
     assert done.returncode == 2
     assert sorted(p.name for p in (tmp_path / "out").glob("*.json")) == ["a_good.json", "z_good.json"]
     lines = [line for line in done.stderr.splitlines() if line.startswith("ad3d:")]
@@ -168,8 +247,13 @@ def test_score_refuses_a_model_of_another_part(model, tmp_path, shared_data):
 def test_view_screenshot_highlights_the_defect_and_html_renders(model, tmp_path):
     from PIL import Image
 
-    run("score", model / "m.ad3d", model / "data" / "pcd" / "idler_riser0" / "test" / "idler_riser0_bulge0.pcd",
-        "--out", tmp_path / "out")
+    run(
+        "score",
+        model / "m.ad3d",
+        model / "data" / "pcd" / "idler_riser0" / "test" / "idler_riser0_bulge0.pcd",
+        "--out",
+        tmp_path / "out",
+    )
     ply = tmp_path / "out" / "idler_riser0_bulge0.ply"
     shot = run("view", ply, "--screenshot", tmp_path / "v.png", "--html", tmp_path / "v.html")
     assert shot.returncode == 0, shot.stderr
@@ -180,11 +264,25 @@ def test_view_screenshot_highlights_the_defect_and_html_renders(model, tmp_path)
     if chromium is None:
         pytest.skip("chromium not installed (Debian package chromium)")
     page = tmp_path / "page.png"
-    subprocess.run([chromium, "--headless", "--no-sandbox", "--use-angle=swiftshader", "--enable-unsafe-swiftshader",
-                    "--disable-background-networking", "--disable-component-update", "--no-first-run",
-                    f"--user-data-dir={tmp_path / 'chrome'}", "--virtual-time-budget=15000",
-                    "--window-size=800,600", f"--screenshot={page}", (tmp_path / "v.html").as_uri()],
-                   capture_output=True, timeout=120)
+    subprocess.run(
+        [
+            chromium,
+            "--headless",
+            "--no-sandbox",
+            "--use-angle=swiftshader",
+            "--enable-unsafe-swiftshader",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--no-first-run",
+            f"--user-data-dir={tmp_path / 'chrome'}",
+            "--virtual-time-budget=15000",
+            "--window-size=800,600",
+            f"--screenshot={page}",
+            (tmp_path / "v.html").as_uri(),
+        ],
+        capture_output=True,
+        timeout=120,
+    )
     shot = np.asarray(Image.open(page).convert("RGB")).astype(int)
     assert len(np.unique(shot.reshape(-1, 3), axis=0)) > 50  # something was drawn, not a blank page
 

@@ -105,8 +105,17 @@ def test_eval_runs_a_zero_shot_detector_on_the_test_split_only(tmp_path, shared_
     from ad3d import datasets, pipeline
     from ad3d.synth import make_dataset
 
-    make_dataset([shared_data / "meshes" / "cad" / "round.stl"], "anomaly-shapenet", tmp_path / "d", points=600,
-                 train=2, good=2, per_defect=1, defects=("bulge",), seed=1)
+    make_dataset(
+        [shared_data / "meshes" / "cad" / "round.stl"],
+        "anomaly-shapenet",
+        tmp_path / "d",
+        points=600,
+        train=2,
+        good=2,
+        per_defect=1,
+        defects=("bulge",),
+        seed=1,
+    )
     splits, real_load = [], datasets.load
     monkeypatch.setattr(datasets, "load", lambda *a, **k: splits.append(a[3]) or real_load(*a, **k))
     rows = pipeline.evaluate_dataset("test-mutual", {}, tmp_path / "d", "anomaly-shapenet")
@@ -160,9 +169,29 @@ def test_preprocess_plane_from_the_cli_names_what_does_not_fit(tmp_path, capsys)
 
     write_scan(tmp_path / "flat.ply", Scan(points=np.random.default_rng(0).random((50, 3))))
     ad3d.create("test-mutual").fit([Scan(points=np.random.default_rng(1).random((50, 3)))]).save(tmp_path / "m.ad3d")
-    code = cli.main(["score", str(tmp_path / "m.ad3d"), str(tmp_path / "flat.ply"), "--out", str(tmp_path / "o"),
-                     "--preprocess", "plane"])
+    code = cli.main(
+        [
+            "score",
+            str(tmp_path / "m.ad3d"),
+            str(tmp_path / "flat.ply"),
+            "--out",
+            str(tmp_path / "o"),
+            "--preprocess",
+            "plane",
+        ]
+    )
     assert code == 2 and "flat.ply': background-plane removal needs an organised scan" in capsys.readouterr().err
-    code = cli.main(["eval", "--detector", "patchcore", "--data", str(tmp_path), "--format", "anomaly-shapenet",
-                     "--preprocess", "plane"])
+    code = cli.main(
+        [
+            "eval",
+            "--detector",
+            "patchcore",
+            "--data",
+            str(tmp_path),
+            "--format",
+            "anomaly-shapenet",
+            "--preprocess",
+            "plane",
+        ]
+    )
     assert code == 2 and "anomaly-shapenet loader takes no option preprocess" in capsys.readouterr().err

@@ -25,7 +25,11 @@ def test_patch_gen_moves_the_patch_facing_a_viewpoint_along_view_rays():
     assert mask.sum() == 128
     assert np.all(offset[~mask] == 0) and np.allclose(moved, pts + offset)
     # the patch is exactly the 128 points nearest one of the 26 viewpoints
-    matches = [v for v in VIEWPOINTS if set(np.argsort(np.linalg.norm(pts - v, axis=1), kind="stable")[:128]) == set(np.flatnonzero(mask))]
+    matches = [
+        v
+        for v in VIEWPOINTS
+        if set(np.argsort(np.linalg.norm(pts - v, axis=1), kind="stable")[:128]) == set(np.flatnonzero(mask))
+    ]
     assert len(matches) == 1
     view = matches[0]
     rays = pts[mask] - view
@@ -66,7 +70,9 @@ def test_da_gen_is_a_bounded_sphere_crop_along_blended_normals():
         assert d[idx].max() <= np.sort(d)[len(idx)] + 0.05
         # direction within acos(0.95)-ish of the normal (lambda >= 0.95), either way along it
         moving = np.linalg.norm(offset[idx], axis=1) > 1e-6
-        cos = np.einsum("ij,ij->i", offset[idx][moving], normals[idx][moving]) / np.linalg.norm(offset[idx][moving], axis=1)
+        cos = np.einsum("ij,ij->i", offset[idx][moving], normals[idx][moving]) / np.linalg.norm(
+            offset[idx][moving], axis=1
+        )
         assert np.abs(cos).min() > 0.9
 
 
@@ -106,8 +112,9 @@ def test_generators_keep_dtype_and_shape(generator):
 def test_missing_material_opens_a_gap_and_pulls_its_rim_across_it():
     pts, normals = sphere(4096)
     rng = np.random.default_rng(5)
-    moved, correction, rim, source = missing_material(pts, normals, rng, region=(1 / 32, 1 / 32), magnitude=(0.1, 0.1),
-                                                      rim=(1.5, 1.5))
+    moved, correction, rim, source = missing_material(
+        pts, normals, rng, region=(1 / 32, 1 / 32), magnitude=(0.1, 0.1), rim=(1.5, 1.5)
+    )
     relocated = np.flatnonzero(source != np.arange(len(pts)))
     assert len(relocated) == 128 and moved.shape == pts.shape and moved.dtype == np.float32
     kept = np.setdiff1d(np.arange(len(pts)), relocated)
@@ -130,4 +137,4 @@ def test_missing_material_opens_a_gap_and_pulls_its_rim_across_it():
     assert np.all(towards > 0)
     # the pull is strongest next to the gap and fades outwards
     by_distance = size[np.argsort(np.linalg.norm(pts[rim] - seed, axis=1))]
-    assert by_distance[: len(by_distance) // 4].mean() > by_distance[-len(by_distance) // 4:].mean()
+    assert by_distance[: len(by_distance) // 4].mean() > by_distance[-len(by_distance) // 4 :].mean()

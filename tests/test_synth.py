@@ -153,8 +153,15 @@ def test_synth_refuses_a_non_empty_output(tmp_path, shared_data):
 def test_synth_mvtec3d_layout_reads_back_with_visible_masks(tmp_path, shared_data):
     from PIL import Image
 
-    make_dataset([shared_data / "meshes" / "ycb" / "cracker_box.obj"], "mvtec3d", tmp_path / "mv", train=2, good=1,
-                 per_defect=1, image_size=64)
+    make_dataset(
+        [shared_data / "meshes" / "ycb" / "cracker_box.obj"],
+        "mvtec3d",
+        tmp_path / "mv",
+        train=2,
+        good=1,
+        per_defect=1,
+        image_size=64,
+    )
     assert ds.describe("mvtec3d", tmp_path / "mv")[0]["validation"] == 1
     test = list(ds.load("mvtec3d", tmp_path / "mv", "cracker_box", "test"))
     assert sorted(s.defect_type for s in test) == sorted(["good", *GEOMETRIC, "contamination"])

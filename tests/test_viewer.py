@@ -45,9 +45,25 @@ def test_view_without_a_display_says_which_flag_to_use(tmp_path, shared_data):
     import sys
 
     env = {k: v for k, v in __import__("os").environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
-    out = subprocess.run([sys.executable, "-m", "ad3d.cli", "view", str(shared_data / "pcd" / "bun0.pcd")],
-                         capture_output=True, text=True, env=env)
+    out = subprocess.run(
+        [sys.executable, "-m", "ad3d.cli", "view", str(shared_data / "pcd" / "bun0.pcd")],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
     assert out.returncode == 2 and "no display" in out.stderr and "--screenshot" in out.stderr
-    shot = subprocess.run([sys.executable, "-m", "ad3d.cli", "view", str(shared_data / "pcd" / "bun0.pcd"),
-                           "--screenshot", str(tmp_path / "b.png")], capture_output=True, text=True, env=env)
+    shot = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "ad3d.cli",
+            "view",
+            str(shared_data / "pcd" / "bun0.pcd"),
+            "--screenshot",
+            str(tmp_path / "b.png"),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
     assert shot.returncode == 0 and "bad X server" not in shot.stderr and "WARN" not in shot.stderr

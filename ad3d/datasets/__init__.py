@@ -17,8 +17,12 @@ from ad3d.datasets.base import Dataset, SampleRef, transfer_labels
 from ad3d.errors import Ad3dError, DatasetError
 from ad3d.types import Scan
 
-_FORMATS: dict[str, ModuleType] = {"mvtec3d": mvtec3d, "real3d": real3d, "anomaly-shapenet": anomaly_shapenet,
-                                   "folder": folder}
+_FORMATS: dict[str, ModuleType] = {
+    "mvtec3d": mvtec3d,
+    "real3d": real3d,
+    "anomaly-shapenet": anomaly_shapenet,
+    "folder": folder,
+}
 __all__ = ["FORMATS", "Dataset", "SampleRef", "load", "categories", "describe", "verify", "transfer_labels"]
 FORMATS = tuple(_FORMATS)
 
@@ -49,8 +53,9 @@ def load(format: str, root: str | os.PathLike, category: str, split: str = "test
     module = _module(format)
     unknown = set(options) - set(inspect.signature(module.load).parameters)
     if unknown:
-        raise DatasetError(f"the {format} loader takes no option {', '.join(sorted(unknown))} "
-                           "(preprocess=plane is for mvtec3d)")
+        raise DatasetError(
+            f"the {format} loader takes no option {', '.join(sorted(unknown))} (preprocess=plane is for mvtec3d)"
+        )
     return module.load(_root(root), category, split, **options)
 
 
@@ -87,8 +92,9 @@ def gt_problems(scan: Scan, gt_path, max_gt_distance: float = 1e-4) -> list[str]
     return problems
 
 
-def verify(format: str, root: str | os.PathLike, *, progress: bool = False,
-           max_gt_distance: float = 1e-4) -> list[dict]:
+def verify(
+    format: str, root: str | os.PathLike, *, progress: bool = False, max_gt_distance: float = 1e-4
+) -> list[dict]:
     """Read every file of a local copy; per category count scans and list each problem found.
 
     Problems: a split that cannot be listed (missing GT, no training scans), a file that does not read,

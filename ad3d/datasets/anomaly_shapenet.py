@@ -1,9 +1,10 @@
 """Anomaly-ShapeNet: `<cat>/train/<cat>_template<k>.pcd`, `<cat>/test/<cat>_<type><k>.pcd`, `<cat>/GT/*.txt`.
 
 v2 puts the categories under `<root>/pcd/` (meshes under `<root>/obj/`) and the ten categories added
-later under `<root>/new_pcd/`; v1 has them directly under the root: all are found. Normal test scans are named `positive`. GT rows are `x,y,z,label` (comma-
-or space-separated) and need not follow the PCD's point order: labels are matched by nearest
-neighbour. Known misspellings in released file names (`crak`) are mapped to the defect's real name.
+later under `<root>/new_pcd/`; v1 has them directly under the root: all are found. Normal test scans
+are named `positive`. GT rows are `x,y,z,label` (comma- or space-separated) and need not follow the
+PCD's point order: labels are matched by nearest neighbour. Known misspellings in released file names
+(`crak`) are mapped to the defect's real name.
 """
 
 from __future__ import annotations
@@ -12,8 +13,16 @@ import re
 from functools import partial
 from pathlib import Path
 
-from ad3d.datasets.base import (Dataset, SampleRef, check_category, check_split, files, list_dirs,
-                                load_point_sample, missing_gt_error)
+from ad3d.datasets.base import (
+    Dataset,
+    SampleRef,
+    check_category,
+    check_split,
+    files,
+    list_dirs,
+    load_point_sample,
+    missing_gt_error,
+)
 from ad3d.errors import DatasetError
 
 FORMAT = "anomaly-shapenet"
@@ -41,7 +50,7 @@ def categories(root: Path) -> list[str]:
 
 def defect_type(stem: str, category: str) -> str:
     """`vase0_bulge3` -> bulge, `vase0_positive2` -> good, `cap0_crak1` -> crack."""
-    rest = stem[len(category) + 1:] if stem.startswith(category + "_") else stem.split("_", 1)[-1]
+    rest = stem[len(category) + 1 :] if stem.startswith(category + "_") else stem.split("_", 1)[-1]
     name = re.sub(r"\d+$", "", rest).strip("_").lower() or "unknown"
     return "good" if name == "positive" else NAME_QUIRKS.get(name, name)
 

@@ -28,8 +28,15 @@ class SampleRef:
 class Dataset(Sequence):
     """A sized, indexable, iterable collection of Scans; each file is read only when accessed."""
 
-    def __init__(self, format: str, root: Path, category: str, split: str, refs: list[SampleRef],
-                 load: Callable[[SampleRef], Scan]):
+    def __init__(
+        self,
+        format: str,
+        root: Path,
+        category: str,
+        split: str,
+        refs: list[SampleRef],
+        load: Callable[[SampleRef], Scan],
+    ):
         self.format, self.root, self.category, self.split = format, Path(root), category, split
         self.refs = refs
         self._load = load
@@ -47,22 +54,26 @@ class Dataset(Sequence):
             yield self._load(ref)
 
     def __repr__(self) -> str:
-        return (f"Dataset(format={self.format!r}, category={self.category!r}, split={self.split!r}, "
-                f"scans={len(self)}, anomalous={sum(r.label == 1 for r in self.refs)})")
+        return (
+            f"Dataset(format={self.format!r}, category={self.category!r}, split={self.split!r}, "
+            f"scans={len(self)}, anomalous={sum(r.label == 1 for r in self.refs)})"
+        )
 
 
 def check_split(split: str, available: tuple[str, ...], format: str) -> None:
     if split not in SPLITS:
         raise DatasetError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
     if split not in available:
-        raise DatasetError(f"{format} has no {split!r} split (it has {', '.join(available)}); "
-                           "hold out some training scans instead")
+        raise DatasetError(
+            f"{format} has no {split!r} split (it has {', '.join(available)}); hold out some training scans instead"
+        )
 
 
 def check_category(root: Path, category: str, known: list[str], format: str) -> Path:
     if category not in known:
-        raise DatasetError(f"no category {category!r} in '{root}' ({format}); found: "
-                           f"{', '.join(known) if known else 'none'}")
+        raise DatasetError(
+            f"no category {category!r} in '{root}' ({format}); found: {', '.join(known) if known else 'none'}"
+        )
     return root / category
 
 
@@ -111,8 +122,9 @@ def load_point_sample(ref: SampleRef, category: str, format: str) -> Scan:
     from ad3d.io import read_scan
 
     scan = read_scan(ref.path)
-    scan = scan.replace(label=ref.label, category=category, defect_type=ref.defect_type,
-                        meta={**scan.meta, "dataset": format})
+    scan = scan.replace(
+        label=ref.label, category=category, defect_type=ref.defect_type, meta={**scan.meta, "dataset": format}
+    )
     if ref.label is None or (ref.label == 1 and ref.gt_path is None):
         return scan
     return attach_gt(scan, ref.gt_path)
@@ -131,5 +143,7 @@ def attach_gt(scan: Scan, gt_path: Path | None) -> Scan:
 def missing_gt_error(missing: list[Path]) -> DatasetError:
     """One error naming every anomalous test scan whose GT file is missing (the first few by name)."""
     shown = ", ".join(p.name for p in missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
-    return DatasetError(f"{len(missing)} anomalous test scan{'s' if len(missing) > 1 else ''} "
-                        f"{'have' if len(missing) > 1 else 'has'} no GT file in '{missing[0].parent}': {shown}")
+    return DatasetError(
+        f"{len(missing)} anomalous test scan{'s' if len(missing) > 1 else ''} "
+        f"{'have' if len(missing) > 1 else 'has'} no GT file in '{missing[0].parent}': {shown}"
+    )

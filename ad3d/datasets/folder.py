@@ -11,8 +11,7 @@ from __future__ import annotations
 from functools import partial
 from pathlib import Path
 
-from ad3d.datasets.base import (Dataset, SampleRef, check_category, check_split, files, list_dirs,
-                                load_point_sample)
+from ad3d.datasets.base import Dataset, SampleRef, check_category, check_split, files, list_dirs, load_point_sample
 from ad3d.errors import DatasetError
 
 FORMAT = "folder"

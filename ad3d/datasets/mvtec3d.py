@@ -65,10 +65,20 @@ def _load(ref: SampleRef, category: str, preprocess: str) -> Scan:
     elif ref.label == 0:
         mask = np.zeros((h, w), bool)
     labels = None if mask is None else mask.ravel()[grid_index].astype(np.uint8)
-    scan = Scan(points=xyz.reshape(-1, 3)[grid_index], colors=colors, image=image, grid_index=grid_index,
-                grid_shape=(h, w), labels=labels, mask=mask, label=ref.label, category=category,
-                defect_type=ref.defect_type, path=str(ref.path),
-                meta={"format": FORMAT, "invalid_points": int((~valid).sum())})
+    scan = Scan(
+        points=xyz.reshape(-1, 3)[grid_index],
+        colors=colors,
+        image=image,
+        grid_index=grid_index,
+        grid_shape=(h, w),
+        labels=labels,
+        mask=mask,
+        label=ref.label,
+        category=category,
+        defect_type=ref.defect_type,
+        path=str(ref.path),
+        meta={"format": FORMAT, "invalid_points": int((~valid).sum())},
+    )
     if preprocess == "plane":
         from ad3d.cache import cached_array, content_key
         from ad3d.preprocess import background_plane_keep
@@ -93,6 +103,13 @@ def load(root: Path, category: str, split: str = "test", *, preprocess: str = "n
             gt = base / "gt" / f"{xyz.stem}.png"
             if label == 1 and not gt.exists():
                 raise DatasetError(f"'{xyz}' is a {defect} test scan but its mask '{gt}' is missing")
-            refs.append(SampleRef(xyz, label if split == "test" else 0, defect, gt if gt.exists() else None,
-                                  {"rgb": rgb if rgb.exists() else None}))
+            refs.append(
+                SampleRef(
+                    xyz,
+                    label if split == "test" else 0,
+                    defect,
+                    gt if gt.exists() else None,
+                    {"rgb": rgb if rgb.exists() else None},
+                )
+            )
     return Dataset(FORMAT, root, category, split, refs, partial(_load, category=category, preprocess=preprocess))

@@ -12,8 +12,16 @@ import re
 from functools import partial
 from pathlib import Path
 
-from ad3d.datasets.base import (Dataset, SampleRef, check_category, check_split, files, list_dirs,
-                                load_point_sample, missing_gt_error)
+from ad3d.datasets.base import (
+    Dataset,
+    SampleRef,
+    check_category,
+    check_split,
+    files,
+    list_dirs,
+    load_point_sample,
+    missing_gt_error,
+)
 from ad3d.errors import DatasetError
 
 FORMAT = "real3d"

@@ -69,15 +69,19 @@ class Detector:
         categories = {s.category for s in scans} - {None}
         self.category_ = categories.pop() if len(categories) == 1 else None
         self.threshold_ = self.review_threshold_ = self.point_threshold_ = self.point_review_threshold_ = None
-        self.train_diag_ = float(np.median([np.linalg.norm(np.ptp(s.points, axis=0)) for s in scans])) if scans else None
+        self.train_diag_ = (
+            float(np.median([np.linalg.norm(np.ptp(s.points, axis=0)) for s in scans])) if scans else None
+        )
         self._fit(self._fit_reference(scans), progress)
         return self
 
     def check_modalities(self, scan: Scan) -> None:
         """Refuse a scan that lacks what this detector reads (colour for an 'rgb' detector)."""
         if "rgb" in self.modalities and scan.image is None and scan.colors is None:
-            raise ConfigError(f"{self.name} reads colour and geometry (modalities {', '.join(self.modalities)}), "
-                              f"but '{scan.path or 'the scan'}' has no image and no point colours")
+            raise ConfigError(
+                f"{self.name} reads colour and geometry (modalities {', '.join(self.modalities)}), "
+                f"but '{scan.path or 'the scan'}' has no image and no point colours"
+            )
 
     # --- alignment to the part's reference ------------------------------------------------------
     def _fit_reference(self, scans: list[Scan]) -> list[Scan]:
@@ -109,8 +113,10 @@ class Detector:
         ratio = float(np.linalg.norm(np.ptp(scan.points, axis=0))) / self.train_diag_
         if not 1 / tolerance <= ratio <= tolerance:
             what = f"category '{self.category_}'" if self.category_ else "its training parts"
-            raise ConfigError(f"'{scan.path or 'scan'}' is {ratio:.2g}x the size of the parts this model was "
-                              f"trained on ({what}); wrong model, or other units?")
+            raise ConfigError(
+                f"'{scan.path or 'scan'}' is {ratio:.2g}x the size of the parts this model was "
+                f"trained on ({what}); wrong model, or other units?"
+            )
 
     def _check_fitted(self) -> None:
         if not self._fitted():
@@ -153,7 +159,9 @@ class Detector:
         start = time.perf_counter()
         moved, alignment = self.aligned(scan)
         timings = {"align_s": time.perf_counter() - start} if alignment is not None else {}
-        scores, object_score = self._score_batch([moved])[0] if self.learning_type == "zero-shot" else self._score(moved)
+        scores, object_score = (
+            self._score_batch([moved])[0] if self.learning_type == "zero-shot" else self._score(moved)
+        )
         timings["score_s"] = time.perf_counter() - start
         return self._result(scan, scores, object_score, alignment, timings)
 
@@ -164,8 +172,10 @@ class Detector:
 
         scans = list(scans)
         if self.learning_type != "zero-shot":
-            return [self.score(s, force=force)
-                    for s in tqdm(scans, desc=f"{self.name} score", disable=not progress, leave=False)]
+            return [
+                self.score(s, force=force)
+                for s in tqdm(scans, desc=f"{self.name} score", disable=not progress, leave=False)
+            ]
         self._check_fitted()
         for scan in scans:
             self._check_scan(scan, force)
@@ -173,8 +183,10 @@ class Detector:
         moved = [self.aligned(s) for s in scans]
         scored = self._score_batch([m for m, _ in moved])
         timings = {"score_s": (time.perf_counter() - start) / max(1, len(scans))}
-        return [self._result(scan, scores, obj, alignment, dict(timings))
-                for scan, (scores, obj), (_, alignment) in zip(scans, scored, moved)]
+        return [
+            self._result(scan, scores, obj, alignment, dict(timings))
+            for scan, (scores, obj), (_, alignment) in zip(scans, scored, moved)
+        ]
 
     def _result(self, scan: Scan, scores: np.ndarray, object_score: float, alignment, timings: dict) -> AnomalyResult:
         """The AnomalyResult of one scored scan. `scores` are per point, or an anomaly map on the organised
@@ -182,8 +194,9 @@ class Detector:
         image_scores = None
         if scores.ndim == 2:
             if scores.shape != scan.grid_shape:
-                raise ConfigError(f"{self.name} returned a {scores.shape} map for a scan whose grid is "
-                                  f"{scan.grid_shape}")
+                raise ConfigError(
+                    f"{self.name} returned a {scores.shape} map for a scan whose grid is {scan.grid_shape}"
+                )
             image_scores, scores = scores, scores.reshape(-1)[scan.grid_index]
         elif scan.is_organised:
             image_scores = scan.to_image(scores)
@@ -198,14 +211,25 @@ class Detector:
         if self.point_threshold_ is not None:
             started = time.perf_counter()
             regions = extract_regions(scan.points, scores, self.point_threshold_)
-            uncertain = self.point_review_threshold_ if self.point_review_threshold_ is not None else self.point_threshold_
-            point_decisions = ((scores >= uncertain).astype(np.uint8)
-                               + (scores >= self.point_threshold_).astype(np.uint8))
+            uncertain = (
+                self.point_review_threshold_ if self.point_review_threshold_ is not None else self.point_threshold_
+            )
+            point_decisions = (scores >= uncertain).astype(np.uint8) + (scores >= self.point_threshold_).astype(
+                np.uint8
+            )
             timings["regions_s"] = time.perf_counter() - started
-        return AnomalyResult(point_scores=scores, object_score=object_score, threshold=self.threshold_,
-                             is_anomalous=is_anomalous, decision=decision, regions=regions,
-                             image_scores=image_scores, timings=timings, point_decisions=point_decisions,
-                             alignment=None if alignment is None else alignment.as_dict())
+        return AnomalyResult(
+            point_scores=scores,
+            object_score=object_score,
+            threshold=self.threshold_,
+            is_anomalous=is_anomalous,
+            decision=decision,
+            regions=regions,
+            image_scores=image_scores,
+            timings=timings,
+            point_decisions=point_decisions,
+            alignment=None if alignment is None else alignment.as_dict(),
+        )
 
     def _score(self, scan: Scan) -> tuple[np.ndarray, float]:
         """One-class detectors: (point scores or an (H, W) map, object score) of one scan."""
@@ -215,8 +239,14 @@ class Detector:
         """Zero-shot detectors: each scan scored against the others and the reference pool."""
         raise NotImplementedError
 
-    def calibrate(self, normal_scans: Iterable[Scan], fpr: float = 0.01, review_fpr: float | None = 0.05,
-                  point_fpr: float = 0.005, point_review_fpr: float | None = 0.02) -> Detector:
+    def calibrate(
+        self,
+        normal_scans: Iterable[Scan],
+        fpr: float = 0.01,
+        review_fpr: float | None = 0.05,
+        point_fpr: float = 0.005,
+        point_review_fpr: float | None = 0.02,
+    ) -> Detector:
         """The three-way decision (MC4AD's HQC, for every detector) from held-out normal scans only.
 
         Scans: reject above the (1 - fpr) quantile of the normal object scores, review between that and
@@ -224,8 +254,11 @@ class Detector:
         of the normal point scores (these form the regions), uncertain above the (1 - point_review_fpr)
         quantile, normal below. A review rate not above its reject rate (or None) gives a two-way split.
         """
-        rates = (("fpr", fpr), ("point_fpr", point_fpr)) + ((("review_fpr", review_fpr),) if review_fpr else ()) \
+        rates = (
+            (("fpr", fpr), ("point_fpr", point_fpr))
+            + ((("review_fpr", review_fpr),) if review_fpr else ())
             + ((("point_review_fpr", point_review_fpr),) if point_review_fpr else ())
+        )
         for name, value in rates:
             if not 0 < value < 1:
                 raise ConfigError(f"{name} must lie in (0, 1), got {value}")
@@ -235,17 +268,25 @@ class Detector:
         objects = np.array([r.object_score for r in results])
         points = np.concatenate([r.point_scores for r in results])
         self.threshold_ = float(np.quantile(objects, 1 - fpr, method="higher"))
-        self.review_threshold_ = (float(np.quantile(objects, 1 - review_fpr, method="higher"))
-                                  if review_fpr and review_fpr > fpr else None)
+        self.review_threshold_ = (
+            float(np.quantile(objects, 1 - review_fpr, method="higher")) if review_fpr and review_fpr > fpr else None
+        )
         self.point_threshold_ = float(np.quantile(points, 1 - point_fpr, method="higher"))
-        self.point_review_threshold_ = (float(np.quantile(points, 1 - point_review_fpr, method="higher"))
-                                        if point_review_fpr and point_review_fpr > point_fpr else None)
+        self.point_review_threshold_ = (
+            float(np.quantile(points, 1 - point_review_fpr, method="higher"))
+            if point_review_fpr and point_review_fpr > point_fpr
+            else None
+        )
         return self
 
     def thresholds(self) -> dict[str, float | None]:
         """The calibrated three-way thresholds (None where uncalibrated)."""
-        return {"reject": self.threshold_, "review": self.review_threshold_, "point": self.point_threshold_,
-                "point_review": self.point_review_threshold_}
+        return {
+            "reject": self.threshold_,
+            "review": self.review_threshold_,
+            "point": self.point_threshold_,
+            "point_review": self.point_review_threshold_,
+        }
 
     # --- persistence ----------------------------------------------------------------------------
     def save(self, path) -> None:

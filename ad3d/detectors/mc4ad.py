@@ -31,58 +31,32 @@ from torch import nn
 from ad3d.detectors.neural import NeuralDetector, jitter, random_rotation
 from ad3d.detectors.registry import register
 from ad3d.detectors.scoring import neighbour_indices, smooth, spread, top_mean
-from ad3d.ops import even_subset
 from ad3d.errors import ConfigError
+from ad3d.nn.cfp import CFPNet, corrective_force_loss
+from ad3d.ops import even_subset
 from ad3d.types import Scan
 
 PRESETS = {
     "cpu": {},
-    "paper": {"encoder": (32, 64, 128, 256, 256), "decoder": (192, 192, 128, 128), "batch_size": 32,
-              "iterations": 150000, "patches": 1, "missing": 0.0, "sym_weight": 0.1, "smooth_k": 1,
-              "rotation": "full", "normalise": "scan", "align": False, "noise_aug": 0.0, "location_norm": False,
-              "object_reduce": "mean",
-              "eval_every": 1000, "patience": 20},
+    "paper": {
+        "encoder": (32, 64, 128, 256, 256),
+        "decoder": (192, 192, 128, 128),
+        "batch_size": 32,
+        "iterations": 150000,
+        "patches": 1,
+        "missing": 0.0,
+        "sym_weight": 0.1,
+        "smooth_k": 1,
+        "rotation": "full",
+        "normalise": "scan",
+        "align": False,
+        "noise_aug": 0.0,
+        "location_norm": False,
+        "object_reduce": "mean",
+        "eval_every": 1000,
+        "patience": 20,
+    },
 }
-
-
-def corrective_force_loss(f_in: torch.Tensor, f_ex: torch.Tensor, target: torch.Tensor, sym_weight: float = 0.1,
-                          eps: float = 1e-8) -> dict[str, torch.Tensor]:
-    """MC4AD's loss on (..., 3) forces and target offsets; returns total, overall and symmetric terms.
-
-    overall = mean ||o_hat - o||_1 + mean(-cos(o_hat, o)), o_hat = (f_in + f_ex) / 2, with unit vectors
-    taken as v / (|v| + eps) so points whose target is zero add 0 to the cosine term (PO3AD);
-    symmetric = mean ||f_in - f_ex||_1 / (|f_in| + |f_ex| + 1e-6) + mean(-cos(f_in, f_ex)).
-    """
-    def unit(v):
-        return v / (v.norm(dim=-1, keepdim=True) + eps)
-
-    joint = (f_in + f_ex) / 2
-    overall = (joint - target).abs().sum(-1).mean() - (unit(joint) * unit(target)).sum(-1).mean()
-    symmetric = ((f_in - f_ex).abs().sum(-1) / (f_in.norm(dim=-1) + f_ex.norm(dim=-1) + 1e-6)).mean() \
-        - (unit(f_in) * unit(f_ex)).sum(-1).mean()
-    return {"total": overall + sym_weight * symmetric, "overall": overall, "symmetric": symmetric}
-
-
-class CFPNet(nn.Module):
-    """Backbone features -> PO3AD's head (Linear 32 no bias + BN + PReLU, 16 + BN + PReLU) -> 6 numbers:
-    the internal and the external force."""
-
-    def __init__(self, backbone: str, encoder, decoder, k: int):
-        super().__init__()
-        from ad3d.nn.point_unet import BACKBONES
-
-        if backbone not in BACKBONES:
-            raise ConfigError(f"unknown backbone {backbone!r}; available: {', '.join(BACKBONES)}")
-        self.backbone = BACKBONES[backbone](tuple(encoder), tuple(decoder), k=k)
-        c = self.backbone.out_channels
-        self.head = nn.Sequential(nn.Linear(c, 32, bias=False), nn.BatchNorm1d(32), nn.PReLU(),
-                                  nn.Linear(32, 16, bias=False), nn.BatchNorm1d(16), nn.PReLU(), nn.Linear(16, 6))
-
-    def forward(self, xyz: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(B, N, 3) -> internal, external forces, each (B, N, 3)."""
-        feats = self.backbone(xyz)
-        out = self.head(feats.reshape(-1, feats.shape[-1])).reshape(*feats.shape[:-1], 6)
-        return out[..., :3], out[..., 3:]
 
 
 @register
@@ -94,15 +68,34 @@ class MC4AD(NeuralDetector):
     object_reduce_: str | None = None  # the object score chosen at fit: "mean" or "top"
     reduce_auroc_: dict | None = None  # each rule's AUROC on held-out normal vs pseudo-defective scans
 
-    def __init__(self, backbone: str = "point-unet", encoder=(16, 32, 64, 128, 128), decoder=(96, 64, 48, 32),
-                 k: int = 16, num_points: int = 4096, generator: str = "da-gen", patches: int = 4,
-                 missing: float = 1.0, sym_weight: float = 0.0, align: bool = True, rotation: str = "jitter",
-                 noise_aug: float = 0.002, normalise: str = "category",
-                 iterations: int = 2000, batch_size: int = 4, lr: float = 1e-3, eval_every: int = 200, patience: int = 5,
-                 val_batches: int = 4,
-                 object_reduce: str = "auto", top_fraction: float = 0.01, smooth_k: int = 64,
-                 location_norm: bool = True, device: str = "auto",
-                 seed: int = 0):
+    def __init__(
+        self,
+        backbone: str = "point-unet",
+        encoder=(16, 32, 64, 128, 128),
+        decoder=(96, 64, 48, 32),
+        k: int = 16,
+        num_points: int = 4096,
+        generator: str = "da-gen",
+        patches: int = 4,
+        missing: float = 1.0,
+        sym_weight: float = 0.0,
+        align: bool = True,
+        rotation: str = "jitter",
+        noise_aug: float = 0.002,
+        normalise: str = "category",
+        iterations: int = 2000,
+        batch_size: int = 4,
+        lr: float = 1e-3,
+        eval_every: int = 200,
+        patience: int = 5,
+        val_batches: int = 4,
+        object_reduce: str = "auto",
+        top_fraction: float = 0.01,
+        smooth_k: int = 64,
+        location_norm: bool = True,
+        device: str = "auto",
+        seed: int = 0,
+    ):
         self._store_params(locals())
 
     def _build_net(self) -> nn.Module:
@@ -197,7 +190,9 @@ class MC4AD(NeuralDetector):
             clean.append(self._subset_scores(scan.points)[0])
             defective += [self._frame_scores(self.training_sample(scan, rng)[0]) for _ in range(2)]
         labels = np.r_[np.zeros(len(clean)), np.ones(len(defective))]
-        aurocs = {how: float(auroc(labels, np.array([self._reduce(p, how) for p in clean + defective])))
-                  for how in ("mean", "top")}
+        aurocs = {
+            how: float(auroc(labels, np.array([self._reduce(p, how) for p in clean + defective])))
+            for how in ("mean", "top")
+        }
         self.object_reduce_ = max(aurocs, key=lambda how: (aurocs[how], how == "top"))
         self.reduce_auroc_ = aurocs

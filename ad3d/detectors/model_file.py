@@ -30,10 +30,16 @@ def save(det: Detector, path: str | Path) -> None:
     tensors = det._export_state()
     if det.reference_ is not None:
         tensors["align.reference"] = det.reference_
-    header = {"format": MODEL_FORMAT, "version": MODEL_VERSION, "detector": det.name,
-              "params": det.get_params(), "category": det.category_, "train_diag": det.train_diag_,
-              "state": {a: getattr(det, a) for a in det._state_scalars},
-              "thresholds": det.thresholds()}
+    header = {
+        "format": MODEL_FORMAT,
+        "version": MODEL_VERSION,
+        "detector": det.name,
+        "params": det.get_params(),
+        "category": det.category_,
+        "train_diag": det.train_diag_,
+        "state": {a: getattr(det, a) for a in det._state_scalars},
+        "thresholds": det.thresholds(),
+    }
     header = json.loads(json.dumps(header))  # the exact values a reader will see (tuples become lists)
     header["sha256"] = _digest(tensors, header)
     with atomic_output(path) as tmp:
@@ -63,16 +69,20 @@ def load(path: str | Path) -> Detector:
     if header.get("format") != MODEL_FORMAT:
         raise ModelFormatError(f"cannot load model '{path}': not an ad3d model file")
     if header.get("version") != MODEL_VERSION:
-        raise ModelFormatError(f"cannot load model '{path}': model format version {header.get('version')}, "
-                               f"this ad3d reads version {MODEL_VERSION}")
+        raise ModelFormatError(
+            f"cannot load model '{path}': model format version {header.get('version')}, "
+            f"this ad3d reads version {MODEL_VERSION}"
+        )
     try:
         tensors = load_file(str(path))
     except Exception as e:  # safetensors raises its own error types for damaged files
         raise ModelFormatError(f"cannot load model '{path}': damaged ({type(e).__name__}: {str(e)[:120]})") from None
     _check_header(path, header)
     if _digest(tensors, header) != header["sha256"]:
-        raise ModelFormatError(f"cannot load model '{path}': the header or the arrays do not match their checksum "
-                               "(file modified or corrupt)")
+        raise ModelFormatError(
+            f"cannot load model '{path}': the header or the arrays do not match their checksum "
+            "(file modified or corrupt)"
+        )
     for key, arr in tensors.items():
         if arr.dtype.kind == "f" and not np.isfinite(arr).all():
             raise ModelFormatError(f"cannot load model '{path}': array '{key}' holds NaN or inf")
@@ -115,14 +125,16 @@ def _read_header(path: Path) -> dict:
         prefix = f.read(8)
         length = int.from_bytes(prefix, "little") if len(prefix) == 8 else -1
         if not 2 <= length <= min(size - 8, MAX_HEADER_BYTES):
-            raise ModelFormatError(f"cannot load model '{path}': not an ad3d model file or damaged "
-                                   "(no safetensors header at its start)")
+            raise ModelFormatError(
+                f"cannot load model '{path}': not an ad3d model file or damaged (no safetensors header at its start)"
+            )
         try:
             meta = json.loads(f.read(length)).get("__metadata__") or {}
             header = json.loads(meta["ad3d"])
         except (ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError):
-            raise ModelFormatError(f"cannot load model '{path}': not an ad3d model file or damaged "
-                                   "(its header is not ad3d's JSON)") from None
+            raise ModelFormatError(
+                f"cannot load model '{path}': not an ad3d model file or damaged (its header is not ad3d's JSON)"
+            ) from None
     if not isinstance(header, dict):
         raise ModelFormatError(f"cannot load model '{path}': not an ad3d model file (header is not an object)")
     return header
@@ -130,6 +142,7 @@ def _read_header(path: Path) -> dict:
 
 def _check_header(path: Path, header: dict) -> None:
     """The header's schema: every key present with its type, numbers finite, thresholds in order."""
+
     def bad(problem: str) -> ModelFormatError:
         return ModelFormatError(f"cannot load model '{path}': header {problem}")
 

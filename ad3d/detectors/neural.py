@@ -133,8 +133,12 @@ class NeuralDetector(Detector):
 
     def _prepare(self, scans: list[Scan]) -> list[Scan]:
         """Training scans in the network frame (subclasses may add what they need, e.g. normals)."""
-        return [s.replace(points=self.to_frame(s.points)[0], normals=None if s.normals is None else s.normals.astype(np.float32))
-                for s in scans]
+        return [
+            s.replace(
+                points=self.to_frame(s.points)[0], normals=None if s.normals is None else s.normals.astype(np.float32)
+            )
+            for s in scans
+        ]
 
     def _fit(self, scans: list[Scan], progress: bool) -> None:
         """Adam on random batches; every `eval_every` iterations the loss on held-out normal scans (fixed
@@ -156,7 +160,9 @@ class NeuralDetector(Detector):
         optimiser = torch.optim.Adam(self.net_.parameters(), lr=self.lr)
         decay_from = self.iterations // 2  # linear decay to lr/10 over the second half (R3D-AD's schedule shape)
         schedule = torch.optim.lr_scheduler.LambdaLR(
-            optimiser, lambda i: 1.0 if i < decay_from else 1.0 - 0.9 * (i - decay_from) / max(1, self.iterations - decay_from))
+            optimiser,
+            lambda i: 1.0 if i < decay_from else 1.0 - 0.9 * (i - decay_from) / max(1, self.iterations - decay_from),
+        )
         best, best_state, since_best, history = math.inf, None, 0, []
         bar = tqdm(range(1, self.iterations + 1), desc=f"{self.name} fit", disable=not progress, leave=False)
         for it in bar:

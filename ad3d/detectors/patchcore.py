@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from ad3d.detectors.base import Detector
+from ad3d.detectors.memory_bank import coreset_bank, nearest_distances
 from ad3d.detectors.registry import register
 from ad3d.detectors.scoring import top_mean
 from ad3d.types import Scan
@@ -25,9 +26,18 @@ class PatchCore(Detector):
     _state_arrays = ("bank_",)
     _state_scalars = ("radius_",)
 
-    def __init__(self, num_points: int = 8192, num_centres: int = 2048, radius_fraction: float = 0.1,
-                 coreset_ratio: float = 0.25, xyz_weight: float = 0.0, top_fraction: float = 0.05,
-                 align: bool = False, device: str = "cpu", seed: int = 0):
+    def __init__(
+        self,
+        num_points: int = 8192,
+        num_centres: int = 2048,
+        radius_fraction: float = 0.1,
+        coreset_ratio: float = 0.25,
+        xyz_weight: float = 0.0,
+        top_fraction: float = 0.05,
+        align: bool = False,
+        device: str = "cpu",
+        seed: int = 0,
+    ):
         self.num_points = num_points
         self.align = align
         self.xyz_weight = xyz_weight
@@ -43,9 +53,14 @@ class PatchCore(Detector):
     def check_params(self) -> None:
         from ad3d.errors import ConfigError
 
-        checks = {"num_points": self.num_points >= 1, "num_centres": self.num_centres >= 1,
-                  "radius_fraction": 0 < self.radius_fraction, "coreset_ratio": 0 < self.coreset_ratio <= 1,
-                  "xyz_weight": self.xyz_weight >= 0, "top_fraction": 0 <= self.top_fraction < 1}
+        checks = {
+            "num_points": self.num_points >= 1,
+            "num_centres": self.num_centres >= 1,
+            "radius_fraction": 0 < self.radius_fraction,
+            "coreset_ratio": 0 < self.coreset_ratio <= 1,
+            "xyz_weight": self.xyz_weight >= 0,
+            "top_fraction": 0 <= self.top_fraction < 1,
+        }
         for name, ok in checks.items():
             if not ok:
                 raise ConfigError(f"patchcore {name}={getattr(self, name)!r} is out of range")
@@ -70,24 +85,20 @@ class PatchCore(Detector):
     def _fit(self, scans: list[Scan], progress: bool) -> None:
         from tqdm import tqdm
 
-        from ad3d import ops
-
         diag = np.median([np.linalg.norm(np.ptp(s.points, axis=0)) for s in scans])
         self.radius_ = float(self.radius_fraction * diag)
-        feats = np.concatenate([self._descriptors(s)[1]
-                                for s in tqdm(scans, desc="patchcore fit", disable=not progress, leave=False)])
-        keep = max(1, int(round(self.coreset_ratio * len(feats))))
-        start = int(np.random.default_rng(self.seed).integers(len(feats)))  # the coreset's first entry
-        idx = ops.greedy_coreset(torch.from_numpy(feats).to(self.device), keep, start=start).cpu().numpy()
-        self.bank_ = feats[idx]
+        feats = np.concatenate(
+            [self._descriptors(s)[1] for s in tqdm(scans, desc="patchcore fit", disable=not progress, leave=False)]
+        )
+        self.bank_ = coreset_bank(feats, self.coreset_ratio, self.seed, self.device)
 
     def _score(self, scan: Scan) -> tuple[np.ndarray, float]:
         from ad3d import ops
 
         centres, feats = self._descriptors(scan)
-        bank = torch.from_numpy(self.bank_).to(self.device)
-        query = torch.from_numpy(feats).to(self.device)
-        nn = torch.cat([torch.cdist(chunk, bank).min(1).values for chunk in query.split(4096)])
-        point_scores = ops.interpolate(torch.from_numpy(scan.points), torch.from_numpy(centres), nn.cpu().float())
+        nearest = nearest_distances(feats, self.bank_, self.device)
+        point_scores = ops.interpolate(
+            torch.from_numpy(scan.points), torch.from_numpy(centres), torch.from_numpy(nearest)
+        )
         point_scores = point_scores.numpy().astype(np.float32)
         return point_scores, top_mean(point_scores, self.top_fraction)

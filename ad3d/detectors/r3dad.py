@@ -40,18 +40,38 @@ import torch
 from ad3d.detectors.neural import NeuralDetector, jitter, random_rotation
 from ad3d.detectors.registry import register
 from ad3d.detectors.scoring import neighbour_indices, smooth, spread, top_mean
-from ad3d.ops import even_subset
 from ad3d.errors import ConfigError
+from ad3d.nn.pointnet import R3DNet
+from ad3d.ops import even_subset
 from ad3d.types import Scan
 
 PRESETS = {
     "cpu": {},
-    "paper": {"num_points": 2048, "latent": 256, "encoder_widths": (128, 128, 256, 512),
-              "denoiser_widths": (128, 256, 512, 256, 128), "fourier": 0, "time_dim": 0, "train_max_step": None,
-              "batch_size": 128, "iterations": 40000, "rotation": "full", "sampler": "ddpm", "start_step": 200,
-              "coverage": False, "reference_coverage": False, "location_norm": False, "top_fraction": 0.01,
-              "smooth_k": 1, "object_smooth_k": 1, "align": False, "noise_aug": 0.0, "score_points": None,
-              "eval_every": 1000, "patience": 10},
+    "paper": {
+        "num_points": 2048,
+        "latent": 256,
+        "encoder_widths": (128, 128, 256, 512),
+        "denoiser_widths": (128, 256, 512, 256, 128),
+        "fourier": 0,
+        "time_dim": 0,
+        "train_max_step": None,
+        "batch_size": 128,
+        "iterations": 40000,
+        "rotation": "full",
+        "sampler": "ddpm",
+        "start_step": 200,
+        "coverage": False,
+        "reference_coverage": False,
+        "location_norm": False,
+        "top_fraction": 0.01,
+        "smooth_k": 1,
+        "object_smooth_k": 1,
+        "align": False,
+        "noise_aug": 0.0,
+        "score_points": None,
+        "eval_every": 1000,
+        "patience": 10,
+    },
 }
 
 
@@ -81,33 +101,51 @@ def _schedule(steps: int, beta_1: float, beta_T: float):
     return LinearSchedule(steps, beta_1, beta_T)
 
 
-class _R3DNet(torch.nn.Module):
-    def __init__(self, latent, encoder_widths, denoiser_widths, fourier, time_dim):
-        super().__init__()
-        from ad3d.nn.pointnet import PointDenoiser, PointNetEncoder
-
-        self.encoder = PointNetEncoder(latent, tuple(encoder_widths), (max(latent, 128), 128))
-        self.denoiser = PointDenoiser(latent, tuple(denoiser_widths), fourier, time_dim)
-
-
 @register
 class R3DAD(NeuralDetector):
     name = "r3dad"
     modalities = ("xyz",)
     PRESETS = PRESETS
 
-    def __init__(self, num_points: int = 512, latent: int = 128, encoder_widths=(64, 64, 128, 256),
-                 denoiser_widths=(64, 128, 256, 128, 64), fourier: int = 6, time_dim: int = 16,
-                 train_max_step: int | None = 60, steps: int = 200, beta_1: float = 1e-4,
-                 beta_T: float = 0.05, objective: str = "noise", patch_gen: bool = True,
-                 patch_fraction: float = 1 / 16, patch_scale: float = 0.05, align: bool = True,
-                 rotation: str = "jitter", noise_aug: float = 0.002, score_points: int | None = 4096,
-                 normalise: str = "category", iterations: int = 2000, batch_size: int = 16, lr: float = 1e-3,
-                 eval_every: int = 200, patience: int = 5, val_batches: int = 2, sampler: str = "ddim",
-                 sample_steps: int = 10, start_step: int = 20, coverage: bool = True,
-                 reference_coverage: bool = True, location_norm: bool = True, smooth_k: int = 32,
-                 object_smooth_k: int = 8,
-                 top_fraction: float = 0.03, device: str = "auto", seed: int = 0):
+    def __init__(
+        self,
+        num_points: int = 512,
+        latent: int = 128,
+        encoder_widths=(64, 64, 128, 256),
+        denoiser_widths=(64, 128, 256, 128, 64),
+        fourier: int = 6,
+        time_dim: int = 16,
+        train_max_step: int | None = 60,
+        steps: int = 200,
+        beta_1: float = 1e-4,
+        beta_T: float = 0.05,
+        objective: str = "noise",
+        patch_gen: bool = True,
+        patch_fraction: float = 1 / 16,
+        patch_scale: float = 0.05,
+        align: bool = True,
+        rotation: str = "jitter",
+        noise_aug: float = 0.002,
+        score_points: int | None = 4096,
+        normalise: str = "category",
+        iterations: int = 2000,
+        batch_size: int = 16,
+        lr: float = 1e-3,
+        eval_every: int = 200,
+        patience: int = 5,
+        val_batches: int = 2,
+        sampler: str = "ddim",
+        sample_steps: int = 10,
+        start_step: int = 20,
+        coverage: bool = True,
+        reference_coverage: bool = True,
+        location_norm: bool = True,
+        smooth_k: int = 32,
+        object_smooth_k: int = 8,
+        top_fraction: float = 0.03,
+        device: str = "auto",
+        seed: int = 0,
+    ):
         self._store_params(locals())
 
     @property
@@ -122,7 +160,7 @@ class R3DAD(NeuralDetector):
             raise ConfigError(f"r3dad sampler must be 'ddim' or 'ddpm', got {self.sampler!r}")
         if not 1 <= self.start_step <= self.steps:
             raise ConfigError(f"r3dad start_step must lie in [1, steps={self.steps}], got {self.start_step}")
-        return _R3DNet(self.latent, self.encoder_widths, self.denoiser_widths, self.fourier, self.time_dim)
+        return R3DNet(self.latent, self.encoder_widths, self.denoiser_widths, self.fourier, self.time_dim)
 
     def _denoise(self, x_t: torch.Tensor, t: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         beta = self.schedule.betas.to(x_t.device)[t].float()

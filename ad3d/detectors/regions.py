@@ -22,8 +22,9 @@ def point_spacing(points: np.ndarray, sample: int = 20000) -> float:
     return float(np.median(dist2.clamp_min(0).sqrt().numpy()))
 
 
-def extract_regions(points: np.ndarray, scores: np.ndarray, threshold: float, *, min_points: int = 3,
-                    link: float = 2.5) -> list[DefectRegion]:
+def extract_regions(
+    points: np.ndarray, scores: np.ndarray, threshold: float, *, min_points: int = 3, link: float = 2.5
+) -> list[DefectRegion]:
     """Regions of points with score >= threshold, joined when closer than `link` x the point spacing.
 
     Largest first. area is a surface estimate: points x spacing².
@@ -46,6 +47,15 @@ def extract_regions(points: np.ndarray, scores: np.ndarray, threshold: float, *,
             continue
         pts = points[idx]
         lo, hi = pts.min(0), pts.max(0)
-        regions.append(DefectRegion(indices=idx, centroid=pts.mean(0), bbox_min=lo, bbox_max=hi, extent=hi - lo,
-                                    area=float(len(idx) * spacing**2), max_score=float(scores[idx].max())))
+        regions.append(
+            DefectRegion(
+                indices=idx,
+                centroid=pts.mean(0),
+                bbox_min=lo,
+                bbox_max=hi,
+                extent=hi - lo,
+                area=float(len(idx) * spacing**2),
+                max_score=float(scores[idx].max()),
+            )
+        )
     return sorted(regions, key=lambda r: -len(r.indices))

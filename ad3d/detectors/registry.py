@@ -45,8 +45,10 @@ def check_param_names(cls: type, params: dict) -> None:
     """A ConfigError naming the valid parameters for any name the detector does not take."""
     unknown = sorted(set(params) - set(param_names(cls)))
     if unknown:
-        raise ConfigError(f"{cls.name} has no parameter {', '.join(map(repr, unknown))}; "
-                          f"its parameters: {', '.join(param_names(cls))}")
+        raise ConfigError(
+            f"{cls.name} has no parameter {', '.join(map(repr, unknown))}; "
+            f"its parameters: {', '.join(param_names(cls))}"
+        )
 
 
 def create(name: str, **params):

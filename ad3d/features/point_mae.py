@@ -28,7 +28,7 @@ def encoder_state(path: Path) -> tuple[dict, dict]:
     if not isinstance(state, dict):
         raise WeightsError(f"weights file '{path}': 'base_model' is not a state dict")
     state = {k.removeprefix("module."): v for k, v in state.items()}
-    encoder = {k[len(PREFIX):]: v for k, v in state.items() if k.startswith(PREFIX)}
+    encoder = {k[len(PREFIX) :]: v for k, v in state.items() if k.startswith(PREFIX)}
     if not encoder:
         raise WeightsError(f"weights file '{path}' holds no '{PREFIX}*' tensors: not a Point-MAE checkpoint")
     arch = {}
@@ -47,9 +47,17 @@ class PointMAEBackbone:
 
     name = "point-mae"
 
-    def __init__(self, weights: str | os.PathLike | None = None, random_init: bool = False,
-                 num_group: int = 1024, group_size: int = 128, blocks=None, device: str = "cpu",
-                 seed: int = 0, **arch_overrides):
+    def __init__(
+        self,
+        weights: str | os.PathLike | None = None,
+        random_init: bool = False,
+        num_group: int = 1024,
+        group_size: int = 128,
+        blocks=None,
+        device: str = "cpu",
+        seed: int = 0,
+        **arch_overrides,
+    ):
         import torch
 
         from ad3d.nn.point_mae import MaskTransformer, PointMAEConfig
@@ -66,8 +74,12 @@ class PointMAEBackbone:
         torch.manual_seed(seed)
         self.net = MaskTransformer(self.config)
         if self.weights_path is not None:
-            match_keys(self.weights_path, encoder, self.net.state_dict(), "the Point-MAE encoder "
-                       f"({self.config.trans_dim} wide, {self.config.depth} blocks)")
+            match_keys(
+                self.weights_path,
+                encoder,
+                self.net.state_dict(),
+                f"the Point-MAE encoder ({self.config.trans_dim} wide, {self.config.depth} blocks)",
+            )
             self.net.load_state_dict(encoder)
         self.net.eval().to(device)
 
@@ -93,5 +105,8 @@ class PointMAEBackbone:
         return PointFeatures(centres[0].cpu().numpy() * scale + centre, features, idx[0].cpu().numpy())
 
     def fingerprint(self) -> dict:
-        return {"backbone": self.name, "sha256": sha256(self.weights_path) if self.weights_path else None,
-                "config": self.config.as_dict()}
+        return {
+            "backbone": self.name,
+            "sha256": sha256(self.weights_path) if self.weights_path else None,
+            "config": self.config.as_dict(),
+        }

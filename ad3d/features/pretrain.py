@@ -17,8 +17,20 @@ from ad3d.errors import ConfigError
 
 PRESETS = {  # "paper": the released ShapeNet run (300 epochs of 52k shapes, GPU); "cpu": minutes on 2 cores
     "paper": {"config": {}, "points": 1024, "iterations": 120000, "batch": 128, "lr": 1e-3},
-    "cpu": {"config": {"trans_dim": 192, "depth": 6, "num_heads": 3, "encoder_dims": 192, "decoder_depth": 2,
-                       "decoder_num_heads": 3}, "points": 1024, "iterations": 800, "batch": 8, "lr": 1e-3},
+    "cpu": {
+        "config": {
+            "trans_dim": 192,
+            "depth": 6,
+            "num_heads": 3,
+            "encoder_dims": 192,
+            "decoder_depth": 2,
+            "decoder_num_heads": 3,
+        },
+        "points": 1024,
+        "iterations": 800,
+        "batch": 8,
+        "lr": 1e-3,
+    },
 }
 
 
@@ -28,8 +40,11 @@ def training_clouds(folder: Path, points: int, per_source: int, seed: int) -> li
     from ad3d.io import SCAN_SUFFIXES, read_scan
     from ad3d.synth.dataset import MESH_SUFFIXES
 
-    files = sorted(p for p in Path(folder).rglob("*") if p.is_file() and p.suffix.lower() in
-                   set(MESH_SUFFIXES) | set(SCAN_SUFFIXES))
+    files = sorted(
+        p
+        for p in Path(folder).rglob("*")
+        if p.is_file() and p.suffix.lower() in set(MESH_SUFFIXES) | set(SCAN_SUFFIXES)
+    )
     if not files:
         raise ConfigError(f"no scans or meshes under '{folder}'")
     rng, clouds = np.random.default_rng(seed), []
@@ -47,8 +62,15 @@ def training_clouds(folder: Path, points: int, per_source: int, seed: int) -> li
     return clouds
 
 
-def pretrain_point_mae(folder: str | Path, out: str | Path, preset: str = "cpu", seed: int = 0,
-                       iterations: int | None = None, per_source: int = 8, progress: bool = True) -> dict:
+def pretrain_point_mae(
+    folder: str | Path,
+    out: str | Path,
+    preset: str = "cpu",
+    seed: int = 0,
+    iterations: int | None = None,
+    per_source: int = 8,
+    progress: bool = True,
+) -> dict:
     """Train a Point-MAE on the clouds of `folder` and write its weights to `out`; returns a summary
     (clouds, iterations, first and last loss, seconds)."""
     import torch
@@ -83,8 +105,14 @@ def pretrain_point_mae(folder: str | Path, out: str | Path, preset: str = "cpu",
     with atomic_output(out) as tmp:
         save_file(state, str(tmp), metadata={"point_mae": json.dumps(config.as_dict()), "preset": preset})
     tail = max(1, steps // 20)
-    return {"clouds": len(clouds), "iterations": steps, "loss_first": float(np.mean(losses[:tail])),
-            "loss_last": float(np.mean(losses[-tail:])), "seconds": time.perf_counter() - start, "out": str(out)}
+    return {
+        "clouds": len(clouds),
+        "iterations": steps,
+        "loss_first": float(np.mean(losses[:tail])),
+        "loss_last": float(np.mean(losses[-tail:])),
+        "seconds": time.perf_counter() - start,
+        "out": str(out),
+    }
 
 
 def scale_and_translate(batch, generator):

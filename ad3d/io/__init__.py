@@ -23,13 +23,38 @@ SCAN_SUFFIXES = (".pcd", ".ply", ".obj", ".stl", ".off", ".xyz", ".txt", ".csv",
 _MESH_SUFFIXES = (".obj", ".stl", ".off")
 _TEXT_SUFFIXES = (".xyz", ".txt", ".csv", ".pts")
 
-__all__ = ["ScanFormatError", "SCAN_SUFFIXES", "read_scan", "write_scan", "read_pcd", "read_ply", "read_mesh",
-           "read_text", "read_table", "read_tiff", "read_xyz_tiff", "valid_pixels", "read_rgbd",
-           "read_intrinsics", "load_trimesh", "sample_surface", "write_pcd", "write_ply"]
+__all__ = [
+    "ScanFormatError",
+    "SCAN_SUFFIXES",
+    "read_scan",
+    "write_scan",
+    "read_pcd",
+    "read_ply",
+    "read_mesh",
+    "read_text",
+    "read_table",
+    "read_tiff",
+    "read_xyz_tiff",
+    "valid_pixels",
+    "read_rgbd",
+    "read_intrinsics",
+    "load_trimesh",
+    "sample_surface",
+    "write_pcd",
+    "write_ply",
+]
 
 
-def read_scan(path: str | os.PathLike, *, format: str = "auto", remove_invalid: bool = True,
-              sample: int | None = None, seed: int = 0, intrinsics=None, color=None) -> Scan:
+def read_scan(
+    path: str | os.PathLike,
+    *,
+    format: str = "auto",
+    remove_invalid: bool = True,
+    sample: int | None = None,
+    seed: int = 0,
+    intrinsics=None,
+    color=None,
+) -> Scan:
     """Read one scan file as a Scan, picking the reader by suffix unless `format` names one.
 
     sample: for meshes, draw this many area-weighted surface points instead of returning vertices.
@@ -38,7 +63,7 @@ def read_scan(path: str | os.PathLike, *, format: str = "auto", remove_invalid: 
     Raises ScanFormatError naming the file for anything missing, malformed, truncated or unknown.
     """
     p = Path(path)
-    fmt = (p.suffix.lower() if format == "auto" else "." + format.lower().lstrip("."))
+    fmt = p.suffix.lower() if format == "auto" else "." + format.lower().lstrip(".")
     check_readable(p)
     if sample is not None and fmt not in _MESH_SUFFIXES + (".ply",):
         raise fail(p, "sample= applies to meshes (.obj .stl .off .ply) only")

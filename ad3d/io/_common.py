@@ -49,12 +49,16 @@ def split_invalid(path, points: np.ndarray, remove_invalid: bool) -> np.ndarray:
         huge = (np.abs(points) > np.finfo(np.float32).max).any(axis=1)
     if huge.any():
         first = int(np.argmax(huge))
-        raise fail(path, f"{int(huge.sum())} points hold coordinates beyond the float32 range "
-                         f"(first at point {first}: {np.abs(points[first]).max():.3g})")
+        raise fail(
+            path,
+            f"{int(huge.sum())} points hold coordinates beyond the float32 range "
+            f"(first at point {first}: {np.abs(points[first]).max():.3g})",
+        )
     valid = ~np.isnan(points).any(axis=1)
     if not remove_invalid and not valid.all():
-        raise fail(path, f"{int((~valid).sum())} points hold NaN coordinates; "
-                         "read with remove_invalid=True to drop them")
+        raise fail(
+            path, f"{int((~valid).sum())} points hold NaN coordinates; read with remove_invalid=True to drop them"
+        )
     if not valid.any():
         raise fail(path, f"no valid points ({len(points)} points, all missing)" if len(points) else "holds no points")
     return valid
@@ -101,7 +105,7 @@ def remove_leftovers(target: Path) -> None:
     import shutil
 
     for entry in target.parent.glob(f".{glob_escape(target.name)}.*"):
-        pid = entry.name[len(target.name) + 2:].split(".", 1)[0]
+        pid = entry.name[len(target.name) + 2 :].split(".", 1)[0]
         if pid.isdigit() and not _alive(int(pid)):
             shutil.rmtree(entry, ignore_errors=True) if entry.is_dir() else entry.unlink(missing_ok=True)
 

@@ -44,8 +44,9 @@ def _read_image(path, mode_check) -> np.ndarray:
     return arr
 
 
-def read_rgbd(depth_path, intrinsics, color_path=None, *, depth_scale: float = 1000.0,
-              depth_trunc: float | None = None) -> Scan:
+def read_rgbd(
+    depth_path, intrinsics, color_path=None, *, depth_scale: float = 1000.0, depth_trunc: float | None = None
+) -> Scan:
     """Back-project a depth image (raw units / depth_scale = metres) through the intrinsics.
 
     `intrinsics` is a JSON path or a dict with fx fy cx cy width height. The colour image, when given,
@@ -73,5 +74,13 @@ def read_rgbd(depth_path, intrinsics, color_path=None, *, depth_scale: float = 1
         if image.shape[:2] != (h, w):
             raise fail(color_path, f"colour image is {image.shape[1]}x{image.shape[0]}, depth image is {w}x{h}")
         colors = image[v, u]
-    return Scan(points=points, colors=colors, image=image, grid_index=v * w + u, grid_shape=(h, w),
-                units="m", path=str(Path(depth_path)), meta={"format": "rgbd", "invalid_points": int((~valid).sum())})
+    return Scan(
+        points=points,
+        colors=colors,
+        image=image,
+        grid_index=v * w + u,
+        grid_shape=(h, w),
+        units="m",
+        path=str(Path(depth_path)),
+        meta={"format": "rgbd", "invalid_points": int((~valid).sum())},
+    )

@@ -14,8 +14,18 @@ import numpy as np
 from ad3d.io._common import atomic_output, check_readable, fail, pack_rgb, split_invalid, unpack_rgb
 from ad3d.types import Scan
 
-_TYPES = {("F", 4): "<f4", ("F", 8): "<f8", ("U", 1): "<u1", ("U", 2): "<u2", ("U", 4): "<u4",
-          ("U", 8): "<u8", ("I", 1): "<i1", ("I", 2): "<i2", ("I", 4): "<i4", ("I", 8): "<i8"}
+_TYPES = {
+    ("F", 4): "<f4",
+    ("F", 8): "<f8",
+    ("U", 1): "<u1",
+    ("U", 2): "<u2",
+    ("U", 4): "<u4",
+    ("U", 8): "<u8",
+    ("I", 1): "<i1",
+    ("I", 2): "<i2",
+    ("I", 4): "<i4",
+    ("I", 8): "<i8",
+}
 _KEYS = ("VERSION", "FIELDS", "SIZE", "TYPE", "COUNT", "WIDTH", "HEIGHT", "VIEWPOINT", "POINTS", "DATA")
 _MAX_HEADER_BYTES = 1 << 16
 
@@ -55,6 +65,7 @@ def _layout(path: Path, header: dict) -> tuple[list[str], list[int], np.dtype, i
     for key, vals in (("SIZE", sizes), ("TYPE", types), ("COUNT", counts)):
         if len(vals) != n:
             raise fail(path, f"PCD header lists {n} FIELDS but {len(vals)} {key} values")
+
     def integers(key: str, values: list[str], expected: int | None = None) -> list[int]:
         if expected is not None and len(values) != expected:
             raise fail(path, f"PCD header line {key} needs {expected} value(s), has {len(values)}")
@@ -88,8 +99,11 @@ def _read_body(path: Path, kind: str, body: bytes, dtype: np.dtype, names: list[
     if kind == "binary":
         need = npoints * dtype.itemsize
         if len(body) < need:
-            raise fail(path, f"header says POINTS {npoints} but the binary body holds "
-                             f"{len(body) // dtype.itemsize} (file truncated?)")
+            raise fail(
+                path,
+                f"header says POINTS {npoints} but the binary body holds "
+                f"{len(body) // dtype.itemsize} (file truncated?)",
+            )
         return np.frombuffer(body, dtype=dtype, count=npoints)
     if kind == "binary_compressed":
         return _read_compressed(path, body, dtype, names, npoints)
@@ -106,14 +120,15 @@ def _read_compressed(path, body, dtype, names, npoints) -> np.ndarray:
     packed, unpacked = struct.unpack("<II", body[:8])
     need = npoints * dtype.itemsize
     if unpacked != need:
-        raise fail(path, f"header says POINTS {npoints} ({need} bytes) but the compressed body "
-                         f"unpacks to {unpacked} bytes")
+        raise fail(
+            path, f"header says POINTS {npoints} ({need} bytes) but the compressed body unpacks to {unpacked} bytes"
+        )
     if len(body) - 8 < packed:
         raise fail(path, f"compressed body holds {len(body) - 8} of its {packed} bytes (file truncated?)")
     if unpacked > 100 * packed + 1024:  # LZF expands at most ~88x: refuse before allocating what it claims
         raise fail(path, f"compressed body of {packed} bytes claims to unpack to {unpacked} bytes (corrupt header)")
     try:
-        raw = lzf.decompress(body[8:8 + packed], unpacked) if need else b""
+        raw = lzf.decompress(body[8 : 8 + packed], unpacked) if need else b""
     except ValueError:  # python-lzf's word for a back-reference before the start of the output
         raw = None
     if raw is None or len(raw) != need:
@@ -123,8 +138,9 @@ def _read_compressed(path, body, dtype, names, npoints) -> np.ndarray:
     for name in names:  # binary_compressed stores each field as one contiguous column
         sub = dtype.fields[name][0]
         nbytes = npoints * sub.itemsize
-        out[name] = np.frombuffer(raw, dtype=sub.base, count=npoints * max(1, int(np.prod(sub.shape))),
-                                  offset=offset).reshape((npoints,) + sub.shape)
+        out[name] = np.frombuffer(
+            raw, dtype=sub.base, count=npoints * max(1, int(np.prod(sub.shape))), offset=offset
+        ).reshape((npoints,) + sub.shape)
         offset += nbytes
     return out
 
@@ -136,8 +152,11 @@ def _read_ascii(path, body, dtype, names, npoints) -> np.ndarray:
     except UnicodeDecodeError:
         raise fail(path, "ascii PCD body holds non-ASCII bytes") from None
     if len(tokens) < npoints * per_point:
-        raise fail(path, f"header says POINTS {npoints} but the ascii body holds "
-                         f"{len(tokens) // per_point} complete points (file truncated?)")
+        raise fail(
+            path,
+            f"header says POINTS {npoints} but the ascii body holds "
+            f"{len(tokens) // per_point} complete points (file truncated?)",
+        )
     try:
         values = np.array(tokens[: npoints * per_point], dtype=np.float64).reshape(npoints, per_point)
     except ValueError as e:
@@ -147,7 +166,7 @@ def _read_ascii(path, body, dtype, names, npoints) -> np.ndarray:
     for name in names:
         sub = dtype.fields[name][0]
         width = max(1, int(np.prod(sub.shape)))
-        block = values[:, col:col + width]
+        block = values[:, col : col + width]
         _check_fits(path, name, block, sub.base)
         out[name] = block.reshape((npoints,) + sub.shape).astype(sub.base)
         col += width
@@ -160,13 +179,18 @@ def _check_fits(path, name: str, values: np.ndarray, dtype: np.dtype) -> None:
     if dtype.kind == "f":
         limit = np.finfo(dtype).max
         if finite.size and np.abs(finite).max() > limit:
-            raise fail(path, f"field {name} holds {finite[np.abs(finite).argmax()]:g}, beyond its "
-                             f"{dtype.itemsize}-byte float type (at most {limit:g})")
+            raise fail(
+                path,
+                f"field {name} holds {finite[np.abs(finite).argmax()]:g}, beyond its "
+                f"{dtype.itemsize}-byte float type (at most {limit:g})",
+            )
         return
     info = np.iinfo(dtype)
     if finite.size != values.size or (finite.size and (finite.min() < info.min or finite.max() > info.max)):
-        raise fail(path, f"field {name} holds a value outside its {dtype.itemsize}-byte integer type "
-                         f"({info.min} to {info.max})")
+        raise fail(
+            path,
+            f"field {name} holds a value outside its {dtype.itemsize}-byte integer type ({info.min} to {info.max})",
+        )
 
 
 def read_pcd(path, *, remove_invalid: bool = True) -> Scan:
@@ -197,12 +221,16 @@ def read_pcd(path, *, remove_invalid: bool = True) -> Scan:
     used = {"x", "y", "z", "normal_x", "normal_y", "normal_z", colour_key}
     extra = {k: np.array(rec[k]) for k in names if k not in used and not k.startswith("_pad")}
     organised = height > 1
-    scan = Scan(points=points[valid], normals=None if normals is None else normals[valid],
-                colors=None if colors is None else colors[valid],
-                grid_index=np.flatnonzero(valid) if organised else None,
-                grid_shape=(height, width) if organised else None,
-                fields={k: v[valid] for k, v in extra.items()}, path=str(path),
-                meta={"format": "pcd", "pcd_data": kind, "invalid_points": int((~valid).sum())})
+    scan = Scan(
+        points=points[valid],
+        normals=None if normals is None else normals[valid],
+        colors=None if colors is None else colors[valid],
+        grid_index=np.flatnonzero(valid) if organised else None,
+        grid_shape=(height, width) if organised else None,
+        fields={k: v[valid] for k, v in extra.items()},
+        path=str(path),
+        meta={"format": "pcd", "pcd_data": kind, "invalid_points": int((~valid).sum())},
+    )
     return scan
 
 
@@ -222,9 +250,11 @@ def write_pcd(path, scan: Scan, scalars: dict[str, np.ndarray] | None = None) ->
     for n, v in cols:
         rec[n] = v
     n = len(cols)
-    header = ("# .PCD v0.7 - Point Cloud Data file format\nVERSION 0.7\n"
-              f"FIELDS {' '.join(c for c, _ in cols)}\nSIZE {' '.join(['4'] * n)}\nTYPE {' '.join(['F'] * n)}\n"
-              f"COUNT {' '.join(['1'] * n)}\nWIDTH {len(scan)}\nHEIGHT 1\nVIEWPOINT 0 0 0 1 0 0 0\n"
-              f"POINTS {len(scan)}\nDATA binary\n")
+    header = (
+        "# .PCD v0.7 - Point Cloud Data file format\nVERSION 0.7\n"
+        f"FIELDS {' '.join(c for c, _ in cols)}\nSIZE {' '.join(['4'] * n)}\nTYPE {' '.join(['F'] * n)}\n"
+        f"COUNT {' '.join(['1'] * n)}\nWIDTH {len(scan)}\nHEIGHT 1\nVIEWPOINT 0 0 0 1 0 0 0\n"
+        f"POINTS {len(scan)}\nDATA binary\n"
+    )
     with atomic_output(path) as tmp:
         tmp.write_bytes(header.encode("ascii") + rec.tobytes())

@@ -8,8 +8,24 @@ from ad3d.io._common import atomic_output, check_readable, fail, split_invalid
 from ad3d.types import Scan
 
 _COLOUR_NAMES = (("red", "green", "blue"), ("r", "g", "b"), ("diffuse_red", "diffuse_green", "diffuse_blue"))
-_SIZES = {"char": 1, "uchar": 1, "int8": 1, "uint8": 1, "short": 2, "ushort": 2, "int16": 2, "uint16": 2,
-          "int": 4, "uint": 4, "int32": 4, "uint32": 4, "float": 4, "float32": 4, "double": 8, "float64": 8}
+_SIZES = {
+    "char": 1,
+    "uchar": 1,
+    "int8": 1,
+    "uint8": 1,
+    "short": 2,
+    "ushort": 2,
+    "int16": 2,
+    "uint16": 2,
+    "int": 4,
+    "uint": 4,
+    "int32": 4,
+    "uint32": 4,
+    "float": 4,
+    "float32": 4,
+    "double": 8,
+    "float64": 8,
+}
 
 
 def check_counts(path, max_header: int = 65536) -> None:
@@ -33,12 +49,16 @@ def check_counts(path, max_header: int = 65536) -> None:
             row = elements[-1]
             row[3] += 1
             row[2] += _SIZES.get(words[2], 1) if words[1:2] == ["list"] else _SIZES.get(words[1], 1)
-    need = sum(count * (min_bytes if fmt.startswith("binary") else 2 * props)
-               for _, count, min_bytes, props in elements)
+    need = sum(
+        count * (min_bytes if fmt.startswith("binary") else 2 * props) for _, count, min_bytes, props in elements
+    )
     if need > body:
         name, count = max(elements, key=lambda e: e[1])[:2]
-        raise fail(path, f"malformed or truncated PLY: header claims {count} {name} rows, more than the {body} "
-                         "bytes after the header can hold")
+        raise fail(
+            path,
+            f"malformed or truncated PLY: header claims {count} {name} rows, more than the {body} "
+            "bytes after the header can hold",
+        )
 
 
 def read_ply(path, *, remove_invalid: bool = True, sample: int | None = None, seed: int = 0) -> Scan:
@@ -51,6 +71,7 @@ def read_ply(path, *, remove_invalid: bool = True, sample: int | None = None, se
     path = check_readable(path)
     if sample is not None:
         from ad3d.io.mesh import read_mesh
+
         return read_mesh(path, sample=sample, seed=seed)
     check_counts(path)
     try:
@@ -81,9 +102,18 @@ def read_ply(path, *, remove_invalid: bool = True, sample: int | None = None, se
             used |= set(trio)
             break
     fields = {n: np.asarray(v[n])[valid] for n in names if n not in used and v[n].dtype != object}
-    return Scan(points=points[valid], normals=normals, colors=colors, fields=fields, path=str(path),
-                meta={"format": "ply", "invalid_points": int((~valid).sum()),
-                      "faces": int(ply["face"].count) if "face" in ply else 0})
+    return Scan(
+        points=points[valid],
+        normals=normals,
+        colors=colors,
+        fields=fields,
+        path=str(path),
+        meta={
+            "format": "ply",
+            "invalid_points": int((~valid).sum()),
+            "faces": int(ply["face"].count) if "face" in ply else 0,
+        },
+    )
 
 
 def write_ply(path, scan: Scan, scalars: dict[str, np.ndarray] | None = None) -> None:

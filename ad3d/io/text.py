@@ -32,8 +32,9 @@ def read_table(path) -> np.ndarray:
     try:
         with warnings.catch_warnings():  # "input contained no data": refused below in ad3d's words
             warnings.simplefilter("ignore", UserWarning)
-            table = np.loadtxt(path, dtype=np.float64, delimiter=_delimiter(path), comments=("#", "//"),
-                               ndmin=2, encoding="utf-8")
+            table = np.loadtxt(
+                path, dtype=np.float64, delimiter=_delimiter(path), comments=("#", "//"), ndmin=2, encoding="utf-8"
+            )
     except UnicodeDecodeError as e:
         raise fail(path, f"text point file holds a non-UTF-8 byte at offset {e.start}") from None
     except ValueError as e:
@@ -61,5 +62,12 @@ def read_text(path, *, remove_invalid: bool = True) -> Scan:
         normals = extra
     else:
         fields = {f"c{i + 3}": extra[:, i] for i in range(extra.shape[1])}
-    return Scan(points=table[:, :3], normals=normals, colors=colors, labels=labels, fields=fields,
-                path=str(path), meta={"format": "text", "invalid_points": int((~valid).sum())})
+    return Scan(
+        points=table[:, :3],
+        normals=normals,
+        colors=colors,
+        labels=labels,
+        fields=fields,
+        path=str(path),
+        meta={"format": "text", "invalid_points": int((~valid).sum())},
+    )

@@ -38,5 +38,10 @@ def read_tiff(path) -> Scan:
     if not valid.any():
         raise fail(path, f"no valid points (all {valid.size} pixels are zero or NaN)")
     flat = xyz.reshape(-1, 3)
-    return Scan(points=flat[valid], grid_index=np.flatnonzero(valid), grid_shape=xyz.shape[:2],
-                path=str(path), meta={"format": "tiff", "invalid_points": int((~valid).sum())})
+    return Scan(
+        points=flat[valid],
+        grid_index=np.flatnonzero(valid),
+        grid_shape=xyz.shape[:2],
+        path=str(path),
+        meta={"format": "tiff", "invalid_points": int((~valid).sum())},
+    )

@@ -20,7 +20,9 @@ class LinearSchedule:
         if steps < 1 or not 0 < beta_1 <= beta_T < 1:
             raise ValueError(f"need steps >= 1 and 0 < beta_1 <= beta_T < 1, got {steps}, {beta_1}, {beta_T}")
         self.steps = steps
-        betas = torch.cat([torch.zeros(1, dtype=torch.float64), torch.linspace(beta_1, beta_T, steps, dtype=torch.float64)])
+        betas = torch.cat(
+            [torch.zeros(1, dtype=torch.float64), torch.linspace(beta_1, beta_T, steps, dtype=torch.float64)]
+        )
         self.betas = betas
         self.alpha_bar = torch.cumprod(1 - betas, 0)
 
@@ -44,15 +46,16 @@ class LinearSchedule:
         ab = self.alpha_bar
         return float((1 - ab[t - 1]) / (1 - ab[t]) * self.betas[t])
 
-    def ddpm(self, denoise: Denoise, x_t: torch.Tensor, start: int, generator: torch.Generator | None = None
-             ) -> torch.Tensor:
+    def ddpm(
+        self, denoise: Denoise, x_t: torch.Tensor, start: int, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
         """Ancestral sampling from step `start` down to 0, one network call per step."""
         x = x_t
         for t in range(start, 0, -1):
             tt = torch.full((x.shape[0],), t, device=x.device, dtype=torch.long)
             eps = denoise(x, tt)
             alpha, ab = float(1 - self.betas[t]), float(self.alpha_bar[t])
-            mean = (x - (1 - alpha) / (1 - ab) ** 0.5 * eps) / alpha ** 0.5
+            mean = (x - (1 - alpha) / (1 - ab) ** 0.5 * eps) / alpha**0.5
             if t > 1:
                 noise = torch.randn(x.shape, generator=generator, device="cpu").to(x.device)
                 mean = mean + self.posterior_variance(t) ** 0.5 * noise
@@ -70,5 +73,5 @@ class LinearSchedule:
             eps = denoise(x, tt)
             x0 = self.predict_x0(x, tt, eps)
             ab_next = float(self.alpha_bar[t_next])
-            x = ab_next ** 0.5 * x0 + (1 - ab_next) ** 0.5 * eps
+            x = ab_next**0.5 * x0 + (1 - ab_next) ** 0.5 * eps
         return x

@@ -51,10 +51,12 @@ class Encoder(nn.Module):
     def __init__(self, encoder_channel: int):
         super().__init__()
         self.encoder_channel = encoder_channel
-        self.first_conv = nn.Sequential(nn.Conv1d(3, 128, 1), nn.BatchNorm1d(128), nn.ReLU(inplace=True),
-                                        nn.Conv1d(128, 256, 1))
-        self.second_conv = nn.Sequential(nn.Conv1d(512, 512, 1), nn.BatchNorm1d(512), nn.ReLU(inplace=True),
-                                         nn.Conv1d(512, encoder_channel, 1))
+        self.first_conv = nn.Sequential(
+            nn.Conv1d(3, 128, 1), nn.BatchNorm1d(128), nn.ReLU(inplace=True), nn.Conv1d(128, 256, 1)
+        )
+        self.second_conv = nn.Sequential(
+            nn.Conv1d(512, 512, 1), nn.BatchNorm1d(512), nn.ReLU(inplace=True), nn.Conv1d(512, encoder_channel, 1)
+        )
 
     def forward(self, groups: torch.Tensor) -> torch.Tensor:
         b, g, n, _ = groups.shape
@@ -121,8 +123,13 @@ class MaskTransformer(nn.Module):
         self.blocks = TransformerEncoder(config.trans_dim, config.depth, config.num_heads)
         self.norm = nn.LayerNorm(config.trans_dim)
 
-    def forward(self, groups: torch.Tensor, centres: torch.Tensor, visible: torch.Tensor | None = None,
-                keep: tuple[int, ...] = ()) -> tuple[torch.Tensor, list]:
+    def forward(
+        self,
+        groups: torch.Tensor,
+        centres: torch.Tensor,
+        visible: torch.Tensor | None = None,
+        keep: tuple[int, ...] = (),
+    ) -> tuple[torch.Tensor, list]:
         """Encoded visible tokens (B, V, C) after the final norm, and the normed outputs of `keep` blocks
         (M3DM's features: blocks 3, 7, 11 of the full, unmasked set)."""
         tokens = self.encoder(groups)
@@ -159,7 +166,9 @@ class PointMAE(nn.Module):
         self.increase_dim = nn.Sequential(nn.Conv1d(config.trans_dim, 3 * config.group_size, 1))
         nn.init.trunc_normal_(self.mask_token, std=0.02)
 
-    def forward(self, points: torch.Tensor, mask_ratio: float, generator: torch.Generator | None = None) -> torch.Tensor:
+    def forward(
+        self, points: torch.Tensor, mask_ratio: float, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
         """The masked-reconstruction Chamfer loss of a (B, N, 3) batch, averaged over the masked groups."""
         cfg = self.config
         groups, centres, _ = group(points, cfg.num_group, cfg.group_size)

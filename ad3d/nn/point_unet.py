@@ -93,8 +93,13 @@ class GatedSkip(nn.Module):
 class PointUNet(nn.Module):
     """(B, N, 3) coordinates -> (B, N, out_channels) per-point features."""
 
-    def __init__(self, encoder: tuple[int, ...] = (32, 64, 128, 256, 256), decoder: tuple[int, ...] = (192, 128, 96, 64),
-                 ratio: int = 4, k: int = 16):
+    def __init__(
+        self,
+        encoder: tuple[int, ...] = (32, 64, 128, 256, 256),
+        decoder: tuple[int, ...] = (192, 128, 96, 64),
+        ratio: int = 4,
+        k: int = 16,
+    ):
         super().__init__()
         if len(decoder) != len(encoder) - 1:
             raise ValueError(f"decoder needs {len(encoder) - 1} widths for {len(encoder)} encoder levels")
@@ -113,7 +118,9 @@ class PointUNet(nn.Module):
         feats = [self.stem(xyz)]
         for level, mlp in enumerate(self.down):
             fine_xyz, centres = h.xyz[level], h.xyz[level + 1]
-            grouped = torch.cat([gather(fine_xyz, h.groups[level]) - centres[:, :, None], gather(feats[-1], h.groups[level])], -1)
+            grouped = torch.cat(
+                [gather(fine_xyz, h.groups[level]) - centres[:, :, None], gather(feats[-1], h.groups[level])], -1
+            )
             feats.append(mlp(grouped).max(2).values)
         dec = feats[-1]
         for step, block in enumerate(self.up):

@@ -12,8 +12,9 @@ class PointNetEncoder(nn.Module):
     Release widths: convs (128, 128, 256, 512), head (256, 128), latent 256.
     """
 
-    def __init__(self, latent: int = 256, widths: tuple[int, ...] = (128, 128, 256, 512),
-                 head: tuple[int, ...] = (256, 128)):
+    def __init__(
+        self, latent: int = 256, widths: tuple[int, ...] = (128, 128, 256, 512), head: tuple[int, ...] = (256, 128)
+    ):
         super().__init__()
         layers, c = [], 3
         for i, w in enumerate(widths):
@@ -55,18 +56,28 @@ class PointDenoiser(nn.Module):
     which a briefly trained network cannot tell apart, so it cannot scale its noise estimate to the step.
     """
 
-    def __init__(self, latent: int = 256, widths: tuple[int, ...] = (128, 256, 512, 256, 128), fourier: int = 0,
-                 time_dim: int = 0):
+    def __init__(
+        self,
+        latent: int = 256,
+        widths: tuple[int, ...] = (128, 256, 512, 256, 128),
+        fourier: int = 0,
+        time_dim: int = 0,
+    ):
         super().__init__()
         self.register_buffer("frequencies", (2.0 ** torch.arange(fourier)) * torch.pi, persistent=False)
         half = time_dim // 2
-        self.register_buffer("time_frequencies", torch.exp(-torch.arange(half) * (torch.log(torch.tensor(1000.0)) / max(half - 1, 1))),
-                             persistent=False)
+        self.register_buffer(
+            "time_frequencies",
+            torch.exp(-torch.arange(half) * (torch.log(torch.tensor(1000.0)) / max(half - 1, 1))),
+            persistent=False,
+        )
         dims = (3 + 6 * fourier, *widths, 3)
         ctx = latent + (2 * half if time_dim else 3)
         self.layers = nn.ModuleList(ConcatSquashLinear(a, b, ctx) for a, b in zip(dims[:-1], dims[1:]))
 
-    def forward(self, x: torch.Tensor, beta: torch.Tensor, z: torch.Tensor, t: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, beta: torch.Tensor, z: torch.Tensor, t: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """x (B, N, 3) noisy points, beta (B,) their step's beta, z (B, latent), t (B,) the step (for time_dim)."""
         if len(self.time_frequencies):
             angles = t.view(-1, 1).float() * self.time_frequencies
@@ -83,3 +94,12 @@ class PointDenoiser(nn.Module):
             if i < len(self.layers) - 1:
                 out = nn.functional.leaky_relu(out)
         return x + out
+
+
+class R3DNet(nn.Module):
+    """R3D-AD's network: the shape encoder and the denoiser it conditions."""
+
+    def __init__(self, latent, encoder_widths, denoiser_widths, fourier, time_dim):
+        super().__init__()
+        self.encoder = PointNetEncoder(latent, tuple(encoder_widths), (max(latent, 128), 128))
+        self.denoiser = PointDenoiser(latent, tuple(denoiser_widths), fourier, time_dim)

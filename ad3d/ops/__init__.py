@@ -9,4 +9,14 @@ from ad3d.ops.coreset import greedy_coreset
 from ad3d.ops.neighbours import ball_query, chamfer, interpolate, knn
 from ad3d.ops.sampling import even_subset, fps
 
-__all__ = ["fps", "even_subset", "knn", "ball_query", "chamfer", "greedy_coreset", "interpolate", "load_extension", "extension_status"]
+__all__ = [
+    "fps",
+    "even_subset",
+    "knn",
+    "ball_query",
+    "chamfer",
+    "greedy_coreset",
+    "interpolate",
+    "load_extension",
+    "extension_status",
+]

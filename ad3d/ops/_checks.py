@@ -49,6 +49,8 @@ def check_k(k, lengths: torch.Tensor, what: str) -> int:
     if lengths.numel() == 0 or int(lengths.min()) == 0:
         raise ValueError(f"{what} got an empty {'cloud' if what == 'fps' else 'reference cloud'}")
     if k > int(lengths.min()):
-        raise ValueError(f"k={int(k)} exceeds the number of points in the smallest "
-                         f"{'cloud' if what == 'fps' else 'reference cloud'} ({int(lengths.min())})")
+        raise ValueError(
+            f"k={int(k)} exceeds the number of points in the smallest "
+            f"{'cloud' if what == 'fps' else 'reference cloud'} ({int(lengths.min())})"
+        )
     return int(k)

@@ -60,11 +60,11 @@ def load_extension(verbose: bool = False):
 
 
 def _build(verbose: bool):
+    import fcntl
+
     from torch.utils.cpp_extension import load
 
     from ad3d.cache import cache_dir
-
-    import fcntl
 
     cuda = _want_cuda()
     key = build_key(cuda)
@@ -75,9 +75,16 @@ def _build(verbose: bool):
             fcntl.flock(lock, fcntl.LOCK_EX)  # one builder per key; the others wait, then load its result
             staged = _stage(build_dir / "src")
             sources = [str(staged / s) for s in CPU_SOURCES + (CUDA_SOURCES if cuda else ())]
-            module = load(name=f"ad3d_ops_{key}", sources=sources, build_directory=str(build_dir),
-                          extra_cflags=CFLAGS + (["-DAD3D_WITH_CUDA"] if cuda else []),
-                          extra_cuda_cflags=NVCC_FLAGS, extra_ldflags=["-fopenmp"], with_cuda=cuda, verbose=verbose)
+            module = load(
+                name=f"ad3d_ops_{key}",
+                sources=sources,
+                build_directory=str(build_dir),
+                extra_cflags=CFLAGS + (["-DAD3D_WITH_CUDA"] if cuda else []),
+                extra_cuda_cflags=NVCC_FLAGS,
+                extra_ldflags=["-fopenmp"],
+                with_cuda=cuda,
+                verbose=verbose,
+            )
     except Exception as e:  # compiler missing, headers missing, ...: the fallback still works
         _state["error"] = f"build failed: {type(e).__name__}: {str(e).strip().splitlines()[-1][:200]}"
         return None

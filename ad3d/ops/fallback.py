@@ -33,7 +33,7 @@ def knn(query, ref, q_lengths, r_lengths, k: int, chunk_elems: int = 1 << 24):
         q, r = query[i, : int(q_lengths[i])], ref[i, : int(r_lengths[i])]
         step = max(1, chunk_elems // max(1, r.shape[0]))
         for s in range(0, q.shape[0], step):
-            d = _sq_dist(q[s:s + step, None, :], r[None, :, :])
+            d = _sq_dist(q[s : s + step, None, :], r[None, :, :])
             vals, ind = torch.topk(d, k, dim=1, largest=False, sorted=True)
-            dist2[i, s:s + len(vals)], idx[i, s:s + len(vals)] = vals, ind
+            dist2[i, s : s + len(vals)], idx[i, s : s + len(vals)] = vals, ind
     return dist2, idx

@@ -9,8 +9,9 @@ from ad3d.ops._checks import as_batch, as_lengths, check_finite, check_k
 from ad3d.ops._ext import load_extension
 
 
-def knn(query: torch.Tensor, ref: torch.Tensor, k: int, q_lengths=None, r_lengths=None,
-        return_sorted: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+def knn(
+    query: torch.Tensor, ref: torch.Tensor, k: int, q_lengths=None, r_lengths=None, return_sorted: bool = True
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Exact k nearest neighbours of each query point among the reference points.
 
     query (B, M, 3) or (M, 3), ref (B, N, 3) or (N, 3): float tensors on one device.
@@ -37,8 +38,9 @@ def knn(query: torch.Tensor, ref: torch.Tensor, k: int, q_lengths=None, r_length
     return (dist2[0], idx[0]) if single else (dist2, idx)
 
 
-def ball_query(query: torch.Tensor, ref: torch.Tensor, radius: float, k: int, q_lengths=None,
-               r_lengths=None) -> tuple[torch.Tensor, torch.Tensor]:
+def ball_query(
+    query: torch.Tensor, ref: torch.Tensor, radius: float, k: int, q_lengths=None, r_lengths=None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Up to k nearest reference points within `radius` of each query (nearest first).
 
     Same shapes as knn; slots with no neighbour inside the radius hold dist2 inf and index -1.

@@ -10,8 +10,9 @@ from ad3d.ops._checks import as_batch, as_lengths, check_finite, check_k
 from ad3d.ops._ext import load_extension
 
 
-def fps(points: torch.Tensor, k: int, lengths=None, start: str = "first",
-        generator: torch.Generator | None = None) -> torch.Tensor:
+def fps(
+    points: torch.Tensor, k: int, lengths=None, start: str = "first", generator: torch.Generator | None = None
+) -> torch.Tensor:
     """Indices of k farthest-point samples per cloud, in the order the samples are taken.
 
     points (B, N, 3) or (N, 3), float; lengths (B,) true sizes of padded clouds.

@@ -77,8 +77,17 @@ def _names(layout: str, cat: str, role: str, kind: str, k: int, serial: int) -> 
     return f"{serial}_{kind}"
 
 
-def _write_mvtec(root: Path, cat: str, sources: Path, rng: np.random.Generator, plan: list, train: int,
-                 points: int, size: int, acquisition: Acquisition) -> None:
+def _write_mvtec(
+    root: Path,
+    cat: str,
+    sources: Path,
+    rng: np.random.Generator,
+    plan: list,
+    train: int,
+    points: int,
+    size: int,
+    acquisition: Acquisition,
+) -> None:
     """MVTec 3D-AD layout: <cat>/{train,validation}/good and <cat>/test/<type>, xyz tiff + rgb + gt png."""
     import tifffile
     from PIL import Image
@@ -120,9 +129,21 @@ def _write_mvtec(root: Path, cat: str, sources: Path, rng: np.random.Generator, 
         save("test", kind, k, bad, bad.colors)
 
 
-def make_dataset(sources: list[Path], layout: str, out: Path, *, points: int = 4096, train: int = 4,
-                 good: int = 4, per_defect: int = 2, defects: tuple[str, ...] | None = None, seed: int = 0,
-                 image_size: int = 128, acquisition: Acquisition | None = None, progress: bool = False) -> dict:
+def make_dataset(
+    sources: list[Path],
+    layout: str,
+    out: Path,
+    *,
+    points: int = 4096,
+    train: int = 4,
+    good: int = 4,
+    per_defect: int = 2,
+    defects: tuple[str, ...] | None = None,
+    seed: int = 0,
+    image_size: int = 128,
+    acquisition: Acquisition | None = None,
+    progress: bool = False,
+) -> dict:
     """Write the dataset to `out` (which must not exist or be empty); return counts per category.
 
     acquisition: pose, noise, point-count spread and partial views (None: the realistic defaults;

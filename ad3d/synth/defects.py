@@ -186,6 +186,14 @@ def plant(scan: Scan, kind: str, seed=None, fraction: tuple[float, float] = (0.0
     if keep is not None and keep.dtype == bool:
         keep = np.flatnonzero(keep)
     take = (lambda a: None if a is None else a[keep]) if keep is not None else (lambda a: a)
-    return Scan(points=points, normals=take(scan.normals), colors=colors if colors is not None else take(scan.colors),
-                labels=labels, label=1, defect_type=kind, category=scan.category, units=scan.units,
-                meta={"synthetic": True})
+    return Scan(
+        points=points,
+        normals=take(scan.normals),
+        colors=colors if colors is not None else take(scan.colors),
+        labels=labels,
+        label=1,
+        defect_type=kind,
+        category=scan.category,
+        units=scan.units,
+        meta={"synthetic": True},
+    )

@@ -10,16 +10,18 @@ from __future__ import annotations
 
 import numpy as np
 
-VIEWPOINTS = np.array([(x, y, z) for x in (-2, 0, 2) for y in (-2, 0, 2) for z in (-2, 0, 2) if (x, y, z) != (0, 0, 0)],
-                      dtype=np.float64)
+VIEWPOINTS = np.array(
+    [(x, y, z) for x in (-2, 0, 2) for y in (-2, 0, 2) for z in (-2, 0, 2) if (x, y, z) != (0, 0, 0)], dtype=np.float64
+)
 
 
 def _unit_rows(v: np.ndarray) -> np.ndarray:
     return v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)
 
 
-def patch_gen(points: np.ndarray, rng: np.random.Generator, patch_fraction: float = 1 / 16,
-              scale: float = 0.05) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def patch_gen(
+    points: np.ndarray, rng: np.random.Generator, patch_fraction: float = 1 / 16, scale: float = 0.05
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """R3D-AD's Patch-Gen: the points nearest one of 26 viewpoints on {-2,0,2}^3 (the surface patch facing
     it) move along the viewpoint->point direction by +-scale x a magnitude in [0, 1) that is largest at
     the point closest to the viewpoint and falls off with proximity rank (sorted uniform draws).
@@ -44,10 +46,15 @@ def sphere_crop(points: np.ndarray, rng: np.random.Generator, fraction: float) -
     return np.argsort(np.linalg.norm(points - seed, axis=1), kind="stable")[:n], seed
 
 
-def da_gen(points: np.ndarray, normals: np.ndarray, rng: np.random.Generator,
-           region: tuple[float, float] = (1 / 64, 1 / 16), magnitude: tuple[float, float] = (0.06, 0.12),
-           sigma: tuple[float, float] = (0.0, 0.08), blend: tuple[float, float] = (0.95, 1.0)
-           ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def da_gen(
+    points: np.ndarray,
+    normals: np.ndarray,
+    rng: np.random.Generator,
+    region: tuple[float, float] = (1 / 64, 1 / 16),
+    magnitude: tuple[float, float] = (0.06, 0.12),
+    sigma: tuple[float, float] = (0.0, 0.08),
+    blend: tuple[float, float] = (0.95, 1.0),
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """MC4AD's DA-Gen, as its code writes it, with every parameter drawn per sample.
 
     A sphere-crop patch around seed c; a random unit direction eta; t_i = (p_i - c).eta scaled to
@@ -71,9 +78,13 @@ def da_gen(points: np.ndarray, normals: np.ndarray, rng: np.random.Generator,
     return (pts + offset).astype(points.dtype), offset.astype(points.dtype), mask
 
 
-def plain_bulge(points: np.ndarray, normals: np.ndarray, rng: np.random.Generator,
-                region: tuple[float, float] = (1 / 64, 1 / 16), magnitude: tuple[float, float] = (0.06, 0.12)
-                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def plain_bulge(
+    points: np.ndarray,
+    normals: np.ndarray,
+    rng: np.random.Generator,
+    region: tuple[float, float] = (1 / 64, 1 / 16),
+    magnitude: tuple[float, float] = (0.06, 0.12),
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """A bump along each point's normal, height falling linearly from the patch seed to its rim, random
     sign (PO3AD's Norm-AS shape with the signed normal): the ablation baseline for DA-Gen."""
     pts = points.astype(np.float64)
@@ -88,9 +99,14 @@ def plain_bulge(points: np.ndarray, normals: np.ndarray, rng: np.random.Generato
     return (pts + offset).astype(points.dtype), offset.astype(points.dtype), mask
 
 
-def missing_material(points: np.ndarray, normals: np.ndarray, rng: np.random.Generator,
-                     region: tuple[float, float] = (1 / 64, 1 / 16), magnitude: tuple[float, float] = (0.06, 0.12),
-                     rim: tuple[float, float] = (1.2, 1.6)) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def missing_material(
+    points: np.ndarray,
+    normals: np.ndarray,
+    rng: np.random.Generator,
+    region: tuple[float, float] = (1 / 64, 1 / 16),
+    magnitude: tuple[float, float] = (0.06, 0.12),
+    rim: tuple[float, float] = (1.2, 1.6),
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """ad3d's extension (not in MC4AD): a sphere-crop patch of material goes missing (a hole, crack or
     break), a defect no displacement can make. The patch's points are resampled elsewhere on the surface
     (midpoints towards a random one of 8 nearest kept points), so the cloud keeps its size. Rim points

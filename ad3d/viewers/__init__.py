@@ -39,24 +39,44 @@ def _add_overlay(plotter, scan: Scan, scores, threshold, gt, regions, point_size
     cloud = pv.PolyData(np.asarray(scan.points, dtype=np.float64))
     actors = {}
     if scores is None:
-        actors["scan"] = plotter.add_mesh(cloud, color="lightgrey", point_size=point_size,
-                                          render_points_as_spheres=True)
+        actors["scan"] = plotter.add_mesh(
+            cloud, color="lightgrey", point_size=point_size, render_points_as_spheres=True
+        )
     else:
         cloud["score"] = np.asarray(scores, dtype=np.float64)
         top = float(np.max(scores))
         low = float(threshold) if threshold is not None else float(np.min(scores))
-        actors["scan"] = plotter.add_mesh(cloud, scalars="score", cmap="inferno", clim=[low, max(top, low + 1e-12)],
-                                          below_color="lightgrey", point_size=point_size,
-                                          render_points_as_spheres=True,
-                                          scalar_bar_args={"title": "anomaly score", "below_label": "normal"})
+        actors["scan"] = plotter.add_mesh(
+            cloud,
+            scalars="score",
+            cmap="inferno",
+            clim=[low, max(top, low + 1e-12)],
+            below_color="lightgrey",
+            point_size=point_size,
+            render_points_as_spheres=True,
+            scalar_bar_args={"title": "anomaly score", "below_label": "normal"},
+        )
         if threshold is not None and np.any(cloud["score"] >= threshold):  # defective points drawn larger
             hot = cloud.extract_points(np.asarray(scores) >= threshold, adjacent_cells=False)
-            plotter.add_mesh(hot, scalars="score", cmap="inferno", clim=[low, max(top, low + 1e-12)],
-                             point_size=point_size * 1.8, render_points_as_spheres=True, show_scalar_bar=False)
+            plotter.add_mesh(
+                hot,
+                scalars="score",
+                cmap="inferno",
+                clim=[low, max(top, low + 1e-12)],
+                point_size=point_size * 1.8,
+                render_points_as_spheres=True,
+                show_scalar_bar=False,
+            )
     if gt is not None and np.any(gt):
         outline = pv.PolyData(np.asarray(scan.points[np.asarray(gt) > 0], dtype=np.float64))
-        actors["gt"] = plotter.add_mesh(outline, color="deepskyblue", opacity=0.15, point_size=point_size * 3,
-                                        render_points_as_spheres=True, label="ground truth")
+        actors["gt"] = plotter.add_mesh(
+            outline,
+            color="deepskyblue",
+            opacity=0.15,
+            point_size=point_size * 3,
+            render_points_as_spheres=True,
+            label="ground truth",
+        )
     if regions:
         centroids = np.array([r.centroid for r in regions], dtype=np.float64)
         labels = [f"R{i + 1} {r.max_score:.3g}" for i, r in enumerate(regions)]
@@ -64,10 +84,19 @@ def _add_overlay(plotter, scan: Scan, scores, threshold, gt, regions, point_size
     return actors
 
 
-def render(scan: Scan, scores=None, *, threshold: float | None = None, gt=None,
-           regions: list[DefectRegion] | None = None, screenshot: str | Path | None = None,
-           html: str | Path | None = None, show: bool = False, title: str = "ad3d",
-           point_size: float = 6.0) -> None:
+def render(
+    scan: Scan,
+    scores=None,
+    *,
+    threshold: float | None = None,
+    gt=None,
+    regions: list[DefectRegion] | None = None,
+    screenshot: str | Path | None = None,
+    html: str | Path | None = None,
+    show: bool = False,
+    title: str = "ad3d",
+    point_size: float = 6.0,
+) -> None:
     """Draw `scan` coloured by `scores` (N,), greyed under `threshold`, with optional ground truth.
 
     screenshot: PNG of a 2x2 grid of views, rendered off-screen. html: a self-contained interactive
@@ -95,15 +124,27 @@ def render(scan: Scan, scores=None, *, threshold: float | None = None, gt=None,
         plotter.close()
     if show:
         if not has_display():
-            raise ConfigError("no display to open a window on (neither DISPLAY nor WAYLAND_DISPLAY is set): "
-                              "write an image with --screenshot FILE.png or a web page with --html FILE.html")
-        plotter, _ = interactive_plotter(scan, scores, threshold=threshold, gt=gt, regions=regions, title=title,
-                                         point_size=point_size)
+            raise ConfigError(
+                "no display to open a window on (neither DISPLAY nor WAYLAND_DISPLAY is set): "
+                "write an image with --screenshot FILE.png or a web page with --html FILE.html"
+            )
+        plotter, _ = interactive_plotter(
+            scan, scores, threshold=threshold, gt=gt, regions=regions, title=title, point_size=point_size
+        )
         plotter.show()
 
 
-def interactive_plotter(scan: Scan, scores=None, *, threshold=None, gt=None, regions=None, title: str = "ad3d",
-                        point_size: float = 6.0, off_screen: bool = False):
+def interactive_plotter(
+    scan: Scan,
+    scores=None,
+    *,
+    threshold=None,
+    gt=None,
+    regions=None,
+    title: str = "ad3d",
+    point_size: float = 6.0,
+    off_screen: bool = False,
+):
     """(plotter, controls): the window, not yet shown, with a threshold slider, a ground-truth
     checkbox and point picking; `controls` holds the actors and the callbacks the widgets call
     (set_threshold, show_gt, pick), so the behaviour can be driven without a display."""
@@ -118,9 +159,14 @@ def interactive_plotter(scan: Scan, scores=None, *, threshold=None, gt=None, reg
             actors["scan"].mapper.scalar_range = (value, max(top, value + 1e-12))
 
         controls["set_threshold"] = set_threshold
-        plotter.add_slider_widget(set_threshold, [float(np.min(scores)), top],
-                                  value=threshold if threshold is not None else float(np.min(scores)),
-                                  title="threshold", pointa=(0.6, 0.92), pointb=(0.95, 0.92))
+        plotter.add_slider_widget(
+            set_threshold,
+            [float(np.min(scores)), top],
+            value=threshold if threshold is not None else float(np.min(scores)),
+            title="threshold",
+            pointa=(0.6, 0.92),
+            pointb=(0.95, 0.92),
+        )
     if "gt" in actors:
         controls["show_gt"] = lambda on: actors["gt"].SetVisibility(on)
         plotter.add_checkbox_button_widget(controls["show_gt"], value=True, size=30, position=(10, 10))

@@ -20,8 +20,10 @@ CLOUD = np.random.default_rng(0).random((64, 3)).astype("<f4")
 
 def pcd_header(fields="x y z", size="4 4 4", kind="F F F", width=64, points=64, data="binary", extra="") -> bytes:
     count = " ".join("1" for _ in fields.split())
-    return (f"VERSION 0.7\nFIELDS {fields}\nSIZE {size}\nTYPE {kind}\nCOUNT {count}\n{extra}WIDTH {width}\n"
-            f"HEIGHT 1\nVIEWPOINT 0 0 0 1 0 0 0\nPOINTS {points}\nDATA {data}\n").encode()
+    return (
+        f"VERSION 0.7\nFIELDS {fields}\nSIZE {size}\nTYPE {kind}\nCOUNT {count}\n{extra}WIDTH {width}\n"
+        f"HEIGHT 1\nVIEWPOINT 0 0 0 1 0 0 0\nPOINTS {points}\nDATA {data}\n"
+    ).encode()
 
 
 def lzf_body(cloud: np.ndarray) -> bytes:
@@ -33,8 +35,10 @@ def lzf_body(cloud: np.ndarray) -> bytes:
 
 
 def ply_header(kind: str, count: int, prop: str = "float") -> bytes:
-    return (f"ply\nformat {kind} 1.0\nelement vertex {count}\nproperty {prop} x\nproperty {prop} y\n"
-            f"property {prop} z\nend_header\n").encode()
+    return (
+        f"ply\nformat {kind} 1.0\nelement vertex {count}\nproperty {prop} x\nproperty {prop} y\n"
+        f"property {prop} z\nend_header\n"
+    ).encode()
 
 
 def cases() -> dict[str, bytes]:
@@ -50,7 +54,10 @@ def cases() -> dict[str, bytes]:
         "lzf_zeroed_block.pcd": pcd_header(data="binary_compressed") + zeroed,
         "points_not_width_x_height.pcd": pcd_header(width=30) + body,
         "width_without_value.pcd": pcd_header().replace(b"WIDTH 64", b"WIDTH"),
-        "field_listed_twice.pcd": pcd_header(fields="x y x", ) + body,
+        "field_listed_twice.pcd": pcd_header(
+            fields="x y x",
+        )
+        + body,
         "non_ascii_header.pcd": b"VERSION 0.7\nFIELDS x y \xff\xfe z\n" + body,
         "unknown_header_entry.pcd": b"COLOUR red\n" + pcd_header() + body,
         "ascii_value_beyond_float32.pcd": pcd_header(data="ascii") + ("1e40 0 0\n" + ascii_rows).encode(),
@@ -58,9 +65,11 @@ def cases() -> dict[str, bytes]:
         "all_nan.pcd": pcd_header(width=1, points=1) + all_nan.tobytes(),
         "float64_beyond_float32.pcd": pcd_header(size="8 8 8", width=2, points=2)
         + np.array([[1e39, 0, 0], [0, 1, 0]], "<f8").tobytes(),
-        "claims_150M_points.pcd": pcd_header(size="8 8 8", width=150_000_000, points=150_000_000,
-                                             data="binary_compressed")
-        + struct.pack("<II", 16, 150_000_000 * 24) + b"x" * 16,
+        "claims_150M_points.pcd": pcd_header(
+            size="8 8 8", width=150_000_000, points=150_000_000, data="binary_compressed"
+        )
+        + struct.pack("<II", 16, 150_000_000 * 24)
+        + b"x" * 16,
         "claims_1e9_vertices_ascii.ply": ply_header("ascii", 10**9, "double") + b"1 2 3\n" * 4,
         "claims_3e9_vertices_double.ply": ply_header("binary_little_endian", 3 * 10**9, "double") + b"\x00" * 96,
         "truncated.ply": ply_header("binary_little_endian", 64) + body[:100],
