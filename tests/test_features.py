@@ -252,3 +252,40 @@ def test_pretraining_lowers_the_loss_and_writes_weights_the_backbone_takes(tmp_p
     net = point_backbone("point-mae", weights=tmp_path / "w.safetensors", num_group=16, group_size=16)
     assert net.config.trans_dim == 48 and net.blocks == (0, 1)  # the architecture came with the file
     assert net(np.random.default_rng(1).random((300, 3))).features.shape == (16, 48 * len(net.blocks))
+
+
+def test_patchcore_on_point_mae_features_records_the_weights_hash_not_the_weights(tmp_path, shared_data):
+    import json
+
+    from safetensors.numpy import load_file
+    from safetensors.torch import save_file
+
+    import ad3d
+    from ad3d.errors import ModelFormatError
+    from ad3d.io import read_scan
+    from ad3d.nn.point_mae import PointMAE, PointMAEConfig
+
+    config = PointMAEConfig(**TINY_MAE)
+    state = PointMAE(config).state_dict()
+    path = tmp_path / "pointmae.safetensors"  # as `ad3d pretrain point-mae` writes it: the architecture in its header
+
+    def write(tensors):
+        save_file(tensors, str(path), metadata={"point_mae": json.dumps(config.as_dict())})
+
+    write(state)
+
+    def part(seed):
+        return read_scan(shared_data / "meshes" / "cad" / "round.stl", sample=800, seed=seed)
+
+    det = ad3d.create("patchcore", features="point-mae", weights=str(path), num_centres=32, group_size=16)
+    det.fit([part(1), part(2)])
+    det.save(tmp_path / "m.ad3d")
+    assert set(load_file(str(tmp_path / "m.ad3d"))) == {"bank_"}  # no backbone weights in the model
+    back = ad3d.load(tmp_path / "m.ad3d")
+    assert np.array_equal(back.score(part(3)).point_scores, det.score(part(3)).point_scores)
+    write({**state, "MAE_encoder.norm.weight": state["MAE_encoder.norm.weight"] + 1})  # other weights, same name
+    with pytest.raises(ModelFormatError, match=r"fitted with point-mae weights of sha256 .* not the same weights"):
+        ad3d.load(tmp_path / "m.ad3d")
+    path.unlink()
+    with pytest.raises(ModelFormatError, match=r"pointmae\.safetensors' for point-mae: no such file"):
+        ad3d.load(tmp_path / "m.ad3d")

@@ -103,6 +103,11 @@ class Detector:
         normals = None if scan.normals is None else found.rotate(scan.normals)
         return scan.replace(points=found.apply(scan.points), normals=normals), found
 
+    def fingerprints(self) -> list[dict]:
+        """The pretrained backbones this detector reads, as {backbone, sha256, ...}: a model file stores
+        these, never the weights, and loading checks the weights found then are the same."""
+        return []
+
     def check_params(self) -> None:
         """Raise ConfigError for parameter values this detector cannot use (run by fit and by load)."""
 

@@ -39,6 +39,7 @@ def save(det: Detector, path: str | Path) -> None:
         "train_diag": det.train_diag_,
         "state": {a: getattr(det, a) for a in det._state_scalars},
         "thresholds": det.thresholds(),
+        "backbones": det.fingerprints(),
     }
     header = json.loads(json.dumps(header))  # the exact values a reader will see (tuples become lists)
     header["sha256"] = _digest(tensors, header)
@@ -95,6 +96,7 @@ def load(path: str | Path) -> Detector:
         det.check_params()
     except (TypeError, ConfigError) as e:
         raise ModelFormatError(f"cannot load model '{path}': parameters do not fit {cls.name} ({e})") from None
+    _check_backbones(path, det, header.get("backbones", []))
     try:
         det._import_state(tensors)
     except KeyError as e:
@@ -140,6 +142,27 @@ def _read_header(path: Path) -> dict:
     return header
 
 
+def _check_backbones(path: Path, det: Detector, stored: list) -> None:
+    """The weights a model was fitted with must be the ones found now (same sha256), or its features mean
+    something else; the weights themselves are never in the model file."""
+    from ad3d.errors import WeightsError
+
+    if not stored:
+        return
+    try:
+        found = det.fingerprints()
+    except WeightsError as e:
+        raise ModelFormatError(f"cannot load model '{path}': {e}") from None
+    for was, now in zip(stored, found):
+        if was.get("sha256") != now.get("sha256"):
+            where = getattr(det, "weights", None) or "AD3D_WEIGHTS"
+            raise ModelFormatError(
+                f"cannot load model '{path}': it was fitted with {was.get('backbone')} weights of sha256 "
+                f"{str(was.get('sha256'))[:16]}..., but the weights found now ('{where}') "
+                f"have {str(now.get('sha256'))[:16]}...: not the same weights"
+            )
+
+
 def _check_header(path: Path, header: dict) -> None:
     """The header's schema: every key present with its type, numbers finite, thresholds in order."""
 
@@ -150,6 +173,8 @@ def _check_header(path: Path, header: dict) -> None:
         return isinstance(value, (int, float)) and not isinstance(value, bool) and np.isfinite(value)
 
     kinds = {"detector": str, "params": dict, "state": dict, "thresholds": dict, "sha256": str}
+    if not isinstance(header.get("backbones", []), list):
+        raise bad("'backbones' is not a list")
     for key, kind in kinds.items():
         if not isinstance(header.get(key), kind):
             raise bad(f"'{key}' is missing or not a {kind.__name__}")

@@ -1,4 +1,5 @@
-"""FPFH PatchCore memory bank: the standard 3D baseline (Real3D-AD, 3D-ADS).
+"""FPFH PatchCore memory bank: the standard 3D baseline (Real3D-AD, 3D-ADS); with features="point-mae",
+M3DM's point-only PatchCore on a frozen Point-MAE encoder (weights: a local file, never stored in the model).
 
 Point score = distance from the FPFH descriptor at an FPS centre to its nearest neighbour in a
 coreset of descriptors from the normal training scans, interpolated to every input point by 3-NN.
@@ -35,10 +36,16 @@ class PatchCore(Detector):
         xyz_weight: float = 0.0,
         top_fraction: float = 0.05,
         align: bool = False,
+        features: str = "fpfh",
+        weights: str | None = None,
+        group_size: int = 32,
         device: str = "cpu",
         seed: int = 0,
     ):
         self.num_points = num_points
+        self.features = features
+        self.weights = weights
+        self.group_size = group_size
         self.align = align
         self.xyz_weight = xyz_weight
         self.top_fraction = top_fraction
@@ -60,6 +67,8 @@ class PatchCore(Detector):
             "coreset_ratio": 0 < self.coreset_ratio <= 1,
             "xyz_weight": self.xyz_weight >= 0,
             "top_fraction": 0 <= self.top_fraction < 1,
+            "features": self.features in ("fpfh", "point-mae"),
+            "group_size": self.group_size >= 1,
         }
         for name, ok in checks.items():
             if not ok:
@@ -74,13 +83,34 @@ class PatchCore(Detector):
         return scan.points[order], np.arange(min(self.num_centres, len(order)))
 
     def _descriptors(self, scan: Scan) -> tuple[np.ndarray, np.ndarray]:
+        """Group centres and their features: FPFH at an FPS prefix, or a Point-MAE encoder's groups."""
         from ad3d.features import fpfh
 
         sub, centres = self._sample(scan)
+        if self.features == "point-mae":
+            groups = self.backbone()(sub)
+            return groups.centres.astype(np.float32), groups.features
         feats = fpfh(sub, self.radius_)[centres]
         if self.xyz_weight > 0:  # "FPFH + raw": position in radius units, for aligned scans
             feats = np.concatenate([feats, (sub[centres] / self.radius_ * self.xyz_weight).astype(np.float32)], 1)
         return sub[centres], feats
+
+    def backbone(self):
+        """The frozen Point-MAE encoder (features="point-mae"), built once from the local weights."""
+        if getattr(self, "_backbone", None) is None:
+            from ad3d.features import point_backbone
+
+            self._backbone = point_backbone(
+                "point-mae",
+                weights=self.weights,
+                num_group=self.num_centres,
+                group_size=self.group_size,
+                device=self.device,
+            )
+        return self._backbone
+
+    def fingerprints(self) -> list[dict]:
+        return [self.backbone().fingerprint()] if self.features == "point-mae" else []
 
     def _fit(self, scans: list[Scan], progress: bool) -> None:
         from tqdm import tqdm
