@@ -195,3 +195,13 @@ def test_preprocess_plane_from_the_cli_names_what_does_not_fit(tmp_path, capsys)
         ]
     )
     assert code == 2 and "anomaly-shapenet loader takes no option preprocess" in capsys.readouterr().err
+
+
+def test_blur_map_spreads_a_peak_and_keeps_its_mass():
+    from ad3d.detectors.scoring import blur_map
+
+    peak = np.zeros((41, 41), np.float32)
+    peak[20, 20] = 1.0
+    blurred = blur_map(peak, sigma=4.0)
+    assert blurred.sum() == pytest.approx(1.0, rel=1e-4) and blurred.argmax() == 20 * 41 + 20
+    assert blurred[20, 24] == pytest.approx(blurred[20, 20] * np.exp(-0.5), rel=0.02)  # one sigma away

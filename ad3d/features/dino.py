@@ -1,5 +1,5 @@
-"""DINO ViT-S/8 and ViT-B/8 (the 2D backbone of M3DM, LSFA and MuSc-V2) and DINOv2 ViT-S/14, built with
-timm and filled from a local checkpoint in the layout the authors released (state-dict keys as in
+"""DINO ViT-S/8 and ViT-B/8 (the 2D backbone of M3DM, LSFA and MuSc-V2) and DINOv2 ViT-S/14 (ad3d.nn.vit),
+filled from a local checkpoint in the layout the authors released (state-dict keys as in
 `dino_vitbase8_pretrain.pth` / `dinov2_vits14_pretrain.pth`). Features: the patch tokens after chosen
 blocks, through the final LayerNorm, as (B, C, H/patch, W/patch) maps."""
 
@@ -20,7 +20,7 @@ ARCHS = {  # as released; DINOv2 is trained at 518 px, so its position table has
         "depth": 12,
         "num_heads": 6,
         "img_size": 518,
-        "init_values": 1e-5,
+        "layer_scale": True,
     },
 }
 DROPPED = {"mask_token"}  # DINOv2's masked-token embedding: used in its training only
@@ -39,7 +39,8 @@ class DinoViT(ImageBackbone):
         **arch_overrides,
     ):
         import torch
-        from timm.models.vision_transformer import VisionTransformer
+
+        from ad3d.nn.vit import VisionTransformer
 
         if name not in ARCHS:
             raise ConfigError(f"unknown DINO backbone {name!r}; known: {', '.join(ARCHS)}")
@@ -48,7 +49,7 @@ class DinoViT(ImageBackbone):
         path = None if random_init else resolve(name, weights)
         super().__init__(tuple(f"block{b}" for b in blocks), path, device)
         torch.manual_seed(0)
-        self.net = VisionTransformer(num_classes=0, dynamic_img_size=True, **arch)
+        self.net = VisionTransformer(**arch)
         if path is not None:
             state = read_state_dict(path, name)
             state = {k: v for k, v in state.items() if k not in DROPPED}
@@ -61,6 +62,5 @@ class DinoViT(ImageBackbone):
         self.net.eval().to(device)
 
     def _forward(self, x) -> dict:
-        indices = [int(layer[5:]) for layer in self.layers]
-        maps = self.net.forward_intermediates(x, indices=indices, norm=True, output_fmt="NCHW", intermediates_only=True)
+        maps = self.net.intermediate(x, tuple(int(layer[5:]) for layer in self.layers))
         return dict(zip(self.layers, maps))
