@@ -251,13 +251,25 @@ def _cmd_score(args) -> int:
     from pathlib import Path
 
     from ad3d.detectors import load
+    from ad3d.errors import ConfigError
     from ad3d.io import read_scan
     from ad3d.report import peak_mb, summary_line, write_result
 
     _check_out(args.out, "folder")
-    det = load(args.model)
+    if args.detector:  # a zero-shot detector needs no model: the inputs score each other
+        from ad3d.detectors import create
+
+        det = create(args.detector, **_params(args.detector, args))
+        if det.learning_type != "zero-shot":
+            raise ConfigError(f"--detector {args.detector} needs training: fit a model with `ad3d fit` and pass it")
+        det.fit([])
+        inputs = [args.model, *args.scans]
+    else:
+        det, inputs = load(args.model), args.scans
+    if not inputs:
+        raise ConfigError("no scans given: ad3d score MODEL SCAN... (or --detector musc SCAN...)")
     out = Path(args.out)
-    paths = _scan_paths(args.scans)
+    paths = _scan_paths(inputs)
     names = result_names(paths)
     _check_outputs(out, paths, names)
     failed = anomalous = 0
@@ -357,6 +369,13 @@ def _cmd_eval(args) -> int:
         if not args.detector:
             raise ConfigError("pass a saved MODEL or --detector NAME to fit per category")
         cats = args.category.split(",") if args.category else None
+        from ad3d.detectors.registry import detector_class
+
+        if detector_class(args.detector).learning_type == "zero-shot" and not args.quiet:
+            print(
+                f"{args.detector} is zero-shot: nothing is fitted, each category's test scans score each other "
+                "(the train split is not read)"
+            )
         rows = evaluate_dataset(
             args.detector,
             _params(args.detector, args),
@@ -505,8 +524,11 @@ def build_parser() -> argparse.ArgumentParser:
     fit.set_defaults(run=_cmd_fit)
 
     score = sub.add_parser("score", help="score scans with a saved model: PLY + JSON report per scan")
-    score.add_argument("model")
-    score.add_argument("scans", nargs="+", help="scan files or folders of them")
+    score.add_argument("model", help="a model from `ad3d fit` (or, with --detector, the first scan)")
+    score.add_argument("scans", nargs="*", help="scan files or folders of them")
+    score.add_argument("--detector", help="a zero-shot detector (musc) instead of a model: the scans score each other")
+    score.add_argument("--param", action="append", metavar="KEY=VALUE", help="with --detector: its parameters")
+    score.add_argument("--preset", help="with --detector: a named parameter set")
     score.add_argument("--out", required=True, help="output folder")
     score.add_argument("--fail-on-anomaly", action="store_true", help="exit 1 when a scan is rejected")
     score.add_argument("--force", action="store_true", help="score even scans far off the training size")

@@ -12,6 +12,7 @@ BUILTIN = {
     "patchcore": "ad3d.detectors.patchcore:PatchCore",
     "r3dad": "ad3d.detectors.r3dad:R3DAD",
     "mc4ad": "ad3d.detectors.mc4ad:MC4AD",
+    "musc": "ad3d.detectors.musc:MuSc",
 }
 _REGISTERED: dict[str, type] = {}
 

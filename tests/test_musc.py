@@ -1,0 +1,125 @@
+"""MuSc's 3D branch: mutual scoring, iterative point grouping, SNAMD, RsCon, pool vs batch scoring."""
+
+import numpy as np
+import pytest
+
+import ad3d
+from ad3d.detectors.musc import iterative_groups, mutual_scores, rscon, snamd
+from ad3d.errors import ConfigError
+from ad3d.types import Scan
+
+
+def test_mutual_scoring_puts_a_planted_outlier_on_top_and_averages_the_lowest_30_percent():
+    rng = np.random.default_rng(0)
+    sets = [rng.normal(size=(20, 4)).astype(np.float32) * 0.01 + np.eye(4)[i % 4] for i in range(11)]
+    sets[3][7] += 5.0  # one patch of one scan far from everything
+    scores = mutual_scores(sets, 0.3)
+    assert np.unravel_index(np.argmax(np.stack(scores)), (11, 20)) == (3, 7)
+    # by hand for one row: its nearest distance into each of the 10 other sets, the lowest 3 averaged
+    d = np.sort([np.linalg.norm(other - sets[0][5], axis=1).min() for other in sets[1:]])
+    assert scores[0][5] == pytest.approx(d[:3].mean(), rel=1e-5)
+    with pytest.raises(ConfigError, match="give it a set of scans"):
+        mutual_scores([sets[0]], 0.3)
+
+
+def test_iterative_grouping_keeps_a_group_on_its_own_sheet():
+    """Two parallel sheets 0.03 apart (a thin wall), points 0.01 apart: the 64 nearest points of a centre
+    reach across the gap; IPG, growing from its 16 nearest, stays on the centre's sheet."""
+    u, v = np.meshgrid(np.arange(40) * 0.01, np.arange(40) * 0.01)
+    sheet = np.stack([u.ravel(), v.ravel(), np.zeros(u.size)], 1)
+    points = np.concatenate([sheet, sheet + [0, 0, 0.03]]).astype(np.float32)
+    centre = np.array([20 * 40 + 20])  # middle of the lower sheet
+    plain, _ = iterative_groups(points, centre, 64, 256, 16, threshold=np.inf)  # never curved: plain kNN
+    grown, curv = iterative_groups(points, centre, 64, 256, 16, threshold=0.01)
+    assert curv[0] > 0.01 and (points[plain[0], 2] > 0.01).any()
+    assert len(set(grown[0])) == 64 and (points[grown[0], 2] == 0).all()
+
+
+def test_snamd_mixes_flat_groups_only_by_similarity():
+    features = np.array([[1.0, 0], [1.0, 0.2], [0, 1.0]], np.float32)
+    centres = np.array([[0, 0, 0], [1, 0, 0], [5, 0, 0]], np.float32)
+    one, two = snamd(features, centres, np.array([True, True, False]), (1, 2))
+    assert np.allclose(one, features)  # degree 1: each group alone
+    w = np.exp(-0.2)  # group 0's neighbour differs by 0.2
+    assert np.allclose(two[0], (features[0] + w * features[1]) / (1 + w))
+    assert np.allclose(two[2], features[2])  # curved: keeps its own
+
+
+def test_rscon_propagates_scores_over_similar_scans():
+    scores = np.array([0.0, 1.0, 0.5])  # already min-max normalised
+    salient = np.array([[1.0, 0.0], [1.0, 0.1], [0.0, 1.0]])  # scans 0 and 1 look alike
+    assert np.allclose(rscon(scores, salient, (1,)), scores)  # k = 1: each scan itself
+    c01 = 1 / np.hypot(1, 0.1)  # cosine of scans 0 and 1
+    c12 = 0.1 / np.hypot(1, 0.1)  # cosine of scans 1 and 2 (0 and 2: orthogonal)
+    expected = [(0 + c01 * 1) / (1 + c01), (1 + c01 * 0) / (1 + c01), (0.5 + c12 * 1) / (1 + c12)]
+    assert np.allclose(rscon(scores, salient, (2,)), expected)
+    assert np.allclose(rscon(scores, salient, (1, 2)), (scores + np.array(expected)) / 2)
+
+
+def shapes(shared_data, n, seed=0):
+    from ad3d.io import read_scan
+
+    return [read_scan(shared_data / "meshes" / "cad" / "angle_block.STL", sample=1500, seed=seed + s) for s in range(n)]
+
+
+def test_pool_scoring_equals_batch_scoring_and_is_deterministic(shared_data):
+    from ad3d.synth import plant
+
+    pool = shapes(shared_data, 3)
+    odd = plant(shapes(shared_data, 1, seed=20)[0], "bulge", seed=1)
+    params = {
+        "num_groups": 256,
+        "group_size": 16,
+        "grow_step": 8,
+        "search_size": 64,
+        "rscon": False,
+        "radii": (0.1, 0.2),
+    }
+    alone = ad3d.create("musc", **params).fit(pool).score(odd)
+    batch = ad3d.create("musc", **params).fit([]).score_many([odd, *pool])[0]
+    assert np.array_equal(alone.point_scores, batch.point_scores) and alone.object_score == batch.object_score
+    again = ad3d.create("musc", **params).fit([]).score_many([odd, *pool])[0]
+    assert np.array_equal(again.point_scores, batch.point_scores)
+    from ad3d.metrics import auroc
+
+    assert auroc(odd.labels, batch.point_scores) > 0.7  # the bulge stands out (0.76 when written)
+
+
+def test_score_a_folder_with_musc_and_no_model(tmp_path, shared_data, capsys):
+    from ad3d import cli
+    from ad3d.io import write_scan
+    from ad3d.synth import plant
+
+    for i, scan in enumerate(shapes(shared_data, 4)):
+        write_scan(tmp_path / f"good{i}.ply", scan)
+    write_scan(tmp_path / "odd.ply", plant(shapes(shared_data, 1, seed=30)[0], "bulge", seed=2))
+    code = cli.main(
+        [
+            "score",
+            "--detector",
+            "musc",
+            str(tmp_path),
+            "--out",
+            str(tmp_path / "out"),
+            "--quiet",
+            "--param",
+            "num_groups=128",
+            "--param",
+            "group_size=32",
+            "--param",
+            "grow_step=8",
+            "--param",
+            "search_size=64",
+        ]
+    )
+    assert code == 0, capsys.readouterr().err
+    import json
+
+    reports = {p.stem: json.loads(p.read_text())["object_score"] for p in (tmp_path / "out").glob("*.json")}
+    assert len(reports) == 5 and max(reports, key=reports.get) == "odd"
+    code = cli.main(["score", "--detector", "patchcore", str(tmp_path), "--out", str(tmp_path / "o2")])
+    assert code == 2 and "needs training" in capsys.readouterr().err
+    with pytest.raises(ConfigError, match="give it a set of scans"):
+        ad3d.create("musc", num_groups=64, group_size=16, grow_step=8, search_size=32).fit([]).score(
+            Scan(points=shapes(shared_data, 1)[0].points)
+        )
