@@ -123,3 +123,56 @@ def test_score_a_folder_with_musc_and_no_model(tmp_path, shared_data, capsys):
         ad3d.create("musc", num_groups=64, group_size=16, grow_step=8, search_size=32).fit([]).score(
             Scan(points=shapes(shared_data, 1)[0].points)
         )
+
+
+def test_rank_map_and_cross_modal_enhancement_by_hand():
+    from ad3d.detectors.musc import enhance, rank_map
+
+    assert np.allclose(rank_map(np.array([3.0, 1.0, 2.0]), np.array([10.0, 20.0, 30.0])), [30, 10, 20])
+    own = np.array([[1.0], [2.0], [3.0]])  # one reference scan
+    other = np.array([[30.0], [10.0], [20.0]])  # the other modality finds row 0 the most anomalous
+    # mapped onto own: [3, 1, 2]; equal spreads -> confidence 0.5 each; max(own, mapped) * 0.5 = [1.5, 1, 1.5]
+    # -> mapped onto own [2.5, 1, 2.5] -> averaged with own
+    assert np.allclose(enhance(own, other), [[1.75], [1.5], [2.75]])
+    other[1] = np.nan  # a row the other modality does not cover keeps its own distances
+    assert enhance(own, other)[1, 0] == 2.0
+
+
+def test_image_neighbourhood_aggregation_by_hand():
+    from ad3d.detectors.musc import lnamd
+
+    grid = np.arange(9, dtype=np.float32).reshape(1, 3, 3)
+    one, three = lnamd(grid, (1, 3))
+    assert np.allclose(one[:, 0], np.arange(9))
+    w = np.exp(-np.abs(np.arange(9) - 4.0))  # the centre patch (value 4) and its 3 x 3 window
+    assert three[4, 0] == pytest.approx((w * np.arange(9)).sum() / w.sum(), rel=1e-5)
+
+
+def test_colour_and_geometry_together_find_a_contamination_the_points_cannot_see(tmp_path, shared_data):
+    from ad3d import datasets
+    from ad3d.metrics import auroc
+    from ad3d.synth import make_dataset
+
+    make_dataset(
+        [shared_data / "meshes" / "ycb" / "cracker_box.obj"],
+        "mvtec3d",
+        tmp_path / "mv",
+        train=1,
+        good=3,
+        per_defect=1,
+        defects=("contamination", "bulge"),
+        image_size=64,
+        seed=3,
+    )
+    test = list(datasets.load("mvtec3d", tmp_path / "mv", "cracker_box", "test"))
+    params = {"num_groups": 256, "group_size": 32, "grow_step": 16, "search_size": 64, "rscon": False}
+    fused = ad3d.create("musc", modalities=("rgb", "xyz"), **params).fit([]).score_many(test)
+    points = ad3d.create("musc", modalities=("xyz",), **params).fit([]).score_many(test)
+    dirty = next(i for i, s in enumerate(test) if s.defect_type == "contamination")
+    assert fused[dirty].image_scores.shape == (64, 64)  # the fused map comes back on the image grid
+    assert auroc(test[dirty].labels, fused[dirty].point_scores) > 0.8  # colour shows it
+    assert auroc(test[dirty].labels, points[dirty].point_scores) < auroc(test[dirty].labels, fused[dirty].point_scores)
+    with pytest.raises(ConfigError, match="needs an organised scan with its colour image"):
+        ad3d.create("musc", modalities=("rgb",)).fit([]).score_many(
+            [Scan(points=test[0].points, colors=test[0].colors)] * 2
+        )

@@ -77,9 +77,9 @@ def snamd(features: np.ndarray, centres: np.ndarray, flat: np.ndarray, degrees: 
     return out
 
 
-def mutual_scores(sets: list[np.ndarray], interval: float, pool: list[np.ndarray] = ()) -> list[np.ndarray]:
-    """MSM: for each set of (G, D) features, each row's nearest distance into every other set (and every
-    pool set); its score is the mean of the lowest `interval` share of those distances (at least one)."""
+def mutual_distances(sets: list[np.ndarray], pool: list[np.ndarray] = ()) -> list[np.ndarray]:
+    """For each set of (G, D) features: (G, R) nearest distances of each row into each of the R other
+    sets and pool sets (in the order: other sets, then pool)."""
     out = []
     for i, query in enumerate(sets):
         q = torch.from_numpy(query)
@@ -93,9 +93,60 @@ def mutual_scores(sets: list[np.ndarray], interval: float, pool: list[np.ndarray
                 "musc scores a scan against other scans: give it a set of scans, or fit it with "
                 "a reference pool of unlabelled scans first"
             )
-        d = torch.stack(nearest, 1).sort(1).values
-        keep = max(1, int(interval * d.shape[1]))
-        out.append(d[:, :keep].mean(1).numpy())
+        out.append(torch.stack(nearest, 1).numpy())
+    return out
+
+
+def interval_mean(distances: np.ndarray, interval: float) -> np.ndarray:
+    """MSM's score per row: the mean of the lowest `interval` share of its distances (at least one)."""
+    keep = max(1, int(interval * distances.shape[1]))
+    return np.sort(distances, axis=1)[:, :keep].mean(1)
+
+
+def mutual_scores(sets: list[np.ndarray], interval: float, pool: list[np.ndarray] = ()) -> list[np.ndarray]:
+    """MSM: each row's nearest distance into every other set (and pool set), lowest share averaged."""
+    return [interval_mean(d, interval) for d in mutual_distances(sets, pool)]
+
+
+def rank_map(values: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """Each value replaced by the target's value at the same quantile (its rank among `values`, ties
+    sharing their mean rank)."""
+    from scipy.stats import rankdata
+
+    flat = values.reshape(-1)
+    ranks = (rankdata(flat) - 1) / (len(flat) - 1) if len(flat) > 1 else np.full(1, 0.5)
+    return np.quantile(target.reshape(-1), ranks).reshape(values.shape)
+
+
+def enhance(own: np.ndarray, other: np.ndarray) -> np.ndarray:
+    """CAE for one modality: `own` (rows, R) distances to the R reference scans, `other` the other
+    modality's distances pooled onto the same rows (NaN where it has none). The other's distances are
+    rank-mapped onto the own distribution, the larger of the two kept, weighted by a confidence (1 - the
+    rank of their spread across references), rank-mapped again and averaged with the own distances."""
+    have = ~np.isnan(other).any(1)
+    if not have.any():
+        return own
+    mapped = rank_map(other[have], own)
+    spread = mapped.std(1)
+    confidence = 1 - rank_map(spread, np.linspace(0, 1, 101))
+    enhanced = rank_map(np.maximum(own[have], mapped) * confidence[:, None], own)
+    out = own.copy()
+    out[have] = (enhanced + own[have]) / 2
+    return out
+
+
+def lnamd(features: np.ndarray, degrees: tuple[int, ...]) -> list[np.ndarray]:
+    """SNAMD on a (C, h, w) patch grid: per degree r, each patch becomes the similarity-weighted mean
+    (w = exp(-|f_q - f_p|)) over the r x r window around it; (h w, C) per degree."""
+    f = torch.from_numpy(np.ascontiguousarray(features))[None]
+    c, h, w = features.shape
+    out = []
+    for r in degrees:
+        window = torch.nn.functional.unfold(torch.nn.functional.pad(f, [r // 2] * 4, mode="replicate"), r)
+        window = window.reshape(c, r * r, h * w)
+        centre = f.reshape(c, 1, h * w)
+        weight = torch.exp(-(window - centre).norm(dim=0, keepdim=True))
+        out.append(((weight * window).sum(1) / weight.sum(1)).T.numpy())
     return out
 
 
@@ -118,15 +169,20 @@ def rscon(scores: np.ndarray, salient: np.ndarray, ks: tuple[int, ...]) -> np.nd
     return np.mean(out, 0)
 
 
+def _as_tuple(value) -> tuple:
+    """One number or several (`--param radii=0.1` or `radii=0.05,0.1`) as a tuple."""
+    return tuple(value) if isinstance(value, (list, tuple)) else (value,)
+
+
 @register
 class MuSc(Detector):
     name = "musc"
     learning_type = "zero-shot"
-    modalities = ("xyz",)
-    _state_arrays = ("pool_",)
+    _state_arrays = ("pool_", "pool_rgb_")
 
     def __init__(
         self,
+        modalities: tuple[str, ...] = ("xyz",),
         num_groups: int = 1024,
         group_size: int = 128,
         ipg: bool = True,
@@ -136,33 +192,62 @@ class MuSc(Detector):
         radii: tuple[float, ...] = (0.05, 0.1),
         degrees: tuple[int, ...] = (1, 3, 5),
         interval: float = 0.3,
+        cae: bool = True,
         rscon: bool = True,
         rscon_k: tuple[int, ...] = (1, 7),
+        image_backbone: str = "efficientnet-lite0",
+        image_weights: str | None = None,
+        image_size: int = 224,
+        blur: float = 4.0,
         subset_size: int | None = None,
         seed: int = 0,
     ):
+        self.modalities = _as_tuple(modalities)
         self.num_groups, self.group_size, self.ipg = num_groups, group_size, ipg
         self.curvature_threshold, self.search_size, self.grow_step = curvature_threshold, search_size, grow_step
-        self.radii, self.degrees, self.interval = radii, degrees, interval
-        self.rscon, self.rscon_k, self.subset_size, self.seed = rscon, rscon_k, subset_size, seed
-        self.pool_ = None
+        self.radii, self.degrees, self.interval = _as_tuple(radii), _as_tuple(degrees), interval
+        self.cae, self.rscon, self.rscon_k = cae, rscon, _as_tuple(rscon_k)
+        self.image_backbone, self.image_weights, self.image_size, self.blur = (
+            image_backbone,
+            image_weights,
+            image_size,
+            blur,
+        )
+        self.subset_size, self.seed = subset_size, seed
+        self.pool_ = self.pool_rgb_ = None
 
     def check_params(self) -> None:
         checks = {
+            "modalities": len(self.modalities) >= 1 and set(self.modalities) <= {"xyz", "rgb"},
             "num_groups": self.num_groups >= 1,
             "group_size": self.group_size >= 1,
             "radii": len(self.radii) >= 1 and all(r > 0 for r in self.radii),
-            "degrees": len(self.degrees) >= 1 and all(d >= 1 for d in self.degrees),
+            "degrees": len(self.degrees) >= 1 and all(d >= 1 and d % 2 == 1 for d in self.degrees),
             "interval": 0 < self.interval <= 1,
+            "image_size": self.image_size >= 32,
+            "blur": self.blur >= 0,
             "subset_size": self.subset_size is None or self.subset_size >= 2,
         }
         for name, ok in checks.items():
             if not ok:
                 raise ConfigError(f"musc {name}={getattr(self, name)!r} is out of range")
 
+    def fingerprints(self) -> list[dict]:
+        return [self._image_net().fingerprint()] if "rgb" in self.modalities else []
+
     # --- features -----------------------------------------------------------------------------
     def describe(self, scan: Scan) -> dict:
-        """Centres (G, 3), and per layer and degree the (G, D) features, L2-normalised."""
+        """3D: FPS centres (indices and points) and per radius and degree the (G, D) group features;
+        2D (organised scans with colour): per layer and degree the (P, C) patch features and the grid.
+        Every feature L2-normalised."""
+        out = {}
+        if "xyz" in self.modalities:
+            out.update(self._describe_points(scan))
+        if "rgb" in self.modalities:
+            out.update(self._describe_image(scan))
+        return out
+
+    def _describe_points(self, scan: Scan) -> dict:
         from ad3d import ops
         from ad3d.features import fpfh
 
@@ -180,21 +265,42 @@ class MuSc(Detector):
         diag = float(np.linalg.norm(np.ptp(points, axis=0)))
         views = []
         for radius in self.radii:
-            per_point = fpfh(points, radius * diag)
-            grouped = per_point[groups].mean(1)
-            for feats in snamd(grouped, points[centres], curv < self.curvature_threshold, self.degrees):
-                views.append(feats / np.maximum(np.linalg.norm(feats, axis=1, keepdims=True), 1e-12))
-        return {"centres": points[centres], "views": np.stack(views).astype(np.float32)}  # (V, G, D)
+            grouped = fpfh(points, radius * diag)[groups].mean(1)
+            views += snamd(grouped, points[centres], curv < self.curvature_threshold, self.degrees)
+        return {"centre_idx": centres, "views": _unit(np.stack(views))}  # (V, G, D)
+
+    def _image_net(self):
+        if getattr(self, "_image", None) is None:
+            from ad3d.features import image_backbone
+
+            self._image = image_backbone(self.image_backbone, weights=self.image_weights)
+        return self._image
+
+    def _describe_image(self, scan: Scan) -> dict:
+        from PIL import Image
+
+        if scan.image is None or not scan.is_organised:
+            raise ConfigError(f"musc with rgb needs an organised scan with its colour image: '{scan.path or 'scan'}'")
+        image = np.asarray(Image.fromarray(scan.image).resize((self.image_size, self.image_size), Image.BILINEAR))
+        maps = self._image_net()(image)
+        size = maps[0].features.shape[-2:]
+        views = []
+        for m in maps:
+            f = torch.nn.functional.interpolate(m.features, size=size, mode="bilinear", align_corners=False)[0]
+            views += lnamd(f.numpy(), self.degrees)
+        width = max(v.shape[1] for v in views)  # layers differ in channels: zeros added keep every distance
+        padded = np.stack([np.pad(v, ((0, 0), (0, width - v.shape[1]))) for v in views])
+        return {"grid": tuple(size), "views_rgb": _unit(padded)}  # (V, P, C)
 
     def _fit(self, scans: list[Scan], progress: bool) -> None:
         from tqdm import tqdm
 
-        described = [
-            self.describe(s)["views"] for s in tqdm(scans, desc="musc pool", disable=not progress, leave=False)
-        ]
-        if described and len({d.shape for d in described}) > 1:
-            raise ConfigError("musc pool scans must each hold at least num_groups points")
-        self.pool_ = np.stack(described) if described else np.zeros((0, 1, 1, 1), np.float32)
+        described = [self.describe(s) for s in tqdm(scans, desc="musc pool", disable=not progress, leave=False)]
+        for key, attr in (("views", "pool_"), ("views_rgb", "pool_rgb_")):
+            arrays = [d[key] for d in described if key in d]
+            if arrays and len({a.shape for a in arrays}) > 1:
+                raise ConfigError("musc pool scans must each hold at least num_groups points and images of one size")
+            setattr(self, attr, np.stack(arrays) if arrays else np.zeros((0, 1, 1, 1), np.float32))
 
     # --- scoring ------------------------------------------------------------------------------
     def _score_batch(self, scans: list[Scan]) -> list[tuple[np.ndarray, float]]:
@@ -204,27 +310,56 @@ class MuSc(Detector):
             results += self._score_set(scans[start : start + size])
         return results
 
+    def _distances(self, described: list[dict], key: str, pool: np.ndarray | None) -> list[np.ndarray]:
+        """Per scan, (rows, R) distances to the R other scans and pool scans, averaged over the views."""
+        pool = list(pool) if pool is not None and len(pool) else []
+        views = described[0][key].shape[0]
+        per_view = [mutual_distances([d[key][v] for d in described], [p[v] for p in pool]) for v in range(views)]
+        return [np.mean([per_view[v][i] for v in range(views)], axis=0) for i in range(len(described))]
+
     def _score_set(self, scans: list[Scan]) -> list[tuple[np.ndarray, float]]:
-        from ad3d import ops
+        from ad3d import fusion, ops
+        from ad3d.detectors.scoring import blur_map
 
         described = [self.describe(s) for s in scans]
-        pool = list(self.pool_) if self.pool_ is not None else []
-        views = described[0]["views"].shape[0]
-        group_scores = np.mean(
-            [
-                mutual_scores([d["views"][v] for d in described], self.interval, [p[v] for p in pool])
-                for v in range(views)
-            ],
-            axis=0,
-        )
-        point_scores = [
-            ops.interpolate(torch.from_numpy(s.points), torch.from_numpy(d["centres"]), torch.from_numpy(g))
-            .numpy()
-            .astype(np.float32)
-            for s, d, g in zip(scans, described, group_scores)
-        ]
-        objects = np.array([float(p.max()) for p in point_scores])
+        use3d, use2d = "xyz" in self.modalities, "rgb" in self.modalities
+        d3 = self._distances(described, "views", self.pool_) if use3d else None
+        d2 = self._distances(described, "views_rgb", self.pool_rgb_) if use2d else None
+        results, salient = [], []
+        for i, (scan, d) in enumerate(zip(scans, described)):
+            s3 = s2 = None
+            if use3d and use2d and self.cae:
+                patch = fusion.patch_of_points(scan.subset(d["centre_idx"]), d["grid"][0])
+                pooled = np.full_like(d2[i], np.nan)
+                for p in np.unique(patch):
+                    pooled[p] = d3[i][patch == p].mean(0)
+                d2_i, d3_i = enhance(d2[i], pooled), enhance(d3[i], d2[i][patch])
+            else:
+                d2_i, d3_i = (d2[i] if use2d else None), (d3[i] if use3d else None)
+            if use3d:
+                s3 = interval_mean(d3_i, self.interval)
+                centres = torch.from_numpy(scan.points[d["centre_idx"]])
+                points3 = ops.interpolate(torch.from_numpy(scan.points), centres, torch.from_numpy(s3)).numpy()
+            if use2d:
+                s2 = interval_mean(d2_i, self.interval)
+                full, _ = fusion.map_to_points(scan, s2.reshape(d["grid"]))
+                if use3d:
+                    full = full + scan.to_image(points3)
+                image = blur_map(full, self.blur * scan.grid_shape[0] / self.image_size) if self.blur else full
+                scores = image.astype(np.float32)
+                at_points = image.reshape(-1)[scan.grid_index]
+            else:
+                scores = at_points = points3.astype(np.float32)
+            parts = ([d["views"][:, int(np.argmax(s3))].reshape(-1)] if use3d else []) + (
+                [d["views_rgb"][:, int(np.argmax(s2))].reshape(-1)] if use2d else []
+            )
+            salient.append(np.concatenate(parts))
+            results.append((scores, float(at_points.max())))
         if self.rscon and len(scans) > 1:
-            salient = np.stack([d["views"][:, int(np.argmax(g))].reshape(-1) for d, g in zip(described, group_scores)])
-            objects = rscon(objects, salient, tuple(self.rscon_k))
-        return [(p, float(o)) for p, o in zip(point_scores, objects)]
+            objects = rscon(np.array([o for _, o in results]), np.stack(salient), tuple(self.rscon_k))
+            results = [(sc, float(o)) for (sc, _), o in zip(results, objects)]
+        return results
+
+
+def _unit(features: np.ndarray) -> np.ndarray:
+    return (features / np.maximum(np.linalg.norm(features, axis=-1, keepdims=True), 1e-12)).astype(np.float32)
