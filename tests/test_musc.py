@@ -78,6 +78,8 @@ def test_pool_scoring_equals_batch_scoring_and_is_deterministic(shared_data):
     alone = ad3d.create("musc", **params).fit(pool).score(odd)
     batch = ad3d.create("musc", **params).fit([]).score_many([odd, *pool])[0]
     assert np.array_equal(alone.point_scores, batch.point_scores) and alone.object_score == batch.object_score
+    grown = ad3d.create("musc", **params).fit(pool[:1]).update_pool(pool[1:]).score(odd)  # a pool that grew
+    assert np.array_equal(grown.point_scores, alone.point_scores)
     again = ad3d.create("musc", **params).fit([]).score_many([odd, *pool])[0]
     assert np.array_equal(again.point_scores, batch.point_scores)
     from ad3d.metrics import auroc

@@ -302,6 +302,17 @@ class MuSc(Detector):
                 raise ConfigError("musc pool scans must each hold at least num_groups points and images of one size")
             setattr(self, attr, np.stack(arrays) if arrays else np.zeros((0, 1, 1, 1), np.float32))
 
+    def update_pool(self, scans) -> MuSc:
+        """Add scans (e.g. the ones a line has accepted) to the reference pool; returns self."""
+        self._check_fitted()
+        described = [self.describe(s) for s in scans]
+        for key, attr in (("views", "pool_"), ("views_rgb", "pool_rgb_")):
+            arrays = [d[key] for d in described if key in d]
+            if arrays:
+                old = getattr(self, attr)
+                setattr(self, attr, np.concatenate([old, np.stack(arrays)]) if len(old) else np.stack(arrays))
+        return self
+
     # --- scoring ------------------------------------------------------------------------------
     def _score_batch(self, scans: list[Scan]) -> list[tuple[np.ndarray, float]]:
         size = self.subset_size or len(scans)
