@@ -13,6 +13,7 @@ BUILTIN = {
     "r3dad": "ad3d.detectors.r3dad:R3DAD",
     "mc4ad": "ad3d.detectors.mc4ad:MC4AD",
     "musc": "ad3d.detectors.musc:MuSc",
+    "lsfa": "ad3d.detectors.lsfa:LSFA",
 }
 _REGISTERED: dict[str, type] = {}
 

@@ -1,0 +1,403 @@
+"""LSFA (Tu et al., ECCV 2024): self-supervised adaptation of frozen RGB and point features, then
+M3DM's memory-bank scoring and decision-layer fusion.
+
+Tokens: on organised RGB-D scans, one RGB and one point feature per patch of a grid x grid layout
+(image backbone maps brought to the stride-8 grid; per-point FPFH, or Point-MAE group features carried
+to points, averaged per patch through `grid_index`); on point-only scans, FPS groups (mean FPFH of the
+group). Adaptors: one transformer block per modality; projection heads only feed the losses:
+ - local cross-modal consistency: patch InfoNCE between the RGB and point feature of the same patch;
+ - RGB rotation consistency: InfoNCE between the patches of the image and of a copy with every 4 x 4
+   block rotated by a multiple of 90 degrees, on a random sixth of the patches (weight 0.05);
+ - intra-modal compactness: mean nearest distance of the adapted patches, and of the scan's mean
+   feature, to FIFO queues of earlier ones (0.4 for the global term), after a warm-up (weight 0.9);
+ - global cross-modal consistency: InfoNCE between the scans' mean RGB and mean point features (weight
+   0.1), each through its own modality's head as the paper describes (the release passes the RGB means
+   through the point head).
+Scoring: a coreset memory bank per modality of the adapted, standardised training patches; each patch's
+nearest distance; fused per patch by a one-class SVM learned on held-out normal scans only (M3DM's
+decision layer) or by a sum of scores standardised on those scans; the map brought to the image,
+blurred, read at every point. Object score = the max over the scan's points.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import torch
+from torch import nn
+
+from ad3d.detectors.base import Detector
+from ad3d.detectors.registry import register
+from ad3d.errors import ConfigError
+from ad3d.types import Scan
+
+PRESETS = {
+    "cpu": {"image_backbone": "efficientnet-lite0", "point_features": "fpfh", "iterations": 300},
+    "paper": {"image_backbone": "dino-vitb8", "point_features": "point-mae", "iterations": 2000, "lr": 3e-4},
+}
+
+
+def info_nce(a: torch.Tensor, b: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """Symmetric InfoNCE: row i of `a` and row i of `b` are a positive pair, every other row a negative."""
+    a = nn.functional.normalize(a, dim=1)
+    b = nn.functional.normalize(b, dim=1)
+    logits = a @ b.T / temperature
+    target = torch.arange(len(a), device=a.device)
+    return (nn.functional.cross_entropy(logits, target) + nn.functional.cross_entropy(logits.T, target)) / 2
+
+
+def compactness(features: torch.Tensor, queue: torch.Tensor) -> torch.Tensor:
+    """Mean distance of each feature to its nearest queued feature (IFC): small when normal features gather."""
+    return torch.cdist(features, queue).min(1).values.mean()
+
+
+def rotate_blocks(image: np.ndarray, rng: np.random.Generator, block: int = 4) -> np.ndarray:
+    """The image with every block x block square rotated by a random multiple of 90 degrees."""
+    h, w = (image.shape[0] // block) * block, (image.shape[1] // block) * block
+    out = image.copy()
+    tiles = out[:h, :w].reshape(h // block, block, w // block, block, -1).transpose(0, 2, 1, 3, 4)
+    turns = rng.integers(0, 4, size=tiles.shape[:2])
+    for k in (1, 2, 3):
+        tiles[turns == k] = np.rot90(tiles[turns == k], k, axes=(1, 2))
+    out[:h, :w] = tiles.transpose(0, 2, 1, 3, 4).reshape(h, w, -1)
+    return out
+
+
+def heads_for(dim: int) -> int:
+    return next(h for h in (12, 8, 6, 4, 3, 2, 1) if dim % h == 0)
+
+
+class Adaptor(nn.Module):
+    """One transformer block on the frozen tokens, and the projection head its losses use."""
+
+    def __init__(self, dim: int, proj_dim: int):
+        super().__init__()
+        from ad3d.nn.vit import Block
+
+        self.block = Block(dim, heads_for(dim), layer_scale=False)
+        self.head = nn.Linear(dim, proj_dim)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.block(tokens)
+
+
+@register
+class LSFA(Detector):
+    name = "lsfa"
+    PRESETS = PRESETS
+
+    def __init__(
+        self,
+        modalities: tuple[str, ...] = ("rgb", "xyz"),
+        image_backbone: str = "efficientnet-lite0",
+        image_weights: str | None = None,
+        image_size: int = 224,
+        point_features: str = "fpfh",
+        point_weights: str | None = None,
+        point_radius: float = 0.05,
+        groups: int = 784,
+        adapt: bool = True,
+        iterations: int = 300,
+        lr: float = 1e-3,
+        proj_dim: int = 128,
+        temperature: float = 1.0,
+        rotation_weight: float = 0.05,
+        compactness_weight: float = 0.9,
+        global_weight: float = 0.1,
+        warmup: int = 30,
+        queue_size: int = 4096,
+        coreset_ratio: float = 0.1,
+        fusion: str = "ocsvm",
+        blur: float = 4.0,
+        seed: int = 0,
+    ):
+        self.modalities = tuple(modalities) if isinstance(modalities, (list, tuple)) else (modalities,)
+        self.image_backbone, self.image_weights, self.image_size = image_backbone, image_weights, image_size
+        self.point_features, self.point_weights, self.point_radius = point_features, point_weights, point_radius
+        self.groups, self.adapt, self.iterations, self.lr = groups, adapt, iterations, lr
+        self.proj_dim, self.temperature = proj_dim, temperature
+        self.rotation_weight, self.compactness_weight, self.global_weight = (
+            rotation_weight,
+            compactness_weight,
+            global_weight,
+        )
+        self.warmup, self.queue_size, self.coreset_ratio = warmup, queue_size, coreset_ratio
+        self.fusion, self.blur, self.seed = fusion, blur, seed
+        self.net_ = None
+        self.dims_ = None
+        self.banks_ = {}
+        self.fusion_ = {}
+
+    def check_params(self) -> None:
+        checks = {
+            "modalities": len(self.modalities) >= 1 and set(self.modalities) <= {"rgb", "xyz"},
+            "point_features": self.point_features in ("fpfh", "point-mae"),
+            "fusion": self.fusion in ("ocsvm", "sum"),
+            "iterations": self.iterations >= 0,
+            "coreset_ratio": 0 < self.coreset_ratio <= 1,
+            "groups": self.groups >= 1,
+            "point_radius": self.point_radius > 0,
+            "blur": self.blur >= 0,
+        }
+        for name, ok in checks.items():
+            if not ok:
+                raise ConfigError(f"lsfa {name}={getattr(self, name)!r} is out of range")
+
+    def fingerprints(self) -> list[dict]:
+        out = [self._image_net().fingerprint()] if "rgb" in self.modalities else []
+        return out + ([self._point_net().fingerprint()] if self.point_features == "point-mae" else [])
+
+    # --- frozen tokens ------------------------------------------------------------------------
+    def _image_net(self):
+        if getattr(self, "_image", None) is None:
+            from ad3d.features import image_backbone
+
+            self._image = image_backbone(self.image_backbone, weights=self.image_weights)
+        return self._image
+
+    def _point_net(self):
+        if getattr(self, "_points", None) is None:
+            from ad3d.features import point_backbone
+
+            self._points = point_backbone("point-mae", weights=self.point_weights, num_group=self.groups)
+        return self._points
+
+    def _rgb_tokens(self, image: np.ndarray) -> tuple[np.ndarray, tuple[int, int]]:
+        from PIL import Image
+
+        resized = np.asarray(Image.fromarray(image).resize((self.image_size, self.image_size), Image.BILINEAR))
+        maps = self._image_net()(resized)
+        size = maps[0].features.shape[-2:]
+        joined = torch.cat(
+            [nn.functional.interpolate(m.features, size=size, mode="bilinear", align_corners=False) for m in maps],
+            dim=1,
+        )[0]
+        return joined.reshape(joined.shape[0], -1).T.numpy(), tuple(size)
+
+    def _point_values(self, points: np.ndarray) -> np.ndarray:
+        """(N, C) features at every point: FPFH at point_radius x the diagonal, or Point-MAE groups."""
+        if self.point_features == "point-mae":
+            return self._point_net()(points).at_points(points)
+        from ad3d.features import fpfh
+
+        return fpfh(points, self.point_radius * float(np.linalg.norm(np.ptp(points, axis=0))))
+
+    def tokens(self, scan: Scan, rotated: bool = False, rng: np.random.Generator | None = None) -> dict:
+        """The frozen tokens of a scan: {'rgb': (P, C), 'xyz': (P, D), 'valid': (P,), 'grid' or 'centres'}."""
+        from ad3d import fusion, ops
+
+        self.check_modalities(scan)
+        use_rgb = "rgb" in self.modalities
+        if use_rgb and (scan.image is None or not scan.is_organised):
+            raise ConfigError(f"lsfa with rgb needs an organised scan with its colour image: '{scan.path or 'scan'}'")
+        out = {}
+        if use_rgb:
+            image = rotate_blocks(scan.image, rng) if rotated else scan.image
+            out["rgb"], out["grid"] = self._rgb_tokens(image)
+        if "xyz" in self.modalities:
+            points = np.ascontiguousarray(scan.points, dtype=np.float32)
+            values = self._point_values(points)
+            if scan.is_organised:
+                grid = out.get("grid", (28, 28))
+                means, counts = fusion.points_to_patches(scan, values, grid[0])
+                out.update(xyz=means.reshape(-1, values.shape[1]), valid=counts.reshape(-1) > 0, grid=grid)
+            else:
+                centres = ops.even_subset(points, self.groups)
+                near = ops.knn(torch.from_numpy(points[centres]), torch.from_numpy(points), min(32, len(points)))[1]
+                out.update(xyz=values[near.numpy()].mean(1), valid=np.ones(len(centres), bool), centres=points[centres])
+        if "valid" not in out:
+            out["valid"] = np.ones(len(out["rgb"]), bool)
+        return out
+
+    # --- adaptation -----------------------------------------------------------------------------
+    def _build_net(self) -> nn.ModuleDict:
+        torch.manual_seed(self.seed)
+        return nn.ModuleDict({m: Adaptor(self.dims_[m], self.proj_dim) for m in self.modalities})
+
+    def _adapted(self, tokens: dict, net=None) -> dict:
+        net = net or self.net_
+        with torch.no_grad():
+            return {
+                m: (net[m](torch.from_numpy(tokens[m]).float()[None])[0].numpy() if self.adapt else tokens[m])
+                for m in self.modalities
+            }
+
+    def _loss(self, net, batch: list[dict], rotated: list[dict], queues: dict, step: int, rng) -> torch.Tensor:
+        loss, means = 0.0, {m: [] for m in self.modalities}
+        for item, turned in zip(batch, rotated):
+            adapted = {m: net[m](torch.from_numpy(item[m]).float()[None])[0] for m in self.modalities}
+            projected = {m: net[m].head(adapted[m]) for m in self.modalities}
+            valid = torch.from_numpy(item["valid"])
+            if len(self.modalities) == 2 and valid.sum() > 1:
+                loss = loss + info_nce(projected["rgb"][valid], projected["xyz"][valid], self.temperature)
+            if "rgb" in self.modalities and self.rotation_weight:
+                other = net["rgb"].head(net["rgb"](torch.from_numpy(turned["rgb"]).float()[None])[0])
+                pick = torch.from_numpy(rng.choice(len(other), max(2, len(other) // 6), replace=False))
+                loss = loss + self.rotation_weight * info_nce(projected["rgb"][pick], other[pick], self.temperature)
+            for m in self.modalities:
+                local = adapted[m][valid] if m == "xyz" else adapted[m]
+                if step >= self.warmup and len(queues[m]["local"]) and self.compactness_weight:
+                    q_local = torch.from_numpy(np.concatenate(queues[m]["local"]))
+                    q_global = torch.from_numpy(np.stack(queues[m]["global"]))
+                    loss = loss + self.compactness_weight * (
+                        compactness(local, q_local) + 0.4 * compactness(local.mean(0, keepdim=True), q_global)
+                    )
+                means[m].append(net[m].head(local.mean(0)))
+                queues[m]["local"].append(local.detach().numpy())
+                queues[m]["global"].append(local.mean(0).detach().numpy())
+                while sum(len(q) for q in queues[m]["local"]) > self.queue_size:
+                    queues[m]["local"].pop(0)
+                    queues[m]["global"].pop(0)
+        if len(self.modalities) == 2 and self.global_weight and len(batch) > 1:
+            loss = loss + self.global_weight * info_nce(
+                torch.stack(means["rgb"]), torch.stack(means["xyz"]), self.temperature
+            )
+        return loss / len(batch)
+
+    def _train(self, train: list[dict], rotated: list[dict], held: list[dict], progress: bool) -> None:
+        from tqdm import tqdm
+
+        rng = np.random.default_rng(self.seed)
+        net = self._build_net()
+        optimiser = torch.optim.AdamW(net.parameters(), lr=self.lr, betas=(0.9, 0.95))
+        queues = {m: {"local": [], "global": []} for m in self.modalities}
+        best, best_state = float("inf"), copy.deepcopy(net.state_dict())
+        for step in tqdm(range(self.iterations), desc="lsfa adapt", disable=not progress, leave=False):
+            pick = rng.choice(len(train), min(2, len(train)), replace=False)
+            net.train()
+            loss = self._loss(net, [train[i] for i in pick], [rotated[i] for i in pick], queues, step, rng)
+            if torch.is_tensor(loss):  # point-only before the warm-up: no term applies yet
+                optimiser.zero_grad()
+                loss.backward()
+                optimiser.step()
+            if held and (step + 1) % 25 == 0:  # early stop: the adaptation loss on held-out normal scans
+                net.eval()
+                with torch.no_grad():
+                    frozen = {m: {k: list(v) for k, v in q.items()} for m, q in queues.items()}
+                    val = float(self._loss(net, held, held, frozen, step, np.random.default_rng(0)))
+                if val < best:
+                    best, best_state = val, copy.deepcopy(net.state_dict())
+        if held:
+            net.load_state_dict(best_state)
+        self.net_ = net.eval()
+
+    # --- fit and score ----------------------------------------------------------------------------
+    def _fit(self, scans: list[Scan], progress: bool) -> None:
+        from ad3d.detectors.memory_bank import coreset_bank
+
+        rng = np.random.default_rng(self.seed)
+        held_n = 1 if len(scans) >= 3 else 0  # one normal scan kept out of the banks: fusion and early stop
+        train_scans, held_scans = scans[: len(scans) - held_n], scans[len(scans) - held_n :]
+        train = [self.tokens(s) for s in train_scans]
+        held = [self.tokens(s) for s in held_scans]
+        self.dims_ = {m: int(train[0][m].shape[1]) for m in self.modalities}
+        if self.adapt and self.iterations:
+            rotated = [
+                self.tokens(s, rotated=True, rng=rng) if "rgb" in self.modalities else t
+                for s, t in zip(train_scans, train)
+            ]
+            self._train(train, rotated, held, progress)
+        else:
+            self.net_ = self._build_net().eval()
+        self.banks_ = {}
+        for m in self.modalities:
+            feats = np.concatenate([self._adapted(t)[m][t["valid"] if m == "xyz" else slice(None)] for t in train])
+            mean, std = feats.mean(0), feats.std(0) + 1e-6
+            self.banks_[m] = {
+                "mean": mean.astype(np.float32),
+                "std": std.astype(np.float32),
+                "bank": coreset_bank(((feats - mean) / std).astype(np.float32), self.coreset_ratio, self.seed),
+            }
+        self._fit_fusion(held or train[-1:])
+
+    def _patch_scores(self, tokens: dict) -> dict:
+        from ad3d.detectors.memory_bank import nearest_distances
+
+        adapted = self._adapted(tokens)
+        return {
+            m: nearest_distances(
+                ((adapted[m] - self.banks_[m]["mean"]) / self.banks_[m]["std"]).astype(np.float32),
+                self.banks_[m]["bank"],
+            )
+            for m in self.modalities
+        }
+
+    def _fit_fusion(self, normal: list[dict]) -> None:
+        """The decision layer from normal scans only: per-modality score statistics, and for 'ocsvm' a
+        linear one-class SVM on the (rgb, xyz) patch-score pairs (fused = its negated decision value)."""
+        scores = [self._patch_scores(t) for t in normal]
+        stacked = {m: np.concatenate([s[m] for s in scores]) for m in self.modalities}
+        self.fusion_ = {f"{m}_mean": float(stacked[m].mean()) for m in self.modalities}
+        self.fusion_.update({f"{m}_std": float(stacked[m].std() + 1e-6) for m in self.modalities})
+        if self.fusion == "ocsvm" and len(self.modalities) == 2:
+            from sklearn.linear_model import SGDOneClassSVM
+
+            pairs = np.stack([self._standard(stacked, m) for m in ("rgb", "xyz")], 1)
+            svm = SGDOneClassSVM(nu=0.5, max_iter=1000, random_state=self.seed).fit(pairs)
+            self.fusion_.update(w_rgb=float(svm.coef_[0]), w_xyz=float(svm.coef_[1]), offset=float(svm.offset_[0]))
+
+    def _standard(self, scores: dict, m: str) -> np.ndarray:
+        return (scores[m] - self.fusion_[f"{m}_mean"]) / self.fusion_[f"{m}_std"]
+
+    def _fused(self, scores: dict) -> np.ndarray:
+        if len(self.modalities) == 1:
+            return self._standard(scores, self.modalities[0])
+        rgb, xyz = self._standard(scores, "rgb"), self._standard(scores, "xyz")
+        if self.fusion == "ocsvm":
+            # the SVM's decision value is w . s - offset, positive inside the normal region: negate it; a
+            # weight the SVM drove to zero or below would drop a modality, so each keeps at least 0.1
+            w_rgb, w_xyz = max(self.fusion_["w_rgb"], 0.1), max(self.fusion_["w_xyz"], 0.1)
+            return -(self.fusion_["offset"] - (w_rgb * rgb + w_xyz * xyz))
+        return rgb + xyz
+
+    def _score(self, scan: Scan) -> tuple[np.ndarray, float]:
+        from ad3d import fusion, ops
+        from ad3d.detectors.scoring import blur_map
+
+        tokens = self.tokens(scan)
+        fused = self._fused(self._patch_scores(tokens)).astype(np.float32)
+        if "centres" in tokens:
+            scores = (
+                ops.interpolate(
+                    torch.from_numpy(scan.points), torch.from_numpy(tokens["centres"]), torch.from_numpy(fused)
+                )
+                .numpy()
+                .astype(np.float32)
+            )
+            return scores, float(scores.max())
+        if "rgb" not in self.modalities:
+            fused = np.where(tokens["valid"], fused, fused[tokens["valid"]].min())  # empty patches: normal
+        full, _ = fusion.map_to_points(scan, fused.reshape(tokens["grid"]))
+        image = blur_map(full, self.blur * scan.grid_shape[0] / self.image_size) if self.blur else full
+        return image.astype(np.float32), float(image.reshape(-1)[scan.grid_index].max())
+
+    # --- model file -----------------------------------------------------------------------------
+    def _fitted(self) -> bool:
+        return self.net_ is not None and bool(self.banks_)
+
+    def n_learned(self) -> int:
+        adaptor = sum(p.numel() for p in self.net_.parameters()) if self.adapt and self.net_ is not None else 0
+        return int(adaptor + sum(b["bank"].size for b in self.banks_.values()))
+
+    def _export_state(self) -> dict[str, np.ndarray]:
+        state = {f"net.{k}": v.detach().cpu().numpy().copy() for k, v in self.net_.state_dict().items()}
+        for m, bank in self.banks_.items():
+            state.update({f"bank.{m}.{k}": v for k, v in bank.items()})
+        state.update({f"fusion.{k}": np.array([v], np.float64) for k, v in self.fusion_.items()})
+        return state
+
+    def _import_state(self, tensors: dict[str, np.ndarray]) -> None:
+        missing = [f"bank.{m}.mean" for m in self.modalities if f"bank.{m}.mean" not in tensors]
+        if missing:
+            raise KeyError(", ".join(missing))
+        self.dims_ = {m: int(tensors[f"bank.{m}.mean"].shape[0]) for m in self.modalities}
+        net = self._build_net()
+        given = {k[4:]: torch.from_numpy(np.array(v)) for k, v in tensors.items() if k.startswith("net.")}
+        missing = set(net.state_dict()) - set(given)
+        if missing:
+            raise KeyError(", ".join(f"net.{k}" for k in sorted(missing)))
+        net.load_state_dict(given, strict=True)
+        self.net_ = net.eval()
+        self.banks_ = {m: {k: tensors[f"bank.{m}.{k}"] for k in ("mean", "std", "bank")} for m in self.modalities}
+        self.fusion_ = {k[len("fusion.") :]: float(v[0]) for k, v in tensors.items() if k.startswith("fusion.")}

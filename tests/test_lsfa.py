@@ -1,0 +1,107 @@
+"""LSFA: its losses by hand, block rotation, the decision layer from normal scans only, determinism,
+save/load, and modality checks, on a small synthetic RGB-D part."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+import ad3d
+from ad3d.detectors.lsfa import compactness, info_nce, rotate_blocks
+from ad3d.errors import ConfigError
+from ad3d.types import Scan
+
+
+def test_info_nce_by_hand_and_the_way_it_pulls_pairs_together():
+    a = torch.eye(2, requires_grad=True)
+    loss = info_nce(a, torch.eye(2))
+    assert loss.item() == pytest.approx(math.log(1 + math.exp(-1)))  # each row: its own pair at 1, the other at 0
+    b = torch.tensor([[1.0, 0.2], [0.3, 1.0]])
+    x = torch.tensor([[0.2, 1.0], [1.0, 0.1]], requires_grad=True)  # pairs start crossed
+    before = torch.nn.functional.cosine_similarity(x, b).sum()
+    info_nce(x, b).backward()
+    with torch.no_grad():
+        x -= 0.5 * x.grad
+    assert torch.nn.functional.cosine_similarity(x, b).sum() > before
+
+
+def test_compactness_by_hand_and_its_pull_towards_the_queue():
+    f = torch.tensor([[0.0, 0.0], [3.0, 4.0]], requires_grad=True)
+    queue = torch.zeros(1, 2)
+    loss = compactness(f, queue)
+    assert loss.item() == pytest.approx(2.5)
+    loss.backward()
+    assert torch.allclose(f.grad[1], torch.tensor([0.3, 0.4]))  # d/df of |f| / 2: towards the queued feature
+
+
+def test_rotate_blocks_turns_each_4x4_block_by_a_multiple_of_90_degrees():
+    image = np.random.default_rng(0).integers(0, 255, (8, 12, 3), dtype=np.uint8)
+    turned = rotate_blocks(image, np.random.default_rng(1))
+    assert not np.array_equal(turned, image)
+    for r in range(0, 8, 4):
+        for c in range(0, 12, 4):
+            block, got = image[r : r + 4, c : c + 4], turned[r : r + 4, c : c + 4]
+            assert any(np.array_equal(np.rot90(block, k, axes=(0, 1)), got) for k in range(4))
+
+
+@pytest.fixture(scope="module")
+def part(tmp_path_factory, shared_data):
+    from ad3d import datasets
+    from ad3d.synth import make_dataset
+
+    root = tmp_path_factory.mktemp("lsfa") / "mv"
+    make_dataset(
+        [shared_data / "meshes" / "ycb" / "cracker_box.obj"],
+        "mvtec3d",
+        root,
+        train=4,
+        good=2,
+        per_defect=1,
+        defects=("contamination", "bulge"),
+        image_size=48,
+        seed=5,
+    )
+    return (
+        list(datasets.load("mvtec3d", root, "cracker_box", "train")),
+        list(datasets.load("mvtec3d", root, "cracker_box", "test")),
+    )
+
+
+TINY = {"iterations": 12, "warmup": 4, "coreset_ratio": 0.5}
+
+
+def test_fit_is_deterministic_and_a_saved_model_scores_the_same(part, tmp_path):
+    train, test = part
+    det = ad3d.create("lsfa", **TINY).fit(train)
+    again = ad3d.create("lsfa", **TINY).fit(train)
+    assert np.array_equal(det.banks_["rgb"]["bank"], again.banks_["rgb"]["bank"])
+    first = det.score(test[0])
+    assert np.array_equal(first.point_scores, again.score(test[0]).point_scores)
+    assert first.image_scores.shape == (48, 48)  # the fused map comes back on the image grid
+    det.save(tmp_path / "m.ad3d")
+    from safetensors.numpy import load_file
+
+    assert not any("efficientnet" in k or "_conv" in k for k in load_file(str(tmp_path / "m.ad3d")))
+    back = ad3d.load(tmp_path / "m.ad3d")
+    assert np.array_equal(back.score(test[0]).point_scores, first.point_scores)
+
+
+def test_the_decision_layer_is_learned_on_normal_scans_only(part):
+    train, _ = part
+    det = ad3d.create("lsfa", **TINY).fit(train)
+    assert {"w_rgb", "w_xyz", "offset", "rgb_mean", "xyz_std"} <= set(det.fusion_)
+    normal = {"rgb": np.array([det.fusion_["rgb_mean"]]), "xyz": np.array([det.fusion_["xyz_mean"]])}
+    odd = {"rgb": normal["rgb"] + 5 * det.fusion_["rgb_std"], "xyz": normal["xyz"]}
+    assert det._fused(odd)[0] > det._fused(normal)[0]  # far from normal in either modality scores higher
+    summed = ad3d.create("lsfa", fusion="sum", **TINY).fit(train)
+    assert summed._fused(odd)[0] == pytest.approx(5.0, rel=1e-4)  # standardised scores added
+
+
+def test_a_colour_mode_refuses_a_scan_without_its_image(part):
+    train, _ = part
+    det = ad3d.create("lsfa", **TINY)
+    with pytest.raises(ConfigError, match="reads colour and geometry"):
+        det.fit([Scan(points=train[0].points, path="bare.ply")])
+    points_only = ad3d.create("lsfa", modalities=("xyz",), **TINY).fit(train)
+    assert points_only.score(train[0]).point_scores.shape == (len(train[0]),)
