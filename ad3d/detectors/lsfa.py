@@ -33,7 +33,7 @@ from ad3d.errors import ConfigError
 from ad3d.types import Scan
 
 PRESETS = {
-    "cpu": {"image_backbone": "efficientnet-lite0", "point_features": "fpfh", "iterations": 300},
+    "cpu": {"image_backbone": "efficientnet-lite0", "point_features": "fpfh", "iterations": 100},
     "paper": {"image_backbone": "dino-vitb8", "point_features": "point-mae", "iterations": 2000, "lr": 3e-4},
 }
 
@@ -98,7 +98,7 @@ class LSFA(Detector):
         point_radius: float = 0.05,
         groups: int = 784,
         adapt: bool = True,
-        iterations: int = 300,
+        iterations: int = 100,
         lr: float = 1e-3,
         proj_dim: int = 128,
         temperature: float = 1.0,
