@@ -164,16 +164,9 @@ class LSFA(Detector):
         return self._points
 
     def _rgb_tokens(self, image: np.ndarray) -> tuple[np.ndarray, tuple[int, int]]:
-        from PIL import Image
-
-        resized = np.asarray(Image.fromarray(image).resize((self.image_size, self.image_size), Image.BILINEAR))
-        maps = self._image_net()(resized)
-        size = maps[0].features.shape[-2:]
-        joined = torch.cat(
-            [nn.functional.interpolate(m.features, size=size, mode="bilinear", align_corners=False) for m in maps],
-            dim=1,
-        )[0]
-        return joined.reshape(joined.shape[0], -1).T.numpy(), tuple(size)
+        maps, grid = self._image_net().on_grid(image, self.image_size)
+        joined = torch.cat(maps, dim=0)
+        return joined.reshape(joined.shape[0], -1).T.numpy(), grid
 
     def _point_values(self, points: np.ndarray) -> np.ndarray:
         """(N, C) features at every point: FPFH at point_radius x the diagonal, or Point-MAE groups."""

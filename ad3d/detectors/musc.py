@@ -277,17 +277,10 @@ class MuSc(Detector):
         return self._image
 
     def _describe_image(self, scan: Scan) -> dict:
-        from PIL import Image
-
         if scan.image is None or not scan.is_organised:
             raise ConfigError(f"musc with rgb needs an organised scan with its colour image: '{scan.path or 'scan'}'")
-        image = np.asarray(Image.fromarray(scan.image).resize((self.image_size, self.image_size), Image.BILINEAR))
-        maps = self._image_net()(image)
-        size = maps[0].features.shape[-2:]
-        views = []
-        for m in maps:
-            f = torch.nn.functional.interpolate(m.features, size=size, mode="bilinear", align_corners=False)[0]
-            views += lnamd(f.numpy(), self.degrees)
+        maps, size = self._image_net().on_grid(scan.image, self.image_size)
+        views = [v for m in maps for v in lnamd(m.numpy(), self.degrees)]
         width = max(v.shape[1] for v in views)  # layers differ in channels: zeros added keep every distance
         padded = np.stack([np.pad(v, ((0, 0), (0, width - v.shape[1]))) for v in views])
         return {"grid": tuple(size), "views_rgb": _unit(padded)}  # (V, P, C)

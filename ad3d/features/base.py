@@ -97,6 +97,17 @@ class ImageBackbone:
             maps = self._forward(self.to_tensor(images))
         return [FeatureMap(layer, self.strides[layer], maps[layer].float().cpu()) for layer in self.layers]
 
+    def on_grid(self, image: np.ndarray, size: int) -> tuple[list, tuple[int, int]]:
+        """One uint8 image resized to size x size, and each layer's (C, h, w) map brought (bilinearly) to
+        the grid of the first, finest layer: what patch-level methods compare, patch for patch."""
+        import torch.nn.functional as F
+        from PIL import Image
+
+        resized = np.asarray(Image.fromarray(image).resize((size, size), Image.BILINEAR))
+        maps = self(resized)
+        grid = tuple(maps[0].features.shape[-2:])
+        return [F.interpolate(m.features, size=grid, mode="bilinear", align_corners=False)[0] for m in maps], grid
+
     def fingerprint(self) -> dict:
         """What a model file records instead of the weights: the backbone's name and the weights' sha256."""
         from ad3d.features.weights import sha256
