@@ -94,6 +94,11 @@ def test_the_decision_layer_is_learned_on_normal_scans_only(part):
     normal = {"rgb": np.array([det.fusion_["rgb_mean"]]), "xyz": np.array([det.fusion_["xyz_mean"]])}
     odd = {"rgb": normal["rgb"] + 5 * det.fusion_["rgb_std"], "xyz": normal["xyz"]}
     assert det._fused(odd)[0] > det._fused(normal)[0]  # far from normal in either modality scores higher
+    empty = {"rgb": normal["rgb"], "xyz": np.array([np.nan])}  # a patch that holds no points
+    assert det._fused(empty)[0] == pytest.approx(det._fused(normal)[0])  # its missing point term is neutral
+    tokens = det.tokens(train[0])
+    assert not tokens["valid"].all()  # the background patches of the image
+    assert np.isnan(det._patch_scores(tokens)["xyz"][~tokens["valid"]]).all()
     summed = ad3d.create("lsfa", fusion="sum", **TINY).fit(train)
     assert summed._fused(odd)[0] == pytest.approx(5.0, rel=1e-4)  # standardised scores added
 

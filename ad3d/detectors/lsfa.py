@@ -305,28 +305,31 @@ class LSFA(Detector):
         self._fit_fusion(held or train[-1:])
 
     def _patch_scores(self, tokens: dict) -> dict:
+        """Each modality's nearest-bank distance per patch; NaN for point scores of patches without points
+        (their token is empty, not normal or anomalous)."""
         from ad3d.detectors.memory_bank import nearest_distances
 
         adapted = self._adapted(tokens)
-        return {
-            m: nearest_distances(
-                ((adapted[m] - self.banks_[m]["mean"]) / self.banks_[m]["std"]).astype(np.float32),
-                self.banks_[m]["bank"],
-            )
-            for m in self.modalities
-        }
+        out = {}
+        for m in self.modalities:
+            standard = ((adapted[m] - self.banks_[m]["mean"]) / self.banks_[m]["std"]).astype(np.float32)
+            out[m] = nearest_distances(standard, self.banks_[m]["bank"])
+            if m == "xyz":
+                out[m] = np.where(tokens["valid"], out[m], np.nan)
+        return out
 
     def _fit_fusion(self, normal: list[dict]) -> None:
         """The decision layer from normal scans only: per-modality score statistics, and for 'ocsvm' a
         linear one-class SVM on the (rgb, xyz) patch-score pairs (fused = its negated decision value)."""
         scores = [self._patch_scores(t) for t in normal]
         stacked = {m: np.concatenate([s[m] for s in scores]) for m in self.modalities}
-        self.fusion_ = {f"{m}_mean": float(stacked[m].mean()) for m in self.modalities}
-        self.fusion_.update({f"{m}_std": float(stacked[m].std() + 1e-6) for m in self.modalities})
+        self.fusion_ = {f"{m}_mean": float(np.nanmean(stacked[m])) for m in self.modalities}
+        self.fusion_.update({f"{m}_std": float(np.nanstd(stacked[m]) + 1e-6) for m in self.modalities})
         if self.fusion == "ocsvm" and len(self.modalities) == 2:
             from sklearn.linear_model import SGDOneClassSVM
 
             pairs = np.stack([self._standard(stacked, m) for m in ("rgb", "xyz")], 1)
+            pairs = pairs[np.isfinite(pairs).all(1)]  # patches that hold points
             svm = SGDOneClassSVM(nu=0.5, max_iter=1000, random_state=self.seed).fit(pairs)
             self.fusion_.update(w_rgb=float(svm.coef_[0]), w_xyz=float(svm.coef_[1]), offset=float(svm.offset_[0]))
 
@@ -336,7 +339,7 @@ class LSFA(Detector):
     def _fused(self, scores: dict) -> np.ndarray:
         if len(self.modalities) == 1:
             return self._standard(scores, self.modalities[0])
-        rgb, xyz = self._standard(scores, "rgb"), self._standard(scores, "xyz")
+        rgb, xyz = self._standard(scores, "rgb"), np.nan_to_num(self._standard(scores, "xyz"))  # no points: neutral
         if self.fusion == "ocsvm":
             # the SVM's decision value is w . s - offset, positive inside the normal region: negate it; a
             # weight the SVM drove to zero or below would drop a modality, so each keeps at least 0.1
