@@ -243,3 +243,18 @@ def test_two_checkouts_with_the_same_sources_share_one_build(tmp_path):
         seen.append(out.stdout.split())
     assert seen[0] == seen[1] == seen[2]  # one module: torch's JIT versioner saw no change (no _v1 rebuild)
     assert "_v" not in seen[0][0]
+
+
+def test_interpolate_by_hand_and_for_feature_vectors():
+    ref = torch.tensor([[0.0, 0, 0], [1, 0, 0], [0, 2, 0]])
+    values = torch.tensor([1.0, 3.0, 5.0])
+    query = torch.tensor([[0.0, 0, 0], [0.5, 0, 0]])
+    out = ops.interpolate(query, ref, values, k=2)
+    assert out[0] == 1.0  # on a reference point: its value exactly
+    assert out[1] == pytest.approx(2.0)  # halfway between 1 and 3
+    features = torch.stack([values, 10 * values], 1)  # (M, C): each column as its own values
+    both = ops.interpolate(query, ref, features, k=3)
+    assert both.shape == (2, 2)
+    assert torch.allclose(both[:, 0], ops.interpolate(query, ref, values)) and torch.allclose(
+        both[:, 1], 10 * both[:, 0]
+    )

@@ -43,15 +43,12 @@ class PointFeatures:
 
         from ad3d import ops
 
-        k = min(3, len(self.centres))
-        dist2, idx = ops.knn(
+        values = ops.interpolate(
             torch.from_numpy(np.ascontiguousarray(points, dtype=np.float32)),
             torch.from_numpy(np.ascontiguousarray(self.centres, dtype=np.float32)),
-            k,
+            torch.from_numpy(np.ascontiguousarray(self.features, dtype=np.float32)),
         )
-        weight = 1.0 / (dist2.clamp_min(0).sqrt() + 1e-8)
-        weight = (weight / weight.sum(1, keepdim=True)).numpy()
-        return np.einsum("nk,nkc->nc", weight, self.features[idx.numpy()]).astype(np.float32)
+        return values.numpy().astype(np.float32)
 
 
 class ImageBackbone:

@@ -73,7 +73,8 @@ def chamfer(a: torch.Tensor, b: torch.Tensor, a_lengths=None, b_lengths=None) ->
 
 
 def interpolate(points: torch.Tensor, ref_points: torch.Tensor, ref_values: torch.Tensor, k: int = 3) -> torch.Tensor:
-    """Values at `points` by inverse-distance weighting of their k nearest `ref_points` (M,) -> (N,).
+    """Values at `points` by inverse-distance weighting of their k nearest `ref_points`: (M,) -> (N,), or
+    (M, C) -> (N, C) for feature vectors.
 
     A point that coincides with a reference point takes its value exactly.
     """
@@ -83,4 +84,5 @@ def interpolate(points: torch.Tensor, ref_points: torch.Tensor, ref_values: torc
     weight = 1.0 / (dist + 1e-12)
     weight = torch.where(dist[:, :1] == 0, (dist == 0).to(weight.dtype), weight)
     weight = weight / weight.sum(1, keepdim=True)
+    weight = weight.reshape(weight.shape + (1,) * (ref_values.dim() - 1))
     return (weight * ref_values[idx].to(weight.dtype)).sum(1)
