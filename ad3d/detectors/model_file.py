@@ -153,12 +153,16 @@ def _check_backbones(path: Path, det: Detector, stored: list) -> None:
         found = det.fingerprints()
     except WeightsError as e:
         raise ModelFormatError(f"cannot load model '{path}': {e}") from None
+    if [f.get("backbone") for f in stored] != [f.get("backbone") for f in found]:
+        raise ModelFormatError(
+            f"cannot load model '{path}': it was fitted on backbones {[f.get('backbone') for f in stored]}, "
+            f"its parameters now describe {[f.get('backbone') for f in found]}"
+        )
     for was, now in zip(stored, found):
         if was.get("sha256") != now.get("sha256"):
-            where = getattr(det, "weights", None) or "AD3D_WEIGHTS"
             raise ModelFormatError(
                 f"cannot load model '{path}': it was fitted with {was.get('backbone')} weights of sha256 "
-                f"{str(was.get('sha256'))[:16]}..., but the weights found now ('{where}') "
+                f"{str(was.get('sha256'))[:16]}..., but the weights found now ('{now.get('file')}') "
                 f"have {str(now.get('sha256'))[:16]}...: not the same weights"
             )
 

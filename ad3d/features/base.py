@@ -106,10 +106,15 @@ class ImageBackbone:
         return [F.interpolate(m.features, size=grid, mode="bilinear", align_corners=False)[0] for m in maps], grid
 
     def fingerprint(self) -> dict:
-        """What a model file records instead of the weights: the backbone's name and the weights' sha256."""
+        """What a model file records instead of the weights: the backbone's name, the weights' sha256 and
+        the file they were read from (for messages; only the sha256 is compared)."""
         from ad3d.features.weights import sha256
 
-        return {"backbone": self.name, "sha256": sha256(self.weights_path) if self.weights_path else None}
+        return {
+            "backbone": self.name,
+            "sha256": sha256(self.weights_path) if self.weights_path else None,
+            "file": str(self.weights_path) if self.weights_path else None,
+        }
 
     def _forward(self, x) -> dict:
         raise NotImplementedError

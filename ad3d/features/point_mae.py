@@ -108,5 +108,6 @@ class PointMAEBackbone:
         return {
             "backbone": self.name,
             "sha256": sha256(self.weights_path) if self.weights_path else None,
+            "file": str(self.weights_path) if self.weights_path else None,
             "config": self.config.as_dict(),
         }
