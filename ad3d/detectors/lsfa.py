@@ -192,7 +192,7 @@ class LSFA(Detector):
             points = np.ascontiguousarray(scan.points, dtype=np.float32)
             values = self._point_values(points)
             if scan.is_organised:
-                grid = out.get("grid", (28, 28))
+                grid = out.get("grid", (self.image_size // 8,) * 2)  # the stride-8 grid an image would give
                 means, counts = fusion.points_to_patches(scan, values, grid[0])
                 out.update(xyz=means.reshape(-1, values.shape[1]), valid=counts.reshape(-1) > 0, grid=grid)
             else:
@@ -268,6 +268,8 @@ class LSFA(Detector):
                 net.eval()
                 with torch.no_grad():
                     frozen = {m: {k: list(v) for k, v in q.items()} for m, q in queues.items()}
+                    # the held scan stands in for its own rotated copy: the rotation term is left out of
+                    # the stopping criterion (its value there is that of identical features)
                     val = float(self._loss(net, held, held, frozen, step, np.random.default_rng(0)))
                 if val < best:
                     best, best_state = val, copy.deepcopy(net.state_dict())
