@@ -1,19 +1,21 @@
-"""MuSc-V2's 3D branch (zero-shot mutual scoring; Li et al., TPAMI 2026): every scan of a set is scored
-by the other, unlabelled scans of the same part. Normal groups of points find close matches in other
-scans; a defect finds few.
+"""MuSc-V2 (zero-shot mutual scoring; Li et al., TPAMI 2026): every scan of a set is scored by the other,
+unlabelled scans of the same part. Normal regions find close matches in other scans; a defect finds few.
 
-Per scan: FPS centres; Iterative Point Grouping (IPG: a flat centre takes its k nearest points, a curved
-one grows its group from the nearest points out of a larger search space, so groups do not bridge
-separate surfaces); group features from the point backbone, one set per "layer" (FPFH at two radii as
-the weight-free default, Point-MAE blocks with weights); SNAMD (flat groups take similarity-weighted
-means over their 1, 3 and 5 nearest group centres, curved groups keep their own feature); Mutual
-Scoring (MSM: a group's nearest distance into each other scan, the mean of the lowest 30 % of those);
-scores averaged over layers and degrees, carried to points by inverse-distance weights. Object score =
-the max point score, re-scored by RsCon over the scans' anomaly-salient features (k in 1 and 7).
+3D: FPS centres; Iterative Point Grouping (IPG: a flat centre takes its k nearest points, a curved one
+grows its group from the nearest points out of a larger search space, so groups do not bridge separate
+surfaces); group features = FPFH at two radii averaged over the group (the release uses Point-MAE
+blocks; no weights here); SNAMD (flat groups take similarity-weighted means over their 1, 3 and 5
+nearest group centres, curved groups keep their own feature). 2D (organised scans with colour): image
+backbone layers on the stride-8 patch grid, the same aggregation over 1, 3 and 5 patch windows. Mutual
+Scoring (MSM): a row's nearest distance into each other scan, averaged over layers and degrees; with
+both modalities, the cross-modal anomaly enhancement (CAE) between patches and groups; then the mean of
+the lowest 30 % per row. Scores reach points by inverse-distance weights (3D) and through the image map
+(2D, fused 2D + 3D, blurred). Object score = the max at the scan's points, re-scored by RsCon over the
+scans' anomaly-salient features (k in 1 and 7).
 
-`fit(scans)` keeps an optional reference pool: then one scan can be scored alone against it. Memory and
-time grow with the square of the set size (N scans x G groups each: an (G, N G) distance block per scan);
-`subset_size` splits large sets.
+`fit(scans)` keeps an optional reference pool: then one scan can be scored alone against it. Time grows
+with the square of the set size (each scan's rows against every other scan); memory with its size (all
+features held, one scan's distance block at a time); `subset_size` splits large sets.
 """
 
 from __future__ import annotations
