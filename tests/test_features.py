@@ -227,6 +227,9 @@ def test_point_mae_loads_the_released_checkpoint_layout(tmp_path):
     wide = {**shape, "trans_dim": 96, "encoder_dims": 96}
     with pytest.raises(WeightsError, match=r"pretrain\.pth' does not fit the Point-MAE encoder \(96 wide"):
         point_backbone("point-mae", weights=path, **wide)
+    (tmp_path / "cut.pth").write_bytes(path.read_bytes()[:500])  # a download that stopped
+    with pytest.raises(WeightsError, match=r"cut\.pth' is not a readable Point-MAE checkpoint"):
+        point_backbone("point-mae", weights=tmp_path / "cut.pth")
     torch.save({"base_model": {"other.weight": torch.zeros(1)}}, tmp_path / "other.pth")
     with pytest.raises(WeightsError, match="holds no 'MAE_encoder.\\*' tensors"):
         point_backbone("point-mae", weights=tmp_path / "other.pth")
