@@ -486,6 +486,42 @@ def _cmd_weights(args) -> int:
     return 0
 
 
+def _cmd_bench(args) -> int:
+    from ad3d.bench import run_sweep
+    from ad3d.bench.report import write_report
+    from ad3d.bench.spec import DataSource, Sweep, load_spec, parse_detector
+    from ad3d.errors import ConfigError
+
+    if args.action == "report":
+        page, md = write_report(args.out)
+        print(f"written: {page}, {md}")
+        return 0
+    if args.spec:
+        sweep = load_spec(args.spec)
+    else:
+        if not (args.detector and args.data and args.format):
+            raise ConfigError("bench run needs --spec FILE, or --detector, --data and --format")
+        sweep = Sweep(
+            detectors=[parse_detector(d) for d in args.detector],
+            datasets=[
+                DataSource(args.data, args.format, args.category.split(",") if args.category else None, args.preprocess)
+            ],
+        )
+    if args.seeds:
+        sweep.seeds = [int(s) for s in args.seeds.split(",")]
+    counts = run_sweep(
+        sweep, args.out, workers=args.workers, ray=args.ray, retry_failed=args.retry_failed, progress=not args.quiet
+    )
+    print(
+        f"{counts['jobs']} jobs: {counts['skipped']} finished before, {counts['ran']} run now "
+        f"({counts['failed']} failed); results in {args.out}/results.jsonl"
+    )
+    if not args.no_report:
+        page, md = write_report(args.out)
+        print(f"report: {page}, {md}")
+    return 2 if counts["failed"] else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ad3d", description="Find defects in 3D scans of manufactured parts.")
     parser.add_argument("--version", action="version", version=f"ad3d {__version__}")
@@ -613,6 +649,23 @@ def build_parser() -> argparse.ArgumentParser:
     pretrain.add_argument("--seed", type=int, default=0)
     pretrain.add_argument("--quiet", action="store_true")
     pretrain.set_defaults(run=_cmd_pretrain)
+
+    bench = sub.add_parser("bench", help="sweep detectors x categories x seeds (resumable; pool or Ray) and report")
+    bench.add_argument("action", choices=("run", "report"), help="run: the sweep's unfinished jobs; report: the page")
+    bench.add_argument("--out", required=True, help="the sweep's folder: results.jsonl, details/, report.html")
+    bench.add_argument("--spec", help="sweep file (TOML): detectors, datasets, seeds (see ad3d.bench.spec)")
+    bench.add_argument("--detector", action="append", metavar="NAME[:PRESET]", help="a detector (repeatable)")
+    bench.add_argument("--data", help="dataset root")
+    bench.add_argument("--format", help="dataset format")
+    bench.add_argument("--category", help="comma-separated (default: all)")
+    bench.add_argument("--preprocess", choices=("none", "plane"), default="none")
+    bench.add_argument("--seeds", help="comma-separated seeds (default 0; overrides the spec's)")
+    bench.add_argument("--workers", type=int, help="parallel jobs (default: one per CPU; 1: in this process)")
+    bench.add_argument("--ray", metavar="local|auto|ADDRESS", help="run the jobs on Ray (pip install 'ad3d[bench]')")
+    bench.add_argument("--retry-failed", action="store_true", help="run failed jobs again (finished ones never)")
+    bench.add_argument("--no-report", action="store_true")
+    bench.add_argument("--quiet", action="store_true")
+    bench.set_defaults(run=_cmd_bench)
 
     weights = sub.add_parser("weights", help="which pretrained backbones are usable here (files, sizes, sha256)")
     weights.add_argument("--json", action="store_true")

@@ -8,7 +8,6 @@ import warnings
 
 from ad3d import datasets
 from ad3d.detectors import Detector, create
-from ad3d.detectors.registry import detector_class
 from ad3d.errors import DatasetError
 from ad3d.report import mean_row, peak_mb
 
@@ -62,6 +61,13 @@ def evaluate_category(
     det: Detector, root, format: str, category: str, progress: bool = False, load_options: dict | None = None
 ) -> dict:
     """The metric row for one category's test split."""
+    return score_split(det, root, format, category, progress=progress, load_options=load_options)[0]
+
+
+def score_split(
+    det: Detector, root, format: str, category: str, progress: bool = False, load_options: dict | None = None
+) -> tuple[dict, list, list]:
+    """Score one category's test split: (metric row, test scans, results)."""
     from ad3d.metrics import evaluate
 
     test = list(datasets.load(format, root, category, "test", **(load_options or {})))
@@ -84,7 +90,7 @@ def evaluate_category(
         "learned": det.n_learned(),
         "gt_problems": len(problems),
     }
-    return row
+    return row, test, results
 
 
 def evaluate_dataset(
@@ -96,21 +102,23 @@ def evaluate_dataset(
     progress: bool = False,
     load_options: dict | None = None,
 ) -> list[dict]:
-    """Fit and evaluate per category; one row each. A zero-shot detector is not fitted: it scores each
-    category's test scans together, as its protocol prescribes."""
+    """Fit and evaluate per category, one `ad3d bench` job each, run here; one row each. A zero-shot
+    detector is not fitted: it scores each category's test scans together, as its protocol prescribes."""
     from tqdm import tqdm
+
+    from ad3d.bench.job import Job, run_job
 
     cats = categories or datasets.categories(format, root)
     if not cats:
         raise DatasetError(f"no categories found in '{root}' ({format})")
+    preprocess = (load_options or {}).get("preprocess", "none")
+    params = dict(params)
+    seed = params.pop("seed", 0)
     rows = []
-    zero_shot = detector_class(detector).learning_type == "zero-shot"
     for cat in tqdm(cats, desc=f"eval {detector}", unit="category", disable=not progress):
-        if zero_shot:  # the test split alone: each scan scored against the other test scans
-            det, info = create(detector, **params).fit([]), {"fit_s": 0.0}
-        else:
-            det, info = fit_category(detector, params, root, format, cat, load_options=load_options)
-        rows.append({**evaluate_category(det, root, format, cat, load_options=load_options), "fit_s": info["fit_s"]})
+        job = Job(detector, str(root), format, cat, seed=seed, params=params, preprocess=preprocess)
+        row, _ = run_job(job, raise_errors=True)
+        rows.append(row)
     return rows
 
 

@@ -134,6 +134,18 @@ def render(
         plotter.show()
 
 
+def thumbnail(scan: Scan, scores, path: str | Path, *, threshold=None, gt=None, size=(360, 300)) -> None:
+    """A small off-screen PNG of one isometric view of the overlay (the benchmark report's thumbnails)."""
+    pv = _pyvista()
+    plotter = pv.Plotter(off_screen=True, window_size=size)
+    _add_overlay(plotter, scan, scores, threshold, gt, None, point_size=3.0)
+    plotter.remove_scalar_bar()
+    plotter.view_isometric()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    plotter.screenshot(str(path))
+    plotter.close()
+
+
 def interactive_plotter(
     scan: Scan,
     scores=None,

@@ -1,0 +1,143 @@
+"""Run a sweep's unfinished jobs here, on a local process pool or on Ray; every row is appended to the store
+as its job ends, so a stopped sweep resumes where it was."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+
+from ad3d.bench.job import Job, run_job
+from ad3d.bench.spec import Sweep
+from ad3d.bench.store import ResultsStore
+from ad3d.errors import ConfigError
+
+
+def run_sweep(
+    sweep: Sweep,
+    out,
+    *,
+    workers: int | None = None,
+    ray: str | None = None,
+    retry_failed: bool = False,
+    progress: bool = True,
+    on_row: Callable[[dict], None] | None = None,
+) -> dict:
+    """Run every job of `sweep` that `out` does not already hold. workers: processes of the local pool
+    (1: in this process; default: one per CPU, at most one per job). ray: 'local' starts a Ray instance on
+    this machine with `workers` CPUs; 'auto' joins the running cluster; otherwise a cluster address.
+    Returns counts: jobs, skipped (finished before), ran, failed."""
+    from tqdm import tqdm
+
+    store = ResultsStore(out)
+    jobs = sweep.jobs()
+    done = store.finished(retry_failed=retry_failed)
+    todo = [j for j in jobs if j.key not in done]
+    store.folder.mkdir(parents=True, exist_ok=True)
+    _write_spec(store, sweep)
+    counts = {"jobs": len(jobs), "skipped": len(jobs) - len(todo), "ran": 0, "failed": 0}
+    if ray:
+        rows = _on_ray(todo, ray, workers)
+    elif (workers or _default_workers(todo)) > 1 and len(todo) > 1:
+        rows = _on_pool(todo, workers or _default_workers(todo))
+    else:
+        rows = (run_job(j) for j in todo)
+    bar = tqdm(total=len(jobs), initial=counts["skipped"], desc="bench", unit="job", disable=not progress)
+    for row, details in rows:
+        store.append(row, details)
+        counts["ran"] += 1
+        counts["failed"] += row["status"] != "ok"
+        bar.set_postfix_str(f"{row['label']} {row['category']} s{row['seed']}: {_brief(row)}", refresh=False)
+        bar.update()
+        if on_row:
+            on_row(row)
+    bar.close()
+    return counts
+
+
+def _brief(row: dict) -> str:
+    if row["status"] != "ok":
+        return "failed"
+    o, p = row.get("object_auroc"), row.get("point_auroc")
+    return f"O {o:.3f} P {p:.3f}" if o is not None and p is not None else "ok"
+
+
+def _default_workers(todo: list[Job]) -> int:
+    per_job = max((j.cpus or 1) for j in todo) if todo else 1
+    return max(1, min(len(todo), (os.cpu_count() or 1) // per_job))
+
+
+def _write_spec(store: ResultsStore, sweep: Sweep) -> None:
+    """The sweep as asked, beside its results (the latest run's; the rows carry their own parameters)."""
+    import json
+
+    (store.folder / "sweep.json").write_text(json.dumps(sweep.as_dict(), indent=2, default=list))
+
+
+def _on_pool(todo: list[Job], workers: int) -> Iterator[tuple[dict, dict]]:
+    """A fresh process per job (its peak memory is its own), `workers` at a time; yields as jobs end."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context, max_tasks_per_child=1) as pool:
+        futures = {pool.submit(run_job, job): job for job in todo}
+        try:
+            for future in as_completed(futures):
+                try:
+                    yield future.result()
+                except Exception as e:  # the worker process died (killed, out of memory): a failed row
+                    yield _lost(futures[future], e), {}
+        finally:
+            for future in futures:
+                future.cancel()
+
+
+def _on_ray(todo: list[Job], address: str, workers: int | None) -> Iterator[tuple[dict, dict]]:
+    """One Ray task per job, a fresh worker each (max_calls=1), asking for the job's CPUs and, for detectors
+    that train a network, one GPU when the cluster has any. Results come back to this process, which alone
+    writes the store, so workers need no shared disk (but do need ad3d and the dataset at the same path)."""
+    try:
+        import ray
+    except ImportError:
+        raise ConfigError("--ray needs Ray: pip install 'ad3d[bench]'") from None
+    options = {"include_dashboard": False, "log_to_driver": False, "configure_logging": False}
+    if address == "local":
+        ray.init(num_cpus=workers or os.cpu_count(), **options)
+    else:
+        try:
+            ray.init(address=address, **options)
+        except ConnectionError as e:
+            raise ConfigError(
+                f"no Ray cluster at {address!r} ({e}); start one (`ray start --head`) or use --ray local"
+            ) from None
+    try:
+        gpus = ray.cluster_resources().get("GPU", 0)
+        remote = ray.remote(max_calls=1)(run_job)
+        pending = {
+            remote.options(num_cpus=job.cpus or 1, num_gpus=1 if gpus and job.wants_gpu else 0).remote(job): job
+            for job in todo
+        }
+        while pending:
+            ready, _ = ray.wait(list(pending), num_returns=1)
+            job = pending.pop(ready[0])
+            try:
+                yield ray.get(ready[0])
+            except Exception as e:  # the task's worker died: a failed row, the sweep goes on
+                yield _lost(job, e), {}
+    finally:
+        ray.shutdown()
+
+
+def _lost(job: Job, error: Exception) -> dict:
+    return {
+        "key": job.key,
+        "label": job.name,
+        "detector": job.detector,
+        "category": job.category,
+        "seed": job.seed,
+        "params": job.params,
+        "data": job.data,
+        "format": job.format,
+        "status": "error",
+        "error": f"worker lost: {type(error).__name__}: {error}",
+    }
