@@ -11,7 +11,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	# the CPU build of torch; a bare `torch` requirement would pull a multi-GB CUDA build
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e '.[dev,viewer,weights]'
+	$(PY) -m pip install -q -e '.[dev,viewer,weights,bench]'
 	touch $@
 
 demo: $(VENV)/.installed

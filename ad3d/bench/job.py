@@ -46,10 +46,14 @@ class Job:
 
     @property
     def wants_gpu(self) -> bool:
-        """Whether the detector trains a network that runs on a GPU when one is there (a `device` parameter)."""
-        from ad3d.detectors.registry import detector_class, param_names
+        """Whether the job would run on a GPU if it had one: the detector's `device` is 'auto' or 'cuda...'."""
+        import inspect
 
-        return "device" in param_names(detector_class(self.detector))
+        from ad3d.detectors.registry import detector_class
+
+        parameter = inspect.signature(detector_class(self.detector).__init__).parameters.get("device")
+        device = self.params.get("device", parameter.default if parameter else "cpu")
+        return device == "auto" or str(device).startswith("cuda")
 
 
 def run_job(job: Job, *, raise_errors: bool = False) -> tuple[dict, dict]:

@@ -177,7 +177,10 @@ def _png(fig) -> str:
 
 
 def _plt():
-    import matplotlib
+    try:
+        import matplotlib
+    except ImportError:
+        raise ConfigError("the report's figures need matplotlib: pip install 'ad3d[bench]'") from None
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

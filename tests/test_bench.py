@@ -1,0 +1,284 @@
+"""ad3d bench: the sweep spec, the results table, resume after a kill, pool / Ray / in-process agreement,
+failed jobs as rows, and the report."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from ad3d.bench import Job, ResultsStore, load_spec, run_job, run_sweep
+from ad3d.bench.report import summarise, write_report
+from ad3d.bench.spec import DataSource, Sweep, Variant
+from ad3d.errors import ConfigError
+from ad3d.synth import make_dataset
+
+FAST = {"num_points": 1024, "num_centres": 256}  # patchcore small enough for a test sweep
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory, shared_data):
+    root = tmp_path_factory.mktemp("bench") / "data"
+    cad = shared_data / "meshes" / "cad"
+    make_dataset(
+        [cad / "idler_riser.STL", cad / "box.STL"],
+        "anomaly-shapenet",
+        root,
+        points=2000,
+        train=4,
+        good=3,
+        per_defect=1,
+        defects=("bulge", "hole", "crack"),
+        seed=3,
+    )
+    return root
+
+
+def sweep_of(data, seeds=(0, 1), **extra) -> Sweep:
+    return Sweep(
+        detectors=[Variant("patchcore", params=dict(FAST, **extra), label="pc")],
+        datasets=[DataSource(str(data), "anomaly-shapenet")],
+        seeds=list(seeds),
+    )
+
+
+@pytest.fixture(scope="module")
+def swept(data, tmp_path_factory):
+    """One in-process sweep with a failing variant beside a working one, its report written."""
+    out = tmp_path_factory.mktemp("swept") / "out"
+    sweep = sweep_of(data)
+    sweep.detectors.append(Variant("patchcore", params=dict(FAST, coreset_ratio=2.0), label="broken"))
+    counts = run_sweep(sweep, out, workers=1, progress=False)
+    write_report(out)
+    return out, counts
+
+
+def metrics(rows):
+    keys = ("object_auroc", "point_auroc", "aupro", "ap", "learned", "threshold")
+    return {r["key"]: tuple(r.get(k) for k in keys) for r in rows}
+
+
+def test_spec_from_toml_expands_every_job_in_order(tmp_path, data):
+    spec = tmp_path / "s.toml"
+    spec.write_text(
+        f'seeds = [0, 1, 2]\n[[detectors]]\nname = "patchcore"\nparams = {{ num_points = 1024 }}\n'
+        f'[[detectors]]\nname = "musc"\nlabel = "zero"\n[[datasets]]\nroot = "{data}"\nformat = "anomaly-shapenet"\n'
+        f'categories = ["box0"]\n'
+    )
+    jobs = load_spec(spec).jobs()
+    assert [(j.name, j.category, j.seed) for j in jobs] == [
+        (d, "box0", s) for s in (0, 1, 2) for d in ("patchcore", "zero")
+    ]
+    assert jobs[0].params == {"num_points": 1024} and len({j.key for j in jobs}) == 6
+
+
+def test_spec_errors_name_the_problem(tmp_path, data):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("seeds = [0\n")
+    with pytest.raises(ConfigError, match="cannot read sweep file"):
+        load_spec(bad)
+    bad.write_text("colour = 1\n")
+    with pytest.raises(ConfigError, match="colour"):
+        load_spec(bad)
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_spec(tmp_path / "none.toml")
+    with pytest.raises(ConfigError, match="has no parameter wings"):
+        Sweep([Variant("patchcore", params={"wings": 2})], [DataSource(str(data), "anomaly-shapenet")]).jobs()
+    with pytest.raises(ConfigError, match="no category nope"):
+        Sweep([Variant("patchcore")], [DataSource(str(data), "anomaly-shapenet", ["nope"])]).jobs()
+    with pytest.raises(ConfigError, match="give each a label"):
+        Sweep([Variant("patchcore"), Variant("patchcore")], [DataSource(str(data), "anomaly-shapenet")]).jobs()
+
+
+def test_job_key_is_the_configuration_not_the_label():
+    job = Job("patchcore", "d", "anomaly-shapenet", "box0", seed=1, params={"num_points": 10}, label="a")
+    assert job.key == Job("patchcore", "d", "anomaly-shapenet", "box0", seed=1, params={"num_points": 10}).key
+    assert job.key != Job("patchcore", "d", "anomaly-shapenet", "box0", seed=2, params={"num_points": 10}).key
+    assert job.key != Job("patchcore", "d", "anomaly-shapenet", "box0", seed=1, params={"num_points": 11}).key
+
+
+def test_a_failed_job_is_a_row_with_its_error_and_the_sweep_goes_on(swept):
+    out, counts = swept
+    rows = ResultsStore(out).rows()
+    assert counts == {"jobs": 8, "skipped": 0, "ran": 8, "failed": 4}
+    broken = [r for r in rows if r["label"] == "broken"]
+    assert len(broken) == 4 and all(r["status"] == "error" for r in broken)
+    assert "coreset_ratio=2.0 is out of range" in broken[0]["error"]
+    good = [r for r in rows if r["label"] == "pc"]
+    assert all(r["status"] == "ok" and 0 <= r["object_auroc"] <= 1 for r in good)
+    assert {r["category"] for r in good} == {"box0", "idler_riser0"} and {r["seed"] for r in good} == {0, 1}
+    for key in ("fit_s", "score_ms", "peak_mb", "learned", "versions", "threshold"):
+        assert good[0][key] is not None
+
+
+def test_stored_curves_integrate_to_the_row_metrics(swept):
+    out, _ = swept
+    store = ResultsStore(out)
+    for row in (r for r in store.rows() if r["status"] == "ok"):
+        d = store.load_details(row["key"])
+        assert np.trapezoid(d["roc_tpr"], d["fpr"]) == pytest.approx(row["object_auroc"], abs=0.01)
+        upto = d["fpr"] <= 0.3
+        assert np.trapezoid(d["pro"][upto], d["fpr"][upto]) / 0.3 == pytest.approx(row["aupro"], abs=0.02)
+        defective = d["object_scores"][d["object_labels"] == 1]
+        assert float(d["best_object_score"]) == defective.max() and float(d["worst_object_score"]) == defective.min()
+        assert d["best_points"].shape[1] == 3 and len(d["best_scores"]) == len(d["best_points"])
+
+
+def test_report_lists_every_job_and_summarises_over_seeds(swept):
+    out, _ = swept
+    rows = ResultsStore(out).rows()
+    page, md = out / "report.html", out / "report.md"
+    text, doc = md.read_text(), page.read_text()
+    for r in rows:
+        assert r["key"] in text and r["key"] in doc
+    assert "coreset_ratio=2.0 is out of range" in doc
+    assert doc.count("<img") >= 5 + 4  # five figures, two thumbnails per (category, detector)
+    pc = next(s for s in summarise(rows) if s["label"] == "pc")
+    per_seed = [np.mean([r["object_auroc"] for r in rows if r["label"] == "pc" and r["seed"] == s]) for s in (0, 1)]
+    assert pc["object_auroc"][0] == pytest.approx(np.mean(per_seed))
+    assert pc["object_auroc"][1] == pytest.approx(np.std(per_seed, ddof=1))
+    assert f"{pc['object_auroc'][0]:.3f}" in text and "0/4" in text
+
+
+def test_report_page_renders_in_headless_chromium(swept, tmp_path):
+    from PIL import Image
+
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.skip("chromium not installed (Debian package chromium)")
+    out, _ = swept
+    shot = tmp_path / "page.png"
+    subprocess.run(
+        [
+            chromium,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            "--disable-background-networking",
+            f"--user-data-dir={tmp_path / 'chrome'}",
+            "--window-size=1200,2400",
+            f"--screenshot={shot}",
+            (out / "report.html").as_uri(),
+        ],
+        capture_output=True,
+        timeout=120,
+    )
+    img = np.asarray(Image.open(shot).convert("RGB")).astype(int)
+    assert len(np.unique(img.reshape(-1, 3), axis=0)) > 200  # tables, plots and thumbnails drawn, not a blank page
+
+
+def test_pool_and_in_process_give_the_same_metrics(data, tmp_path):
+    run_sweep(sweep_of(data), tmp_path / "a", workers=1, progress=False)
+    run_sweep(sweep_of(data), tmp_path / "b", workers=2, progress=False)
+    a, b = ResultsStore(tmp_path / "a").rows(), ResultsStore(tmp_path / "b").rows()
+    assert len(a) == 4 and metrics(a) == metrics(b)
+
+
+def test_ray_and_pool_give_the_same_metrics(data, tmp_path):
+    pytest.importorskip("ray")
+    run_sweep(sweep_of(data), tmp_path / "pool", workers=2, progress=False)
+    run_sweep(sweep_of(data), tmp_path / "ray", workers=2, ray="local", progress=False)
+    pool, ray = ResultsStore(tmp_path / "pool").rows(), ResultsStore(tmp_path / "ray").rows()
+    assert len(ray) == 4 and all(r["status"] == "ok" for r in ray)
+    assert metrics(pool) == metrics(ray)
+
+
+def test_killed_sweep_resumes_without_recomputing_a_finished_job(data, tmp_path):
+    out = tmp_path / "out"
+    cmd = [
+        sys.executable,
+        "-m",
+        "ad3d.cli",
+        "bench",
+        "run",
+        "--detector",
+        "patchcore",
+        "--data",
+        str(data),
+        "--format",
+        "anomaly-shapenet",
+        "--seeds",
+        "0,1,2,3",
+        "--out",
+        str(out),
+        "--workers",
+        "1",
+        "--no-report",
+        "--quiet",
+    ]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    table = out / "results.jsonl"
+    deadline = time.monotonic() + 300
+    while not (table.exists() and table.read_text().count("\n") >= 1) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    before = table.read_text().splitlines()
+    assert 1 <= len(before) < 8, "the kill came too late to test a resume"
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert f"{len(before)} finished before, {8 - len(before)} run now" in done.stdout
+    after = table.read_text().splitlines()
+    assert after[: len(before)] == before  # the finished rows untouched
+    assert len(after) == 8 and len({json.loads(line)["key"] for line in after}) == 8  # no job twice
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert "8 finished before, 0 run now" in again.stdout and table.read_text().splitlines() == after
+
+
+def test_store_skips_a_line_cut_by_a_kill_and_refuses_a_damaged_one(tmp_path):
+    store = ResultsStore(tmp_path)
+    store.append({"key": "a", "status": "ok"}, {})
+    with open(store.table, "a") as f:
+        f.write('{"key": "b", "sta')  # killed mid-write
+    with pytest.warns(UserWarning, match="incomplete"):
+        assert [r["key"] for r in store.rows()] == ["a"]
+    store.append({"key": "c", "status": "error", "error": "x"}, {})
+    assert [r["key"] for r in store.rows()] == ["a", "c"]
+    assert store.finished() == {"a", "c"} and store.finished(retry_failed=True) == {"a"}
+    store.table.write_text('{"key": "a"}\nnot json\n{"key": "c"}\n')
+    with pytest.raises(ConfigError, match="line 2"):
+        store.rows()
+
+
+def test_run_job_matches_eval_rows(data):
+    from ad3d.pipeline import evaluate_dataset
+
+    row, _ = run_job(Job("patchcore", str(data), "anomaly-shapenet", "box0", params=FAST))
+    (evaluated,) = evaluate_dataset("patchcore", FAST, data, "anomaly-shapenet", ["box0"])
+    assert row["status"] == "ok" and metrics([row]) == metrics([{**evaluated, "key": row["key"]}])
+
+
+def test_bench_cli_errors_are_one_line(tmp_path):
+    (tmp_path / "file").write_text("x")
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "ad3d.cli",
+            "bench",
+            "run",
+            "--detector",
+            "patchcore",
+            "--data",
+            str(tmp_path),
+            "--format",
+            "anomaly-shapenet",
+            "--out",
+            str(tmp_path / "file"),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    report = subprocess.run(
+        [sys.executable, "-m", "ad3d.cli", "bench", "report", "--out", str(tmp_path / "none")],
+        capture_output=True,
+        text=True,
+    )
+    assert report.returncode == 2 and "no results" in report.stderr and "Traceback" not in report.stderr
