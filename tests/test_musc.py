@@ -178,3 +178,35 @@ def test_colour_and_geometry_together_find_a_contamination_the_points_cannot_see
         ad3d.create("musc", modalities=("rgb",)).fit([]).score_many(
             [Scan(points=test[0].points, colors=test[0].colors)] * 2
         )
+
+
+def test_point_mae_features_are_the_encoder_blocks_on_the_ipg_groups_and_pin_the_weights(tmp_path, shared_data):
+    import hashlib
+    import json
+
+    from safetensors.torch import save_file
+    from test_features import TINY_MAE
+
+    from ad3d.nn.point_mae import PointMAE, PointMAEConfig
+
+    config = PointMAEConfig(**TINY_MAE)
+    path = tmp_path / "pm.safetensors"
+    save_file(PointMAE(config).state_dict(), str(path), metadata={"point_mae": json.dumps(config.as_dict())})
+    params = {"num_groups": 64, "group_size": 16, "search_size": 32, "grow_step": 8, "rscon": False}
+    det = ad3d.create("musc", point_features="point-mae", point_weights=str(path), **params)
+    scans = shapes(shared_data, 3)
+    views = det.describe(scans[0])["views"]
+    net = det._point_net()
+    assert views.shape == (len(net.blocks) * len(det.degrees), 64, 48)
+    # blocks_of on given groups is the encoder itself: on its own FPS/kNN groups it equals a plain call
+    plain = net(scans[0].points)
+    centre_idx = plain.groups[:, 0]  # each centre is its own nearest point
+    assert np.allclose(scans[0].points[centre_idx], plain.centres, atol=1e-5)
+    blocks = net.blocks_of(scans[0].points, centre_idx, plain.groups)
+    assert np.allclose(np.concatenate(blocks, 1), plain.features, atol=1e-5)
+    assert det.fingerprints() == [net.fingerprint()]
+    assert net.fingerprint()["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+    fpfh_views = ad3d.create("musc", **params).describe(scans[0])["views"]
+    assert fpfh_views.shape[1] == 64 and fpfh_views.shape[2] != 48  # the default stays FPFH
+    results = det.fit([]).score_many(scans)
+    assert all(np.isfinite(r.point_scores).all() and len(r.point_scores) == len(s) for r, s in zip(results, scans))

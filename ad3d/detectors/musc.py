@@ -3,8 +3,9 @@ unlabelled scans of the same part. Normal regions find close matches in other sc
 
 3D: FPS centres; Iterative Point Grouping (IPG: a flat centre takes its k nearest points, a curved one
 grows its group from the nearest points out of a larger search space, so groups do not bridge separate
-surfaces); group features = FPFH at two radii averaged over the group (the release uses Point-MAE
-blocks; no weights here); SNAMD (flat groups take similarity-weighted means over their 1, 3 and 5
+surfaces); group features = FPFH at two radii averaged over the group (the weight-free default), or
+the blocks of a Point-MAE encoder run on the IPG groups (`point_features="point-mae"`, local weights, as
+released); SNAMD (flat groups take similarity-weighted means over their 1, 3 and 5
 nearest group centres, curved groups keep their own feature). 2D (organised scans with colour): image
 backbone layers on the stride-8 patch grid, the same aggregation over 1, 3 and 5 patch windows. Mutual
 Scoring (MSM): a row's nearest distance into each other scan, averaged over layers and degrees; with
@@ -192,6 +193,8 @@ class MuSc(Detector):
         search_size: int = 256,
         grow_step: int = 80,
         radii: tuple[float, ...] = (0.05, 0.1),
+        point_features: str = "fpfh",
+        point_weights: str | None = None,
         degrees: tuple[int, ...] = (1, 3, 5),
         interval: float = 0.3,
         cae: bool = True,
@@ -208,6 +211,7 @@ class MuSc(Detector):
         self.num_groups, self.group_size, self.ipg = num_groups, group_size, ipg
         self.curvature_threshold, self.search_size, self.grow_step = curvature_threshold, search_size, grow_step
         self.radii, self.degrees, self.interval = _as_tuple(radii), _as_tuple(degrees), interval
+        self.point_features, self.point_weights = point_features, point_weights
         self.cae, self.rscon, self.rscon_k = cae, rscon, _as_tuple(rscon_k)
         self.image_backbone, self.image_weights, self.image_size, self.blur = (
             image_backbone,
@@ -224,6 +228,7 @@ class MuSc(Detector):
             "num_groups": self.num_groups >= 1,
             "group_size": self.group_size >= 1,
             "radii": len(self.radii) >= 1 and all(r > 0 for r in self.radii),
+            "point_features": self.point_features in ("fpfh", "point-mae"),
             "degrees": len(self.degrees) >= 1 and all(d >= 1 and d % 2 == 1 for d in self.degrees),
             "interval": 0 < self.interval <= 1,
             "image_size": self.image_size >= 32,
@@ -235,7 +240,10 @@ class MuSc(Detector):
                 raise ConfigError(f"musc {name}={getattr(self, name)!r} is out of range")
 
     def fingerprints(self) -> list[dict]:
-        return [self._image_net().fingerprint()] if "rgb" in self.modalities else []
+        nets = [self._image_net()] if "rgb" in self.modalities else []
+        if "xyz" in self.modalities and self.point_features == "point-mae":
+            nets.append(self._point_net())
+        return [net.fingerprint() for net in nets]
 
     # --- features -----------------------------------------------------------------------------
     def describe(self, scan: Scan) -> dict:
@@ -264,12 +272,21 @@ class MuSc(Detector):
                 torch.from_numpy(points[centres]), torch.from_numpy(points), min(self.group_size, len(points))
             )[1].numpy()
             curv = np.zeros(len(centres))
-        diag = float(np.linalg.norm(np.ptp(points, axis=0)))
-        views = []
-        for radius in self.radii:
-            grouped = fpfh(points, radius * diag)[groups].mean(1)
-            views += snamd(grouped, points[centres], curv < self.curvature_threshold, self.degrees)
+        if self.point_features == "point-mae":  # one layer per kept block, computed on the IPG groups
+            layers = self._point_net().blocks_of(points, centres, groups)
+        else:
+            diag = float(np.linalg.norm(np.ptp(points, axis=0)))
+            layers = [fpfh(points, radius * diag)[groups].mean(1) for radius in self.radii]
+        flat = curv < self.curvature_threshold
+        views = [v for layer in layers for v in snamd(layer, points[centres], flat, self.degrees)]
         return {"centre_idx": centres, "views": _unit(np.stack(views))}  # (V, G, D)
+
+    def _point_net(self):
+        if getattr(self, "_point", None) is None:
+            from ad3d.features import point_backbone
+
+            self._point = point_backbone("point-mae", weights=self.point_weights, seed=self.seed)
+        return self._point
 
     def _image_net(self):
         if getattr(self, "_image", None) is None:

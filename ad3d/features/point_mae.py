@@ -92,17 +92,36 @@ class PointMAEBackbone:
 
         from ad3d.nn.point_mae import group
 
+        x, centre, scale = self._unit_sphere(points)
+        with torch.inference_mode():
+            groups, centres, idx = group(x[None], min(self.num_group, len(x)), min(self.group_size, len(x)))
+            _, kept = self.net(groups, centres, keep=self.blocks)
+        features = torch.cat(kept, dim=-1)[0].float().cpu().numpy()
+        return PointFeatures(centres[0].cpu().numpy() * scale + centre, features, idx[0].cpu().numpy())
+
+    def blocks_of(self, points: np.ndarray, centre_idx: np.ndarray, group_idx: np.ndarray) -> list[np.ndarray]:
+        """Features of groups chosen by the caller (MuSc's IPG): centre_idx (G,) and group_idx (G, k) index
+        `points`. One (G, trans_dim) array per kept block."""
+        import torch
+
+        x, _, _ = self._unit_sphere(points)
+        centres = x[torch.from_numpy(np.asarray(centre_idx, dtype=np.int64)).to(self.device)]
+        members = x[torch.from_numpy(np.asarray(group_idx, dtype=np.int64)).to(self.device)]
+        with torch.inference_mode():
+            _, kept = self.net((members - centres[:, None])[None], centres[None], keep=self.blocks)
+        return [k[0].float().cpu().numpy() for k in kept]
+
+    def _unit_sphere(self, points: np.ndarray):
+        """The points centred and scaled into the unit sphere (as in its ShapeNet pretraining), as a tensor
+        on the device; the centre and the scale to undo it."""
+        import torch
+
         points = np.asarray(points, dtype=np.float32)
         if points.ndim != 2 or points.shape[1] != 3 or len(points) == 0:
             raise ConfigError(f"point-mae takes (N, 3) points, got {points.shape}")
         centre = points.mean(0)
         scale = float(np.linalg.norm(points - centre, axis=1).max()) or 1.0
-        x = torch.from_numpy((points - centre) / scale)[None].to(self.device)
-        with torch.inference_mode():
-            groups, centres, idx = group(x, min(self.num_group, len(points)), min(self.group_size, len(points)))
-            _, kept = self.net(groups, centres, keep=self.blocks)
-        features = torch.cat(kept, dim=-1)[0].float().cpu().numpy()
-        return PointFeatures(centres[0].cpu().numpy() * scale + centre, features, idx[0].cpu().numpy())
+        return torch.from_numpy((points - centre) / scale).to(self.device), centre, scale
 
     def fingerprint(self) -> dict:
         return {
