@@ -147,12 +147,17 @@ def _check_out(path: str, want: str) -> None:
 
 
 def _cmd_fit(args) -> int:
+    from ad3d.errors import ConfigError
     from ad3d.pipeline import fit_category
 
-    _check_out(args.out, "file")
     params = _params(args.detector, args)
     if args.seed is not None:
         params.setdefault("seed", args.seed)
+    if args.joint:
+        return _fit_joint(args, params)
+    if not args.category:
+        raise ConfigError("--category is required (or --joint to fit every category at once)")
+    _check_out(args.out, "file")
     det, info = fit_category(
         args.detector,
         params,
@@ -172,6 +177,37 @@ def _cmd_fit(args) -> int:
     print(
         f"{args.detector} fitted on {info['train_scans']} scans of '{args.category}' in {info['fit_s']:.1f} s; "
         f"{calibrated}; saved to {args.out}"
+    )
+    return 0
+
+
+def _fit_joint(args, params: dict) -> int:
+    """`ad3d fit --joint`: one fit over the categories, one model per category in the --out folder."""
+    from pathlib import Path
+
+    from ad3d import datasets
+    from ad3d.pipeline import fit_joint
+
+    _check_out(args.out, "folder")
+    cats = args.category.split(",") if args.category else datasets.categories(args.format, args.data)
+    fitted, info = fit_joint(
+        args.detector,
+        params,
+        args.data,
+        args.format,
+        cats,
+        fpr=args.fpr,
+        progress=not args.quiet,
+        load_options=_load_options(args),
+    )
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    for cat, det in fitted.items():
+        det.save(out / f"{cat}.ad3d")
+    print(
+        f"{args.detector} fitted jointly on {info['train_scans']} scans of {len(cats)} "
+        f"{'category' if len(cats) == 1 else 'categories'} in "
+        f"{info['fit_s']:.1f} s; one model per category in {out}"
     )
     return 0
 
@@ -384,8 +420,9 @@ def _cmd_eval(args) -> int:
             cats,
             progress=not args.quiet,
             load_options=_load_options(args),
+            joint=args.joint,
         )
-        name = args.detector
+        name = args.detector + (" (joint fit)" if args.joint else "")
     table = with_mean(rows) if len(rows) > 1 else rows
     print(f"\n{name} on {args.data} ({args.format})")
     print(format_table(table, EVAL_COLUMNS))
@@ -509,9 +546,17 @@ def _cmd_bench(args) -> int:
         )
     if args.seeds:
         sweep.seeds = [int(s) for s in args.seeds.split(",")]
-    counts = run_sweep(
-        sweep, args.out, workers=args.workers, ray=args.ray, retry_failed=args.retry_failed, progress=not args.quiet
-    )
+    try:
+        counts = run_sweep(
+            sweep, args.out, workers=args.workers, ray=args.ray, retry_failed=args.retry_failed, progress=not args.quiet
+        )
+    except KeyboardInterrupt:
+        print(
+            f"ad3d: interrupted; the finished jobs are kept in {args.out}/results.jsonl and the same command "
+            "runs the rest",
+            file=sys.stderr,
+        )
+        return 130
     print(
         f"{counts['jobs']} jobs: {counts['skipped']} finished before, {counts['ran']} run now "
         f"({counts['failed']} failed); results in {args.out}/results.jsonl"
@@ -544,8 +589,11 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--detector", default="patchcore")
     fit.add_argument("--data", required=True, help="dataset root")
     fit.add_argument("--format", required=True, help="mvtec3d | real3d | anomaly-shapenet | folder")
-    fit.add_argument("--category", required=True)
-    fit.add_argument("--out", required=True, help="model file to write")
+    fit.add_argument("--category", help="the category (with --joint: comma-separated, default all)")
+    fit.add_argument(
+        "--out", required=True, help="model file to write (with --joint: a folder, one model per category)"
+    )
+    fit.add_argument("--joint", action="store_true", help="one fit over all categories (lsfa: one shared adaptor)")
     fit.add_argument("--param", action="append", metavar="KEY=VALUE", help="detector parameter (repeatable)")
     fit.add_argument("--preset", help="named parameter set of the detector (r3dad, mc4ad: cpu | paper)")
     fit.add_argument("--fpr", type=float, default=0.01, help="false-positive rate of the reject threshold")
@@ -586,6 +634,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--param", action="append", metavar="KEY=VALUE")
     ev.add_argument("--preset", help="named parameter set of the detector (r3dad, mc4ad: cpu | paper)")
     ev.add_argument("--out", help="folder for eval.json and eval.md")
+    ev.add_argument("--joint", action="store_true", help="one fit over all categories (lsfa: one shared adaptor)")
     ev.add_argument(
         "--preprocess",
         choices=("none", "plane"),

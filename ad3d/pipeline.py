@@ -25,6 +25,20 @@ EVAL_COLUMNS = [
 METRIC_KEYS = ["object_auroc", "point_auroc", "aupro", "ap", "fit_s", "score_ms"]
 
 
+def normal_splits(root, format: str, category: str, load_options: dict | None = None) -> tuple[list, list]:
+    """(training scans, held-out normal scans for calibration): the validation split when the dataset has
+    one, else the last quarter of the training scans (at least one, when there are two or more)."""
+    train = list(datasets.load(format, root, category, "train", **(load_options or {})))
+    try:
+        held_out = list(datasets.load(format, root, category, "validation", **(load_options or {})))
+    except DatasetError:
+        held_out = []
+    if not held_out and len(train) >= 2:
+        n = max(1, math.ceil(len(train) / 4))
+        train, held_out = train[:-n], train[-n:]
+    return train, held_out
+
+
 def fit_category(
     detector: str,
     params: dict,
@@ -36,25 +50,42 @@ def fit_category(
     progress: bool = False,
     load_options: dict | None = None,
 ) -> tuple[Detector, dict]:
-    """Fit on the normal training scans and calibrate thresholds on held-out normal scans.
-
-    Held-out scans: the validation split when the dataset has one, else the last quarter of the
-    training scans (at least one, when there are two or more).
-    """
-    train = list(datasets.load(format, root, category, "train", **(load_options or {})))
-    try:
-        held_out = list(datasets.load(format, root, category, "validation", **(load_options or {})))
-    except DatasetError:
-        held_out = []
-    if not held_out and len(train) >= 2:
-        n = max(1, math.ceil(len(train) / 4))
-        train, held_out = train[:-n], train[-n:]
+    """Fit on the normal training scans and calibrate thresholds on held-out normal scans (normal_splits)."""
+    train, held_out = normal_splits(root, format, category, load_options)
     start = time.perf_counter()
     det = create(detector, **params).fit(train, progress=progress)
     fit_s = time.perf_counter() - start
     if held_out:
         det.calibrate(held_out, fpr=fpr)
     return det, {"fit_s": fit_s, "train_scans": len(train), "calibration_scans": len(held_out)}
+
+
+def fit_joint(
+    detector: str,
+    params: dict,
+    root,
+    format: str,
+    categories: list[str],
+    *,
+    fpr: float = 0.01,
+    progress: bool = False,
+    load_options: dict | None = None,
+) -> tuple[dict[str, Detector], dict]:
+    """One fit over every category at once (a detector with `fit_joint`, e.g. lsfa's shared adaptor), each
+    category's detector calibrated on its own held-out normal scans. fit_s is the whole joint fit."""
+    from ad3d.errors import ConfigError
+
+    det = create(detector, **params)
+    if not hasattr(det, "fit_joint"):
+        raise ConfigError(f"{detector} has no joint fit over categories; fit it per category")
+    splits = {cat: normal_splits(root, format, cat, load_options) for cat in categories}
+    start = time.perf_counter()
+    fitted = det.fit_joint({cat: train for cat, (train, _) in splits.items()}, progress=progress)
+    fit_s = time.perf_counter() - start
+    for cat, (_, held_out) in splits.items():
+        if held_out:
+            fitted[cat].calibrate(held_out, fpr=fpr)
+    return fitted, {"fit_s": fit_s, "train_scans": sum(len(t) for t, _ in splits.values())}
 
 
 def evaluate_category(
@@ -101,9 +132,11 @@ def evaluate_dataset(
     categories: list[str] | None = None,
     progress: bool = False,
     load_options: dict | None = None,
+    joint: bool = False,
 ) -> list[dict]:
     """Fit and evaluate per category, one `ad3d bench` job each, run here; one row each. A zero-shot
-    detector is not fitted: it scores each category's test scans together, as its protocol prescribes."""
+    detector is not fitted: it scores each category's test scans together, as its protocol prescribes.
+    joint: one fit over all the categories (fit_joint), then each category scored; fit_s is the joint fit's."""
     from tqdm import tqdm
 
     from ad3d.bench.job import Job, run_job
@@ -111,6 +144,12 @@ def evaluate_dataset(
     cats = categories or datasets.categories(format, root)
     if not cats:
         raise DatasetError(f"no categories found in '{root}' ({format})")
+    if joint:
+        fitted, info = fit_joint(detector, params, root, format, cats, progress=progress, load_options=load_options)
+        return [
+            {**score_split(fitted[cat], root, format, cat, load_options=load_options)[0], **info, "joint": True}
+            for cat in cats
+        ]
     preprocess = (load_options or {}).get("preprocess", "none")
     params = dict(params)
     seed = params.pop("seed", 0)

@@ -46,8 +46,7 @@ def test_rotate_blocks_turns_each_4x4_block_by_a_multiple_of_90_degrees():
 
 
 @pytest.fixture(scope="module")
-def part(tmp_path_factory, shared_data):
-    from ad3d import datasets
+def mv_root(tmp_path_factory, shared_data):
     from ad3d.synth import make_dataset
 
     root = tmp_path_factory.mktemp("lsfa") / "mv"
@@ -62,6 +61,14 @@ def part(tmp_path_factory, shared_data):
         image_size=48,
         seed=5,
     )
+    return root
+
+
+@pytest.fixture(scope="module")
+def part(mv_root):
+    from ad3d import datasets
+
+    root = mv_root
     return (
         list(datasets.load("mvtec3d", root, "cracker_box", "train")),
         list(datasets.load("mvtec3d", root, "cracker_box", "test")),
@@ -110,3 +117,103 @@ def test_a_colour_mode_refuses_a_scan_without_its_image(part):
         det.fit([Scan(points=train[0].points, path="bare.ply")])
     points_only = ad3d.create("lsfa", modalities=("xyz",), **TINY).fit(train)
     assert points_only.score(train[0]).point_scores.shape == (len(train[0]),)
+
+
+def test_object_score_is_the_mean_of_the_top_fraction_of_point_scores(part):
+    from ad3d.detectors.scoring import top_mean
+
+    train, test = part
+    det = ad3d.create("lsfa", **TINY).fit(train)
+    result = det.score(test[-1])
+    assert result.object_score == pytest.approx(top_mean(result.point_scores, 0.05))
+    assert result.object_score < result.point_scores.max()
+    peak = det.set_params(top_fraction=0.0).score(test[-1])  # 0: M3DM's max, the paper preset's choice
+    assert peak.object_score == pytest.approx(float(peak.point_scores.max()))
+    assert ad3d.detectors.preset("lsfa", "paper")["top_fraction"] == 0.0
+
+
+def test_joint_fit_shares_one_adaptor_and_keeps_compactness_queues_per_category(part, tmp_path, shared_data):
+    import copy
+
+    from ad3d.detectors.lsfa import LSFA
+
+    train, _ = part
+    other = [copy.copy(s) for s in train]  # a second "category": the same scans under another name
+    for s in other:
+        object.__setattr__(s, "category", "twin")
+    seen = []
+    original = LSFA._loss
+
+    def spy(self, net, batch, rotated, queues, step, rng):
+        out = original(self, net, batch, rotated, queues, step, rng)
+        seen.append(set(queues))
+        return out
+
+    LSFA._loss = spy
+    try:
+        fitted = ad3d.create("lsfa", **TINY).fit_joint({"cracker_box": train, "twin": other})
+    finally:
+        LSFA._loss = original
+    assert set(fitted) == {"cracker_box", "twin"} and {"cracker_box", "twin"} in seen
+    a, b = (fitted[c].net_.state_dict() for c in ("cracker_box", "twin"))
+    assert all(torch.equal(a[k], b[k]) for k in a)  # one adaptor
+    alone = ad3d.create("lsfa", **TINY).fit(train).net_.state_dict()
+    assert not all(torch.equal(a[k], alone[k]) for k in a)  # trained on both, not on one
+    assert fitted["twin"].category_ == "twin" and fitted["cracker_box"].banks_["rgb"]["bank"].size
+    fitted["twin"].save(tmp_path / "twin.ad3d")
+    back = ad3d.load(tmp_path / "twin.ad3d")  # the shared adaptor travels in each category's model
+    assert np.array_equal(back.score(train[0]).point_scores, fitted["twin"].score(train[0]).point_scores)
+
+
+def test_cli_joint_fit_writes_one_model_per_category_and_eval_says_joint(mv_root, tmp_path):
+    import subprocess
+    import sys
+
+    tiny = [a for k, v in TINY.items() for a in ("--param", f"{k}={v}")]
+    base = [sys.executable, "-m", "ad3d.cli"]
+    fit = subprocess.run(
+        [
+            *base,
+            "fit",
+            "--detector",
+            "lsfa",
+            "--joint",
+            "--data",
+            str(mv_root),
+            "--format",
+            "mvtec3d",
+            "--out",
+            str(tmp_path / "models"),
+            "--quiet",
+            *tiny,
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert fit.returncode == 0, fit.stderr
+    assert "fitted jointly on 4 scans of 1 category" in fit.stdout
+    assert ad3d.load(tmp_path / "models" / "cracker_box.ad3d").category_ == "cracker_box"
+    ev = subprocess.run(
+        [
+            *base,
+            "eval",
+            "--detector",
+            "lsfa",
+            "--joint",
+            "--data",
+            str(mv_root),
+            "--format",
+            "mvtec3d",
+            "--quiet",
+            *tiny,
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert ev.returncode == 0 and "lsfa (joint fit)" in ev.stdout and "cracker_box" in ev.stdout, ev.stderr
+    other = subprocess.run(
+        [*base, "eval", "--detector", "patchcore", "--joint", "--data", str(mv_root), "--format", "mvtec3d"],
+        capture_output=True,
+        text=True,
+    )
+    assert other.returncode == 2 and "patchcore has no joint fit" in other.stderr

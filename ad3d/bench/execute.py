@@ -111,6 +111,7 @@ def _on_ray(todo: list[Job], address: str, workers: int | None) -> Iterator[tupl
                 f"no Ray cluster at {address!r} ({e}); start one (`ray start --head`) or use --ray local"
             ) from None
     try:
+        pending: dict = {}
         gpus = ray.cluster_resources().get("GPU", 0)
         remote = ray.remote(max_calls=1)(run_job)
         pending = {
@@ -118,13 +119,17 @@ def _on_ray(todo: list[Job], address: str, workers: int | None) -> Iterator[tupl
             for job in todo
         }
         while pending:
-            ready, _ = ray.wait(list(pending), num_returns=1)
+            ready, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)  # wakes up so Ctrl-C is heard
+            if not ready:
+                continue
             job = pending.pop(ready[0])
             try:
                 yield ray.get(ready[0])
             except Exception as e:  # the task's worker died: a failed row, the sweep goes on
                 yield _lost(job, e), {}
     finally:
+        for ref in pending:  # stopped early: no job goes on running on the cluster
+            ray.cancel(ref, force=True)
         ray.shutdown()
 
 

@@ -34,7 +34,13 @@ from ad3d.types import Scan
 
 PRESETS = {
     "cpu": {"image_backbone": "efficientnet-lite0", "point_features": "fpfh", "iterations": 100},
-    "paper": {"image_backbone": "dino-vitb8", "point_features": "point-mae", "iterations": 2000, "lr": 3e-4},
+    "paper": {
+        "image_backbone": "dino-vitb8",
+        "point_features": "point-mae",
+        "iterations": 2000,
+        "lr": 3e-4,
+        "top_fraction": 0.0,
+    },
 }
 
 
@@ -86,6 +92,7 @@ class Adaptor(nn.Module):
 class LSFA(Detector):
     name = "lsfa"
     PRESETS = PRESETS
+    _adaptor: nn.ModuleDict | None = None  # set by fit_joint: the adaptor shared by every category
 
     def __init__(
         self,
@@ -110,6 +117,7 @@ class LSFA(Detector):
         coreset_ratio: float = 0.1,
         fusion: str = "ocsvm",
         blur: float = 4.0,
+        top_fraction: float = 0.05,
         seed: int = 0,
     ):
         self.modalities = tuple(modalities) if isinstance(modalities, (list, tuple)) else (modalities,)
@@ -123,7 +131,7 @@ class LSFA(Detector):
             global_weight,
         )
         self.warmup, self.queue_size, self.coreset_ratio = warmup, queue_size, coreset_ratio
-        self.fusion, self.blur, self.seed = fusion, blur, seed
+        self.fusion, self.blur, self.top_fraction, self.seed = fusion, blur, top_fraction, seed
         self.net_ = None
         self.dims_ = None
         self.banks_ = {}
@@ -139,6 +147,7 @@ class LSFA(Detector):
             "groups": self.groups >= 1,
             "point_radius": self.point_radius > 0,
             "blur": self.blur >= 0,
+            "top_fraction": 0 <= self.top_fraction < 1,
         }
         for name, ok in checks.items():
             if not ok:
@@ -228,20 +237,23 @@ class LSFA(Detector):
                 other = net["rgb"].head(net["rgb"](torch.from_numpy(turned["rgb"]).float()[None])[0])
                 pick = torch.from_numpy(rng.choice(len(other), max(2, len(other) // 6), replace=False))
                 loss = loss + self.rotation_weight * info_nce(projected["rgb"][pick], other[pick], self.temperature)
-            for m in self.modalities:
-                local = adapted[m][valid] if m == "xyz" else adapted[m]
-                if step >= self.warmup and len(queues[m]["local"]) and self.compactness_weight:
-                    q_local = torch.from_numpy(np.concatenate(queues[m]["local"]))
-                    q_global = torch.from_numpy(np.stack(queues[m]["global"]))
+            mine = queues.setdefault(
+                item.get("category", ""), {m: {"local": [], "global": []} for m in self.modalities}
+            )
+            for m in self.modalities:  # compactness against the queues of the scan's own category
+                local, queue = (adapted[m][valid] if m == "xyz" else adapted[m]), mine[m]
+                if step >= self.warmup and len(queue["local"]) and self.compactness_weight:
+                    q_local = torch.from_numpy(np.concatenate(queue["local"]))
+                    q_global = torch.from_numpy(np.stack(queue["global"]))
                     loss = loss + self.compactness_weight * (
                         compactness(local, q_local) + 0.4 * compactness(local.mean(0, keepdim=True), q_global)
                     )
                 means[m].append(net[m].head(local.mean(0)))
-                queues[m]["local"].append(local.detach().numpy())
-                queues[m]["global"].append(local.mean(0).detach().numpy())
-                while sum(len(q) for q in queues[m]["local"]) > self.queue_size:
-                    queues[m]["local"].pop(0)
-                    queues[m]["global"].pop(0)
+                queue["local"].append(local.detach().numpy())
+                queue["global"].append(local.mean(0).detach().numpy())
+                while sum(len(q) for q in queue["local"]) > self.queue_size:
+                    queue["local"].pop(0)
+                    queue["global"].pop(0)
         if len(self.modalities) == 2 and self.global_weight and len(batch) > 1:
             loss = loss + self.global_weight * info_nce(
                 torch.stack(means["rgb"]), torch.stack(means["xyz"]), self.temperature
@@ -254,7 +266,7 @@ class LSFA(Detector):
         rng = np.random.default_rng(self.seed)
         net = self._build_net()
         optimiser = torch.optim.AdamW(net.parameters(), lr=self.lr, betas=(0.9, 0.95))
-        queues = {m: {"local": [], "global": []} for m in self.modalities}
+        queues: dict = {}  # category -> modality -> FIFO queues of local and global features
         best, best_state = float("inf"), copy.deepcopy(net.state_dict())
         for step in tqdm(range(self.iterations), desc="lsfa adapt", disable=not progress, leave=False):
             pick = rng.choice(len(train), min(2, len(train)), replace=False)
@@ -264,10 +276,13 @@ class LSFA(Detector):
                 optimiser.zero_grad()
                 loss.backward()
                 optimiser.step()
-            if held and (step + 1) % 25 == 0:  # early stop: the adaptation loss on held-out normal scans
+            if held and ((step + 1) % 25 == 0 or step + 1 == self.iterations):  # early stop on held-out normals
                 net.eval()
                 with torch.no_grad():
-                    frozen = {m: {k: list(v) for k, v in q.items()} for m, q in queues.items()}
+                    frozen = {
+                        c: {m: {k: list(v) for k, v in q.items()} for m, q in by_m.items()}
+                        for c, by_m in queues.items()
+                    }
                     # the held scan stands in for its own rotated copy: the rotation term is left out of
                     # the stopping criterion (its value there is that of identical features)
                     val = float(self._loss(net, held, held, frozen, step, np.random.default_rng(0)))
@@ -278,20 +293,27 @@ class LSFA(Detector):
         self.net_ = net.eval()
 
     # --- fit and score ----------------------------------------------------------------------------
+    def _fit_tokens(self, scans: list[Scan], rng) -> tuple[list[dict], list[dict], list[dict]]:
+        """Tokens of the training scans, of the one normal scan kept out of the banks (for the decision
+        layer and the early stop; none under three scans), and of the block-rotated training images."""
+        held_n = 1 if len(scans) >= 3 else 0
+        train_scans, held_scans = scans[: len(scans) - held_n], scans[len(scans) - held_n :]
+        train, held = [self.tokens(s) for s in train_scans], [self.tokens(s) for s in held_scans]
+        for scan, t in zip(train_scans + held_scans, train + held):
+            t["category"] = scan.category or ""
+        rotated = train
+        if self.adapt and self.iterations and "rgb" in self.modalities and self._adaptor is None:
+            rotated = [self.tokens(s, rotated=True, rng=rng) for s in train_scans]
+        return train, held, rotated
+
     def _fit(self, scans: list[Scan], progress: bool) -> None:
         from ad3d.detectors.memory_bank import coreset_bank
 
-        rng = np.random.default_rng(self.seed)
-        held_n = 1 if len(scans) >= 3 else 0  # one normal scan kept out of the banks: fusion and early stop
-        train_scans, held_scans = scans[: len(scans) - held_n], scans[len(scans) - held_n :]
-        train = [self.tokens(s) for s in train_scans]
-        held = [self.tokens(s) for s in held_scans]
+        train, held, rotated = self._fit_tokens(scans, np.random.default_rng(self.seed))
         self.dims_ = {m: int(train[0][m].shape[1]) for m in self.modalities}
-        if self.adapt and self.iterations:
-            rotated = [
-                self.tokens(s, rotated=True, rng=rng) if "rgb" in self.modalities else t
-                for s, t in zip(train_scans, train)
-            ]
+        if self._adaptor is not None:  # trained by fit_joint on every category
+            self.net_ = self._adaptor
+        elif self.adapt and self.iterations:
             self._train(train, rotated, held, progress)
         else:
             self.net_ = self._build_net().eval()
@@ -305,6 +327,30 @@ class LSFA(Detector):
                 "bank": coreset_bank(((feats - mean) / std).astype(np.float32), self.coreset_ratio, self.seed),
             }
         self._fit_fusion(held or train[-1:])
+
+    def fit_joint(self, scans_by_category: dict[str, list[Scan]], progress: bool = False) -> dict[str, LSFA]:
+        """One adaptor for a whole dataset, as released: trained on the normal scans of every category
+        (compactness queues kept per category), then per category a detector with that adaptor and its
+        own memory banks and decision layer. Returns {category: fitted detector}."""
+        self.check_params()
+        rng = np.random.default_rng(self.seed)
+        train, held, rotated = [], [], []
+        for scans in scans_by_category.values():
+            t, h, r = self._fit_tokens(list(scans), rng)
+            train, held, rotated = train + t, held + h, rotated + r
+        if not train:
+            raise ConfigError("lsfa fit_joint needs normal scans in at least one category")
+        self.dims_ = {m: int(train[0][m].shape[1]) for m in self.modalities}
+        if self.adapt and self.iterations:
+            self._train(train, rotated, held, progress)
+        else:
+            self.net_ = self._build_net().eval()
+        fitted = {}
+        for category, scans in scans_by_category.items():
+            det = self.clone()
+            det._adaptor = self.net_
+            fitted[category] = det.fit(scans)
+        return fitted
 
     def _patch_scores(self, tokens: dict) -> dict:
         """Each modality's nearest-bank distance per patch; NaN for point scores of patches without points
@@ -351,7 +397,7 @@ class LSFA(Detector):
 
     def _score(self, scan: Scan) -> tuple[np.ndarray, float]:
         from ad3d import fusion, ops
-        from ad3d.detectors.scoring import blur_map
+        from ad3d.detectors.scoring import blur_map, top_mean
 
         tokens = self.tokens(scan)
         fused = self._fused(self._patch_scores(tokens)).astype(np.float32)
@@ -363,12 +409,12 @@ class LSFA(Detector):
                 .numpy()
                 .astype(np.float32)
             )
-            return scores, float(scores.max())
+            return scores, top_mean(scores, self.top_fraction)
         if "rgb" not in self.modalities:
             fused = np.where(tokens["valid"], fused, fused[tokens["valid"]].min())  # empty patches: normal
         full, _ = fusion.map_to_points(scan, fused.reshape(tokens["grid"]))
         image = blur_map(full, self.blur * scan.grid_shape[0] / self.image_size) if self.blur else full
-        return image.astype(np.float32), float(image.reshape(-1)[scan.grid_index].max())
+        return image.astype(np.float32), top_mean(image.reshape(-1)[scan.grid_index], self.top_fraction)
 
     # --- model file -----------------------------------------------------------------------------
     def _fitted(self) -> bool:
