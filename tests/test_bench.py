@@ -189,8 +189,12 @@ def test_ray_and_pool_give_the_same_metrics(data, tmp_path):
     assert metrics(pool) == metrics(ray)
 
 
-def test_killed_sweep_resumes_without_recomputing_a_finished_job(data, tmp_path):
+@pytest.mark.parametrize("how", ["in-process, killed", "ray, ctrl-c"])
+def test_stopped_sweep_resumes_without_recomputing_a_finished_job(data, tmp_path, how):
+    if how.startswith("ray"):
+        pytest.importorskip("ray")
     out = tmp_path / "out"
+    where = ["--ray", "local", "--workers", "2"] if how.startswith("ray") else ["--workers", "1"]
     cmd = [
         sys.executable,
         "-m",
@@ -207,20 +211,21 @@ def test_killed_sweep_resumes_without_recomputing_a_finished_job(data, tmp_path)
         "0,1,2,3",
         "--out",
         str(out),
-        "--workers",
-        "1",
         "--no-report",
         "--quiet",
+        *where,
     ]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     table = out / "results.jsonl"
     deadline = time.monotonic() + 300
     while not (table.exists() and table.read_text().count("\n") >= 1) and time.monotonic() < deadline:
         time.sleep(0.05)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
+    os.kill(proc.pid, signal.SIGKILL if how.endswith("killed") else signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    if how.endswith("ctrl-c"):
+        assert proc.returncode == 130 and "the same command runs the rest" in err
     before = table.read_text().splitlines()
-    assert 1 <= len(before) < 8, "the kill came too late to test a resume"
+    assert 1 <= len(before) < 8, "the stop came too late to test a resume"
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
     assert f"{len(before)} finished before, {8 - len(before)} run now" in done.stdout
