@@ -287,3 +287,17 @@ def test_bench_cli_errors_are_one_line(tmp_path):
         text=True,
     )
     assert report.returncode == 2 and "no results" in report.stderr and "Traceback" not in report.stderr
+
+
+def test_ray_gives_a_gpu_to_the_jobs_that_train_on_one_when_the_cluster_has_some():
+    from ad3d.bench.execute import ray_resources
+
+    def job(name, **params):
+        return Job(name, "d", "anomaly-shapenet", "box0", params=params, cpus=2)
+
+    assert ray_resources(job("mc4ad"), 4) == {"num_cpus": 2, "num_gpus": 1}
+    assert ray_resources(job("r3dad"), 1) == {"num_cpus": 2, "num_gpus": 1}
+    assert ray_resources(job("mc4ad"), 0) == {"num_cpus": 2, "num_gpus": 0}  # a CPU-only cluster
+    assert ray_resources(job("mc4ad", device="cpu"), 4)["num_gpus"] == 0  # asked to stay on the CPU
+    assert ray_resources(job("patchcore"), 4)["num_gpus"] == 0  # its default device is the CPU
+    assert ray_resources(job("musc"), 4)["num_gpus"] == 0  # no device parameter

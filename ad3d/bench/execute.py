@@ -114,10 +114,7 @@ def _on_ray(todo: list[Job], address: str, workers: int | None) -> Iterator[tupl
         pending: dict = {}
         gpus = ray.cluster_resources().get("GPU", 0)
         remote = ray.remote(max_calls=1)(run_job)
-        pending = {
-            remote.options(num_cpus=job.cpus or 1, num_gpus=1 if gpus and job.wants_gpu else 0).remote(job): job
-            for job in todo
-        }
+        pending = {remote.options(**ray_resources(job, gpus)).remote(job): job for job in todo}
         while pending:
             ready, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)  # wakes up so Ctrl-C is heard
             if not ready:
@@ -131,6 +128,11 @@ def _on_ray(todo: list[Job], address: str, workers: int | None) -> Iterator[tupl
         for ref in pending:  # stopped early: no job goes on running on the cluster
             ray.cancel(ref, force=True)
         ray.shutdown()
+
+
+def ray_resources(job: Job, cluster_gpus: float) -> dict:
+    """What one job asks of Ray: its CPUs, and a whole GPU when it trains on one and the cluster has any."""
+    return {"num_cpus": job.cpus or 1, "num_gpus": 1 if cluster_gpus and job.wants_gpu else 0}
 
 
 def _lost(job: Job, error: Exception) -> dict:
