@@ -3,7 +3,6 @@ failed jobs as rows, and the report."""
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -11,6 +10,7 @@ import time
 
 import numpy as np
 import pytest
+from browser import screenshot
 
 from ad3d.bench import Job, ResultsStore, load_spec, run_job, run_sweep
 from ad3d.bench.report import summarise, write_report
@@ -146,30 +146,8 @@ def test_report_lists_every_job_and_summarises_over_seeds(swept):
 
 
 def test_report_page_renders_in_headless_chromium(swept, tmp_path):
-    from PIL import Image
-
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    if chromium is None:
-        pytest.skip("chromium not installed (Debian package chromium)")
     out, _ = swept
-    shot = tmp_path / "page.png"
-    subprocess.run(
-        [
-            chromium,
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--no-first-run",
-            "--disable-background-networking",
-            f"--user-data-dir={tmp_path / 'chrome'}",
-            "--window-size=1200,2400",
-            f"--screenshot={shot}",
-            (out / "report.html").as_uri(),
-        ],
-        capture_output=True,
-        timeout=120,
-    )
-    img = np.asarray(Image.open(shot).convert("RGB")).astype(int)
+    img = screenshot(out / "report.html", tmp_path, (1200, 2400))
     assert len(np.unique(img.reshape(-1, 3), axis=0)) > 200  # tables, plots and thumbnails drawn, not a blank page
 
 

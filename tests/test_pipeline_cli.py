@@ -7,6 +7,7 @@ import sys
 
 import numpy as np
 import pytest
+from browser import screenshot
 
 from ad3d.synth import make_dataset
 
@@ -260,30 +261,7 @@ def test_view_screenshot_highlights_the_defect_and_html_renders(model, tmp_path)
     img = np.asarray(Image.open(tmp_path / "v.png").convert("RGB")).astype(int)
     warm = (img[..., 0] > 150) & (img[..., 0] - img[..., 2] > 60)  # inferno's orange/yellow: high scores
     assert warm.sum() > 20
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    if chromium is None:
-        pytest.skip("chromium not installed (Debian package chromium)")
-    page = tmp_path / "page.png"
-    subprocess.run(
-        [
-            chromium,
-            "--headless",
-            "--no-sandbox",
-            "--use-angle=swiftshader",
-            "--enable-unsafe-swiftshader",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--no-first-run",
-            f"--user-data-dir={tmp_path / 'chrome'}",
-            "--virtual-time-budget=15000",
-            "--window-size=800,600",
-            f"--screenshot={page}",
-            (tmp_path / "v.html").as_uri(),
-        ],
-        capture_output=True,
-        timeout=120,
-    )
-    shot = np.asarray(Image.open(page).convert("RGB")).astype(int)
+    shot = screenshot(tmp_path / "v.html", tmp_path, webgl=True)
     assert len(np.unique(shot.reshape(-1, 3), axis=0)) > 50  # something was drawn, not a blank page
 
 

@@ -137,14 +137,7 @@ def ray_resources(job: Job, cluster_gpus: float) -> dict:
 
 def _lost(job: Job, error: Exception) -> dict:
     return {
-        "key": job.key,
-        "label": job.name,
-        "detector": job.detector,
-        "category": job.category,
-        "seed": job.seed,
-        "params": job.params,
-        "data": job.data,
-        "format": job.format,
+        **job.describe(),
         "status": "error",
         "error": f"worker lost: {type(error).__name__}: {error}",
     }

@@ -44,6 +44,19 @@ class Job:
     def name(self) -> str:
         return self.label or self.detector
 
+    def describe(self) -> dict:
+        """What a results row says of its job."""
+        return {
+            "key": self.key,
+            "label": self.name,
+            "detector": self.detector,
+            "category": self.category,
+            "seed": self.seed,
+            "params": self.params,
+            "data": self.data,
+            "format": self.format,
+        }
+
     @property
     def wants_gpu(self) -> bool:
         """Whether the job would run on a GPU if it had one: the detector's `device` is 'auto' or 'cuda...'."""
@@ -61,14 +74,7 @@ def run_job(job: Job, *, raise_errors: bool = False) -> tuple[dict, dict]:
     versions; a failure is a row with status 'error' and the message (raised instead with raise_errors).
     details: arrays for the report (object scores, ROC and PRO curves, the best and worst defective scans)."""
     row = {
-        "key": job.key,
-        "label": job.name,
-        "detector": job.detector,
-        "category": job.category,
-        "seed": job.seed,
-        "params": job.params,
-        "data": job.data,
-        "format": job.format,
+        **job.describe(),
         "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "host": platform.node(),
         "versions": versions(),
