@@ -217,3 +217,23 @@ def test_cli_joint_fit_writes_one_model_per_category_and_eval_says_joint(mv_root
         text=True,
     )
     assert other.returncode == 2 and "patchcore has no joint fit" in other.stderr
+
+
+def test_the_early_stop_criterion_always_holds_the_compactness_term(part):
+    from ad3d.detectors.lsfa import LSFA
+
+    train, _ = part
+    steps = []
+    original = LSFA._loss
+
+    def spy(self, net, batch, rotated, queues, step, rng):
+        if batch is rotated:  # the held-out check passes the held scans as their own rotated copies
+            steps.append(step)
+        return original(self, net, batch, rotated, queues, step, rng)
+
+    LSFA._loss = spy
+    try:
+        ad3d.create("lsfa", **{**TINY, "iterations": 25, "warmup": 30}).fit(train)
+    finally:
+        LSFA._loss = original
+    assert steps and all(s >= 30 for s in steps)  # the one check (step 25) is before the warm-up ends

@@ -284,8 +284,11 @@ class LSFA(Detector):
                         for c, by_m in queues.items()
                     }
                     # the held scan stands in for its own rotated copy: the rotation term is left out of
-                    # the stopping criterion (its value there is that of identical features)
-                    val = float(self._loss(net, held, held, frozen, step, np.random.default_rng(0)))
+                    # the stopping criterion (its value there is that of identical features). The criterion
+                    # always holds the compactness term: one measured without it, before the warm-up, would
+                    # be lower than every later one and always win
+                    after_warmup = max(step, self.warmup)
+                    val = float(self._loss(net, held, held, frozen, after_warmup, np.random.default_rng(0)))
                 if val < best:
                     best, best_state = val, copy.deepcopy(net.state_dict())
         if held:
