@@ -16,7 +16,8 @@ group). Adaptors: one transformer block per modality; projection heads only feed
 Scoring: a coreset memory bank per modality of the adapted, standardised training patches; each patch's
 nearest distance; fused per patch by a one-class SVM learned on held-out normal scans only (M3DM's
 decision layer) or by a sum of scores standardised on those scans; the map brought to the image,
-blurred, read at every point. Object score = the max over the scan's points.
+blurred, read at every point. Object score = the mean of the top 5 % of the scan's point scores (M3DM's
+max in the paper preset). `fit_joint` trains one adaptor on every category of a dataset, as released.
 """
 
 from __future__ import annotations
@@ -102,7 +103,7 @@ class LSFA(Detector):
         image_size: int = 224,
         point_features: str = "fpfh",
         point_weights: str | None = None,
-        point_radius: float = 0.05,
+        point_radius: float = 0.1,
         groups: int = 784,
         adapt: bool = True,
         iterations: int = 100,
