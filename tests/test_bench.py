@@ -161,7 +161,35 @@ def test_pool_and_in_process_give_the_same_metrics(data, tmp_path):
 def test_ray_and_pool_give_the_same_metrics(data, tmp_path):
     pytest.importorskip("ray")
     run_sweep(sweep_of(data), tmp_path / "pool", workers=2, progress=False)
-    run_sweep(sweep_of(data), tmp_path / "ray", workers=2, ray="local", progress=False)
+    spec = tmp_path / "spec.toml"  # the same sweep as sweep_of(data), as a file
+    spec.write_text(
+        'seeds = [0, 1]\n[[detectors]]\nname = "patchcore"\nlabel = "pc"\n'
+        f"params = {{ num_points = {FAST['num_points']}, num_centres = {FAST['num_centres']} }}\n"
+        f'[[datasets]]\nroot = "{data}"\nformat = "anomaly-shapenet"\n'
+    )
+    ray_run = subprocess.run(  # Ray in its own process: its threads and signal handlers stay out of pytest's
+        [
+            sys.executable,
+            "-m",
+            "ad3d.cli",
+            "bench",
+            "run",
+            "--spec",
+            str(spec),
+            "--out",
+            str(tmp_path / "ray"),
+            "--ray",
+            "local",
+            "--workers",
+            "2",
+            "--no-report",
+            "--quiet",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert ray_run.returncode == 0, ray_run.stderr
     pool, ray = ResultsStore(tmp_path / "pool").rows(), ResultsStore(tmp_path / "ray").rows()
     assert len(ray) == 4 and all(r["status"] == "ok" for r in ray)
     assert metrics(pool) == metrics(ray)
