@@ -19,6 +19,13 @@ from ad3d.errors import ConfigError
 from ad3d.synth import make_dataset
 
 
+def cli(*args, **options) -> subprocess.CompletedProcess:
+    """`ad3d ARGS...` in its own process."""
+    return subprocess.run(
+        [sys.executable, "-m", "ad3d.cli", *map(str, args)], capture_output=True, text=True, **options
+    )
+
+
 def needs_ray() -> None:
     """Skip without Ray; Ray itself runs only in the CLI's own process, never in the test process."""
     import importlib.util
@@ -65,7 +72,7 @@ def swept(data, tmp_path_factory):
     counts = run_sweep(sweep, out, workers=1, progress=False)
     # the report in its own process: VTK's off-screen rendering (Mesa's LLVM) loaded into the test process
     # made a later import of torch's compiler stack (triton, its own LLVM) segfault
-    done = subprocess.run([sys.executable, "-m", "ad3d.cli", "bench", "report", "--out", str(out)], capture_output=True)
+    done = cli("bench", "report", "--out", out)
     assert done.returncode == 0, done.stderr
     return out, counts
 
@@ -179,26 +186,20 @@ def test_ray_and_pool_give_the_same_metrics(data, tmp_path):
         f"params = {{ num_points = {FAST['num_points']}, num_centres = {FAST['num_centres']} }}\n"
         f'[[datasets]]\nroot = "{data}"\nformat = "anomaly-shapenet"\n'
     )
-    ray_run = subprocess.run(  # Ray in its own process: its threads and signal handlers stay out of pytest's
-        [
-            sys.executable,
-            "-m",
-            "ad3d.cli",
-            "bench",
-            "run",
-            "--spec",
-            str(spec),
-            "--out",
-            str(tmp_path / "ray"),
-            "--ray",
-            "local",
-            "--workers",
-            "2",
-            "--no-report",
-            "--quiet",
-        ],
-        capture_output=True,
-        text=True,
+    # Ray in its own process: its threads and signal handlers stay out of pytest's
+    ray_run = cli(
+        "bench",
+        "run",
+        "--spec",
+        spec,
+        "--out",
+        tmp_path / "ray",
+        "--ray",
+        "local",
+        "--workers",
+        "2",
+        "--no-report",
+        "--quiet",
         timeout=600,
     )
     assert ray_run.returncode == 0, ray_run.stderr
@@ -213,27 +214,26 @@ def test_stopped_sweep_resumes_without_recomputing_a_finished_job(data, tmp_path
         needs_ray()
     out = tmp_path / "out"
     where = ["--ray", "local", "--workers", "2"] if how.startswith("ray") else ["--workers", "1"]
-    cmd = [
-        sys.executable,
-        "-m",
-        "ad3d.cli",
+    args = [
         "bench",
         "run",
         "--detector",
         "patchcore",
         "--data",
-        str(data),
+        data,
         "--format",
         "anomaly-shapenet",
         "--seeds",
         "0,1,2,3",
         "--out",
-        str(out),
+        out,
         "--no-report",
         "--quiet",
         *where,
     ]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ad3d.cli", *map(str, args)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     table = out / "results.jsonl"
     deadline = time.monotonic() + 300
     while not (table.exists() and table.read_text().count("\n") >= 1) and time.monotonic() < deadline:
@@ -244,13 +244,13 @@ def test_stopped_sweep_resumes_without_recomputing_a_finished_job(data, tmp_path
         assert proc.returncode == 130 and "the same command runs the rest" in err
     before = table.read_text().splitlines()
     assert 1 <= len(before) < 8, "the stop came too late to test a resume"
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    done = cli(*args, timeout=600)
     assert done.returncode == 0, done.stderr
     assert f"{len(before)} finished before, {8 - len(before)} run now" in done.stdout
     after = table.read_text().splitlines()
     assert after[: len(before)] == before  # the finished rows untouched
     assert len(after) == 8 and len({json.loads(line)["key"] for line in after}) == 8  # no job twice
-    again = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    again = cli(*args, timeout=600)
     assert "8 finished before, 0 run now" in again.stdout and table.read_text().splitlines() == after
 
 
@@ -279,31 +279,20 @@ def test_run_job_matches_eval_rows(data):
 
 def test_bench_cli_errors_are_one_line(tmp_path):
     (tmp_path / "file").write_text("x")
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "ad3d.cli",
-            "bench",
-            "run",
-            "--detector",
-            "patchcore",
-            "--data",
-            str(tmp_path),
-            "--format",
-            "anomaly-shapenet",
-            "--out",
-            str(tmp_path / "file"),
-        ],
-        capture_output=True,
-        text=True,
+    done = cli(
+        "bench",
+        "run",
+        "--detector",
+        "patchcore",
+        "--data",
+        tmp_path,
+        "--format",
+        "anomaly-shapenet",
+        "--out",
+        tmp_path / "file",
     )
-    assert done.returncode == 2 and "Traceback" not in done.stderr
-    report = subprocess.run(
-        [sys.executable, "-m", "ad3d.cli", "bench", "report", "--out", str(tmp_path / "none")],
-        capture_output=True,
-        text=True,
-    )
+    assert done.returncode == 2 and "is a file, not a folder" in done.stderr and "Traceback" not in done.stderr
+    report = cli("bench", "report", "--out", tmp_path / "none")
     assert report.returncode == 2 and "no results" in report.stderr and "Traceback" not in report.stderr
 
 

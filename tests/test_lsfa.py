@@ -169,53 +169,18 @@ def test_cli_joint_fit_writes_one_model_per_category_and_eval_says_joint(mv_root
     import subprocess
     import sys
 
+    def cli(*args):
+        return subprocess.run([sys.executable, "-m", "ad3d.cli", *map(str, args)], capture_output=True, text=True)
+
     tiny = [a for k, v in TINY.items() for a in ("--param", f"{k}={v}")]
-    base = [sys.executable, "-m", "ad3d.cli"]
-    fit = subprocess.run(
-        [
-            *base,
-            "fit",
-            "--detector",
-            "lsfa",
-            "--joint",
-            "--data",
-            str(mv_root),
-            "--format",
-            "mvtec3d",
-            "--out",
-            str(tmp_path / "models"),
-            "--quiet",
-            *tiny,
-        ],
-        capture_output=True,
-        text=True,
-    )
+    data = ["--data", mv_root, "--format", "mvtec3d"]
+    fit = cli("fit", "--detector", "lsfa", "--joint", *data, "--out", tmp_path / "models", "--quiet", *tiny)
     assert fit.returncode == 0, fit.stderr
     assert "fitted jointly on 4 scans of 1 category" in fit.stdout
     assert ad3d.load(tmp_path / "models" / "cracker_box.ad3d").category_ == "cracker_box"
-    ev = subprocess.run(
-        [
-            *base,
-            "eval",
-            "--detector",
-            "lsfa",
-            "--joint",
-            "--data",
-            str(mv_root),
-            "--format",
-            "mvtec3d",
-            "--quiet",
-            *tiny,
-        ],
-        capture_output=True,
-        text=True,
-    )
+    ev = cli("eval", "--detector", "lsfa", "--joint", *data, "--quiet", *tiny)
     assert ev.returncode == 0 and "lsfa (joint fit)" in ev.stdout and "cracker_box" in ev.stdout, ev.stderr
-    other = subprocess.run(
-        [*base, "eval", "--detector", "patchcore", "--joint", "--data", str(mv_root), "--format", "mvtec3d"],
-        capture_output=True,
-        text=True,
-    )
+    other = cli("eval", "--detector", "patchcore", "--joint", *data)
     assert other.returncode == 2 and "patchcore has no joint fit" in other.stderr
 
 

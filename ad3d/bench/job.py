@@ -97,12 +97,13 @@ def _fit_and_score(job: Job, details: dict) -> dict:
     import torch
 
     from ad3d.detectors import create
-    from ad3d.detectors.registry import detector_class
+    from ad3d.detectors.registry import detector_class, param_names
     from ad3d.pipeline import fit_category, score_split
 
     if job.cpus:  # the same thread count wherever the job runs: the same numbers
         torch.set_num_threads(job.cpus)
-    params = {**job.params, "seed": job.seed}
+    takes_seed = "seed" in param_names(detector_class(job.detector))  # a third-party detector may have none
+    params = {**job.params, "seed": job.seed} if takes_seed else dict(job.params)
     load_options = {} if job.preprocess == "none" else {"preprocess": job.preprocess}
     if detector_class(job.detector).learning_type == "zero-shot":  # test scans score each other; nothing fitted
         det, info = create(job.detector, **params).fit([]), {"fit_s": 0.0, "train_scans": 0, "calibration_scans": 0}
