@@ -567,6 +567,15 @@ def _cmd_bench(args) -> int:
     return 2 if counts["failed"] else 0
 
 
+def _add_preprocess(parser) -> None:
+    parser.add_argument(
+        "--preprocess",
+        choices=("none", "plane"),
+        default="none",
+        help="plane: remove the background plane of organised scans (MVTec 3D-AD)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ad3d", description="Find defects in 3D scans of manufactured parts.")
     parser.add_argument("--version", action="version", version=f"ad3d {__version__}")
@@ -598,12 +607,7 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--preset", help="named parameter set of the detector (r3dad, mc4ad: cpu | paper)")
     fit.add_argument("--fpr", type=float, default=0.01, help="false-positive rate of the reject threshold")
     fit.add_argument("--seed", type=int)
-    fit.add_argument(
-        "--preprocess",
-        choices=("none", "plane"),
-        default="none",
-        help="plane: remove the background plane of organised scans (MVTec 3D-AD)",
-    )
+    _add_preprocess(fit)
     fit.add_argument("--quiet", action="store_true")
     fit.set_defaults(run=_cmd_fit)
 
@@ -616,12 +620,7 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--out", required=True, help="output folder")
     score.add_argument("--fail-on-anomaly", action="store_true", help="exit 1 when a scan is rejected")
     score.add_argument("--force", action="store_true", help="score even scans far off the training size")
-    score.add_argument(
-        "--preprocess",
-        choices=("none", "plane"),
-        default="none",
-        help="plane: remove the background plane of organised scans (MVTec 3D-AD)",
-    )
+    _add_preprocess(score)
     score.add_argument("--quiet", action="store_true")
     score.set_defaults(run=_cmd_score)
 
@@ -635,12 +634,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--preset", help="named parameter set of the detector (r3dad, mc4ad: cpu | paper)")
     ev.add_argument("--out", help="folder for eval.json and eval.md")
     ev.add_argument("--joint", action="store_true", help="one fit over all categories (lsfa: one shared adaptor)")
-    ev.add_argument(
-        "--preprocess",
-        choices=("none", "plane"),
-        default="none",
-        help="plane: remove the background plane of organised scans (MVTec 3D-AD)",
-    )
+    _add_preprocess(ev)
     ev.add_argument("--quiet", action="store_true")
     ev.set_defaults(run=_cmd_eval)
 
@@ -707,7 +701,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--data", help="dataset root")
     bench.add_argument("--format", help="dataset format")
     bench.add_argument("--category", help="comma-separated (default: all)")
-    bench.add_argument("--preprocess", choices=("none", "plane"), default="none")
+    _add_preprocess(bench)
     bench.add_argument("--seeds", help="comma-separated seeds (default 0; overrides the spec's)")
     bench.add_argument("--workers", type=int, help="parallel jobs (default: one per CPU; 1: in this process)")
     bench.add_argument("--ray", metavar="local|auto|ADDRESS", help="run the jobs on Ray (pip install 'ad3d[bench]')")

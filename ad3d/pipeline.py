@@ -156,7 +156,7 @@ def evaluate_dataset(
     rows = []
     for cat in tqdm(cats, desc=f"eval {detector}", unit="category", disable=not progress):
         job = Job(detector, str(root), format, cat, seed=seed, params=params, preprocess=preprocess)
-        row, _ = run_job(job, raise_errors=True)
+        row, _ = run_job(job, raise_errors=True, details=False)
         rows.append(row)
     return rows
 

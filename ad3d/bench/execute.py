@@ -4,7 +4,7 @@ as its job ends, so a stopped sweep resumes where it was."""
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 from ad3d.bench.job import Job, run_job
 from ad3d.bench.spec import Sweep
@@ -20,7 +20,6 @@ def run_sweep(
     ray: str | None = None,
     retry_failed: bool = False,
     progress: bool = True,
-    on_row: Callable[[dict], None] | None = None,
 ) -> dict:
     """Run every job of `sweep` that `out` does not already hold. workers: processes of the local pool
     (1: in this process; default: one per CPU, at most one per job). ray: 'local' starts a Ray instance on
@@ -35,10 +34,11 @@ def run_sweep(
     store.folder.mkdir(parents=True, exist_ok=True)
     _write_spec(store, sweep)
     counts = {"jobs": len(jobs), "skipped": len(jobs) - len(todo), "ran": 0, "failed": 0}
+    workers_here = workers or _default_workers(todo)
     if ray:
         rows = _on_ray(todo, ray, workers)
-    elif (workers or _default_workers(todo)) > 1 and len(todo) > 1:
-        rows = _on_pool(todo, workers or _default_workers(todo))
+    elif workers_here > 1 and len(todo) > 1:
+        rows = _on_pool(todo, workers_here)
     else:
         rows = (run_job(j) for j in todo)
     bar = tqdm(total=len(jobs), initial=counts["skipped"], desc="bench", unit="job", disable=not progress)
@@ -48,8 +48,6 @@ def run_sweep(
         counts["failed"] += row["status"] != "ok"
         bar.set_postfix_str(f"{row['label']} {row['category']} s{row['seed']}: {_brief(row)}", refresh=False)
         bar.update()
-        if on_row:
-            on_row(row)
     bar.close()
     return counts
 

@@ -69,10 +69,11 @@ class Job:
         return device == "auto" or str(device).startswith("cuda")
 
 
-def run_job(job: Job, *, raise_errors: bool = False) -> tuple[dict, dict]:
+def run_job(job: Job, *, raise_errors: bool = False, details: bool = True) -> tuple[dict, dict]:
     """Run `job`: (row, details). The row holds every metric, times, peak memory, the learned size, the
     versions; a failure is a row with status 'error' and the message (raised instead with raise_errors).
-    details: arrays for the report (object scores, ROC and PRO curves, the best and worst defective scans)."""
+    details: arrays for the report (object scores, ROC and PRO curves, the best and worst defective scans),
+    computed only when asked for (`ad3d eval` does not)."""
     row = {
         **job.describe(),
         "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
@@ -80,20 +81,20 @@ def run_job(job: Job, *, raise_errors: bool = False) -> tuple[dict, dict]:
         "versions": versions(),
     }
     started = time.perf_counter()
-    details: dict = {}
+    arrays: dict = {}
     try:
-        row.update(_fit_and_score(job, details))
+        row.update(_fit_and_score(job, arrays if details else None))
         row["status"] = "ok"
     except Exception as e:
         if raise_errors:
             raise
         row.update(status="error", error=f"{type(e).__name__}: {e}", traceback=traceback.format_exc()[-4000:])
-        details = {}
+        arrays = {}
     row["wall_s"] = time.perf_counter() - started
-    return row, details
+    return row, arrays
 
 
-def _fit_and_score(job: Job, details: dict) -> dict:
+def _fit_and_score(job: Job, details: dict | None) -> dict:
     import torch
 
     from ad3d.detectors import create
@@ -112,8 +113,9 @@ def _fit_and_score(job: Job, details: dict) -> dict:
             job.detector, params, job.data, job.format, job.category, fpr=job.fpr, load_options=load_options
         )
     row, test, results = score_split(det, job.data, job.format, job.category, load_options=load_options)
-    details.update(curves(test, results))
-    details.update(extremes(test, results))
+    if details is not None:
+        details.update(curves(test, results))
+        details.update(extremes(test, results))
     return {
         **row,
         **info,

@@ -19,6 +19,16 @@ def _unit_rows(v: np.ndarray) -> np.ndarray:
     return v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)
 
 
+def _displaced(points: np.ndarray, idx: np.ndarray, moves: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(points with rows idx moved by moves, the per-point displacement, mask of the moved points), in the
+    points' dtype; the sum is taken in float64."""
+    offset = np.zeros((len(points), 3))
+    offset[idx] = moves
+    mask = np.zeros(len(points), dtype=bool)
+    mask[idx] = True
+    return (points.astype(np.float64) + offset).astype(points.dtype), offset.astype(points.dtype), mask
+
+
 def patch_gen(
     points: np.ndarray, rng: np.random.Generator, patch_fraction: float = 1 / 16, scale: float = 0.05
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -32,11 +42,7 @@ def patch_gen(
     order = np.argsort(np.linalg.norm(pts - view, axis=1), kind="stable")[:n]
     magnitude = np.sort(rng.uniform(0.0, 1.0, n))[::-1]
     sign = rng.choice([-1.0, 1.0])
-    offset = np.zeros_like(pts)
-    offset[order] = _unit_rows(pts[order] - view) * (sign * scale * magnitude)[:, None]
-    mask = np.zeros(len(pts), dtype=bool)
-    mask[order] = True
-    return (pts + offset).astype(points.dtype), offset.astype(points.dtype), mask
+    return _displaced(points, order, _unit_rows(pts[order] - view) * (sign * scale * magnitude)[:, None])
 
 
 def sphere_crop(points: np.ndarray, rng: np.random.Generator, fraction: float) -> tuple[np.ndarray, np.ndarray]:
@@ -71,11 +77,7 @@ def da_gen(
     s, lam = rng.uniform(*sigma), rng.uniform(*blend)
     direction = _unit_rows(lam * normals[idx].astype(np.float64) + (1 - lam) * eta)
     size = rng.choice([-1.0, 1.0]) * rng.uniform(*magnitude)
-    offset = np.zeros_like(pts)
-    offset[idx] = (size * t * (1 - s * np.abs(t)))[:, None] * direction
-    mask = np.zeros(len(pts), dtype=bool)
-    mask[idx] = True
-    return (pts + offset).astype(points.dtype), offset.astype(points.dtype), mask
+    return _displaced(points, idx, (size * t * (1 - s * np.abs(t)))[:, None] * direction)
 
 
 def plain_bulge(
@@ -92,11 +94,7 @@ def plain_bulge(
     d = np.linalg.norm(pts[idx] - seed, axis=1)
     ratio = 1 - d / max(float(d.max()), 1e-12)
     size = rng.choice([-1.0, 1.0]) * rng.uniform(*magnitude)
-    offset = np.zeros_like(pts)
-    offset[idx] = (size * ratio)[:, None] * _unit_rows(normals[idx].astype(np.float64))
-    mask = np.zeros(len(pts), dtype=bool)
-    mask[idx] = True
-    return (pts + offset).astype(points.dtype), offset.astype(points.dtype), mask
+    return _displaced(points, idx, (size * ratio)[:, None] * _unit_rows(normals[idx].astype(np.float64)))
 
 
 def missing_material(
