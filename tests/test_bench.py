@@ -156,6 +156,7 @@ def test_report_lists_every_job_and_summarises_over_seeds(swept):
     for r in rows:
         assert r["key"] in text and r["key"] in doc
     assert "coreset_ratio=2.0 is out of range" in doc
+    assert doc.count('<tr class="failed">') == 4  # the four failed jobs' rows are marked
     assert doc.count("<img") >= 5 + 4  # five figures, two thumbnails per (category, detector)
     pc = next(s for s in summarise(rows) if s["label"] == "pc")
     per_seed = [np.mean([r["object_auroc"] for r in rows if r["label"] == "pc" and r["seed"] == s]) for s in (0, 1)]

@@ -154,11 +154,11 @@ def markdown(head: list[str], body: list[list[str]]) -> str:
 
 
 def html_table(head: list[str], body: list[list[str]]) -> str:
+    """An HTML table; in a table with a status column, failed jobs' rows are marked (drawn red)."""
+    status = head.index("status") if "status" in head else None
     th = "".join(f"<th>{html.escape(h)}</th>" for h in head)
     trs = "".join(
-        "<tr"
-        + (' class="failed"' if "error" in r else "")
-        + ">"
+        ('<tr class="failed">' if status is not None and r[status] == "error" else "<tr>")
         + "".join(f"<td>{html.escape(c)}</td>" for c in r)
         + "</tr>"
         for r in body
