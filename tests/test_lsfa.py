@@ -202,3 +202,64 @@ def test_the_early_stop_criterion_always_holds_the_compactness_term(part):
     finally:
         LSFA._loss = original
     assert steps and all(s >= 30 for s in steps)  # the one check (step 25) is before the warm-up ends
+
+
+def test_tokens_sit_on_the_patch_grid_point_means_and_pooled_image_features(part):
+    from ad3d import fusion
+
+    train, _ = part
+    scan = train[0]
+    det = ad3d.create("lsfa", patches=7, **TINY)
+    tokens = det.tokens(scan)
+    assert tokens["grid"] == (7, 7) and tokens["rgb"].shape[0] == tokens["xyz"].shape[0] == 49
+    means, counts = fusion.points_to_patches(scan, det._point_values(scan.points), 7)
+    assert np.allclose(tokens["xyz"], means.reshape(49, -1)) and np.array_equal(tokens["valid"], counts.reshape(-1) > 0)
+    maps, grid = det._image_net().on_grid(scan.image, det.image_size)  # 224 input: a 28 x 28 stride-8 grid
+    assert grid == (28, 28)
+    first = torch.cat(maps)[:, :4, :4].mean((1, 2)).numpy()  # patch (0, 0) covers the first 4 x 4 cells
+    assert np.allclose(tokens["rgb"][0], first, atol=1e-5)
+    fine = ad3d.create("lsfa", patches=56, **TINY).tokens(scan)["rgb"].reshape(56, 56, -1)
+    assert np.array_equal(fine[0, 0], fine[1, 1])  # 28 -> 56: each cell's feature fills its 2 x 2 patches
+
+
+def test_standardise_picks_the_banks_scaled_per_dimension_and_the_paper_preset_scales_both(part):
+    train, _ = part
+    raw_points = ad3d.create("lsfa", **TINY).fit(train)  # default: image features scaled, FPFH kept raw
+    assert np.array_equal(raw_points.banks_["xyz"]["mean"], np.zeros_like(raw_points.banks_["xyz"]["mean"]))
+    assert np.array_equal(raw_points.banks_["xyz"]["std"], np.ones_like(raw_points.banks_["xyz"]["std"]))
+    feats = []
+    for scan in train[:-1]:  # the last scan is held out for the decision layer
+        tokens = raw_points.tokens(scan)
+        feats.append(raw_points._adapted(tokens)["xyz"][tokens["valid"]])
+    bank, patches = torch.from_numpy(raw_points.banks_["xyz"]["bank"]), torch.from_numpy(np.concatenate(feats))
+    gaps = torch.cdist(bank, patches, compute_mode="donot_use_mm_for_euclid_dist")
+    assert gaps.min(1).values.max() < 1e-3  # every bank row is an unscaled training patch
+    both = ad3d.create("lsfa", standardise="rgb,xyz".split(","), **TINY).fit(train)
+    assert both.banks_["xyz"]["std"].min() > 0 and not np.allclose(both.banks_["xyz"]["std"], 1)
+    assert np.array_equal(both.banks_["rgb"]["mean"], raw_points.banks_["rgb"]["mean"])
+    assert ad3d.detectors.preset("lsfa", "paper")["standardise"] == ("rgb", "xyz")
+    with pytest.raises(ConfigError, match="standardise"):
+        ad3d.create("lsfa", standardise=("depth",), **TINY).fit(train)
+
+
+def test_patches_without_points_of_the_part_do_not_raise_its_point_scores(part):
+    train, test = part
+    det = ad3d.create("lsfa", **TINY).fit(train)
+    scan = test[-1]
+    valid = det.tokens(scan)["valid"]
+    assert not valid.all()
+    original = det._patch_scores(det.tokens(scan))
+
+    def scored(background: float) -> np.ndarray:
+        det._patch_scores = lambda tokens: {
+            "rgb": np.where(valid, original["rgb"], background),
+            "xyz": original["xyz"],
+        }
+        try:
+            return det.score(scan).point_scores
+        finally:
+            del det._patch_scores
+
+    # the background's colour score (say, the part's moved silhouette) would bleed into the edge points
+    # through upsampling and blur; an empty patch is read as the least anomalous patch of the part
+    assert np.array_equal(scored(0.0), scored(1e3))

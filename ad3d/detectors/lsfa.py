@@ -1,9 +1,10 @@
 """LSFA (Tu et al., ECCV 2024): self-supervised adaptation of frozen RGB and point features, then
 M3DM's memory-bank scoring and decision-layer fusion.
 
-Tokens: on organised RGB-D scans, one RGB and one point feature per patch of a grid x grid layout
-(image backbone maps brought to the stride-8 grid; per-point FPFH, or Point-MAE group features carried
-to points, averaged per patch through `grid_index`); on point-only scans, FPS groups (mean FPFH of the
+Tokens: on organised RGB-D scans, one RGB and one point feature per patch of a patches x patches
+layout (image backbone maps pooled from their stride-8 grid: 28 x 28 at 224, the release's 56 x 56 in
+the paper preset; per-point FPFH, or Point-MAE group features carried to points, averaged per patch
+through `grid_index`); on point-only scans, FPS groups (mean FPFH of the
 group). Adaptors: one transformer block per modality; projection heads only feed the losses:
  - local cross-modal consistency: patch InfoNCE between the RGB and point feature of the same patch;
  - RGB rotation consistency: InfoNCE between the patches of the image and of a copy with every 4 x 4
@@ -13,11 +14,14 @@ group). Adaptors: one transformer block per modality; projection heads only feed
  - global cross-modal consistency: InfoNCE between the scans' mean RGB and mean point features (weight
    0.1), each through its own modality's head as the paper describes (the release passes the RGB means
    through the point head).
-Scoring: a coreset memory bank per modality of the adapted, standardised training patches; each patch's
-nearest distance; fused per patch by a one-class SVM learned on held-out normal scans only (M3DM's
-decision layer) or by a sum of scores standardised on those scans; the map brought to the image,
-blurred, read at every point. Object score = the mean of the top 5 % of the scan's point scores (M3DM's
-max in the paper preset). `fit_joint` trains one adaptor on every category of a dataset, as released.
+Scoring: a coreset memory bank per modality of the adapted training patches (standardised per dimension
+as released for the image features; FPFH histograms kept raw by default, chosen on development parts);
+each patch's nearest distance; fused per patch by a one-class SVM learned on held-out normal scans only
+(M3DM's decision layer) or by a sum of scores standardised on those scans; patches holding no point of
+the part set to the part's least anomalous patch (else the background's colour scores bleed into the
+silhouette's points); the map brought to the image, blurred, read at every point. Object score = the
+mean of the top 5 % of the scan's point scores (M3DM's max in the paper preset). `fit_joint` trains one
+adaptor on every category of a dataset, as released.
 """
 
 from __future__ import annotations
@@ -40,6 +44,8 @@ PRESETS = {
         "point_features": "point-mae",
         "iterations": 2000,
         "lr": 3e-4,
+        "patches": 56,
+        "standardise": ("rgb", "xyz"),
         "top_fraction": 0.0,
     },
 }
@@ -101,6 +107,7 @@ class LSFA(Detector):
         image_backbone: str = "efficientnet-lite0",
         image_weights: str | None = None,
         image_size: int = 224,
+        patches: int = 28,
         point_features: str = "fpfh",
         point_weights: str | None = None,
         point_radius: float = 0.1,
@@ -116,6 +123,7 @@ class LSFA(Detector):
         warmup: int = 30,
         queue_size: int = 4096,
         coreset_ratio: float = 0.1,
+        standardise: tuple[str, ...] = ("rgb",),
         fusion: str = "ocsvm",
         blur: float = 4.0,
         top_fraction: float = 0.05,
@@ -123,6 +131,7 @@ class LSFA(Detector):
     ):
         self.modalities = tuple(modalities) if isinstance(modalities, (list, tuple)) else (modalities,)
         self.image_backbone, self.image_weights, self.image_size = image_backbone, image_weights, image_size
+        self.patches = patches
         self.point_features, self.point_weights, self.point_radius = point_features, point_weights, point_radius
         self.groups, self.adapt, self.iterations, self.lr = groups, adapt, iterations, lr
         self.proj_dim, self.temperature = proj_dim, temperature
@@ -132,6 +141,7 @@ class LSFA(Detector):
             global_weight,
         )
         self.warmup, self.queue_size, self.coreset_ratio = warmup, queue_size, coreset_ratio
+        self.standardise = (standardise,) if isinstance(standardise, str) else tuple(standardise or ())
         self.fusion, self.blur, self.top_fraction, self.seed = fusion, blur, top_fraction, seed
         self.net_ = None
         self.dims_ = None
@@ -141,11 +151,13 @@ class LSFA(Detector):
     def check_params(self) -> None:
         checks = {
             "modalities": len(self.modalities) >= 1 and set(self.modalities) <= {"rgb", "xyz"},
+            "standardise": set(self.standardise) <= {"rgb", "xyz"},
             "point_features": self.point_features in ("fpfh", "point-mae"),
             "fusion": self.fusion in ("ocsvm", "sum"),
             "iterations": self.iterations >= 0,
             "coreset_ratio": 0 < self.coreset_ratio <= 1,
             "groups": self.groups >= 1,
+            "patches": self.patches >= 1,
             "point_radius": self.point_radius > 0,
             "blur": self.blur >= 0,
             "top_fraction": 0 <= self.top_fraction < 1,
@@ -173,10 +185,12 @@ class LSFA(Detector):
             self._points = point_backbone("point-mae", weights=self.point_weights, num_group=self.groups)
         return self._points
 
-    def _rgb_tokens(self, image: np.ndarray) -> tuple[np.ndarray, tuple[int, int]]:
-        maps, grid = self._image_net().on_grid(image, self.image_size)
-        joined = torch.cat(maps, dim=0)
-        return joined.reshape(joined.shape[0], -1).T.numpy(), grid
+    def _rgb_tokens(self, image: np.ndarray) -> np.ndarray:
+        """(patches^2, C) image features: the backbone's stride-8 maps pooled (adaptively, as released)
+        onto the patch grid."""
+        maps, _ = self._image_net().on_grid(image, self.image_size)
+        joined = nn.functional.adaptive_avg_pool2d(torch.cat(maps, dim=0), self.patches)
+        return joined.reshape(joined.shape[0], -1).T.numpy()
 
     def _point_values(self, points: np.ndarray) -> np.ndarray:
         """(N, C) features at every point: FPFH at point_radius x the diagonal, or Point-MAE groups."""
@@ -197,20 +211,21 @@ class LSFA(Detector):
         out = {}
         if use_rgb:
             image = rotate_blocks(scan.image, rng) if rotated else scan.image
-            out["rgb"], out["grid"] = self._rgb_tokens(image)
+            out["rgb"] = self._rgb_tokens(image)
         if "xyz" in self.modalities:
             points = np.ascontiguousarray(scan.points, dtype=np.float32)
             values = self._point_values(points)
             if scan.is_organised:
-                grid = out.get("grid", (self.image_size // 8,) * 2)  # the stride-8 grid an image would give
-                means, counts = fusion.points_to_patches(scan, values, grid[0])
-                out.update(xyz=means.reshape(-1, values.shape[1]), valid=counts.reshape(-1) > 0, grid=grid)
+                means, counts = fusion.points_to_patches(scan, values, self.patches)
+                out.update(xyz=means.reshape(-1, values.shape[1]), valid=counts.reshape(-1) > 0)
             else:
                 centres = ops.even_subset(points, self.groups)
                 near = ops.knn(torch.from_numpy(points[centres]), torch.from_numpy(points), min(32, len(points)))[1]
                 out.update(xyz=values[near.numpy()].mean(1), valid=np.ones(len(centres), bool), centres=points[centres])
         if "valid" not in out:
             out["valid"] = np.ones(len(out["rgb"]), bool)
+        if scan.is_organised:
+            out["grid"] = (self.patches, self.patches)
         return out
 
     # --- adaptation -----------------------------------------------------------------------------
@@ -324,7 +339,10 @@ class LSFA(Detector):
         self.banks_ = {}
         for m in self.modalities:
             feats = np.concatenate([self._adapted(t)[m][t["valid"] if m == "xyz" else slice(None)] for t in train])
-            mean, std = feats.mean(0), feats.std(0) + 1e-6
+            if m in self.standardise:
+                mean, std = feats.mean(0), feats.std(0) + 1e-6
+            else:  # raw: per-dimension scaling would blow up the near-constant bins of a histogram (FPFH)
+                mean, std = np.zeros(feats.shape[1]), np.ones(feats.shape[1])
             self.banks_[m] = {
                 "mean": mean.astype(np.float32),
                 "std": std.astype(np.float32),
@@ -414,8 +432,8 @@ class LSFA(Detector):
                 .astype(np.float32)
             )
             return scores, top_mean(scores, self.top_fraction)
-        if "rgb" not in self.modalities:
-            fused = np.where(tokens["valid"], fused, fused[tokens["valid"]].min())  # empty patches: normal
+        if "xyz" in self.modalities and tokens["valid"].any():  # a patch without a point of the part says
+            fused = np.where(tokens["valid"], fused, fused[tokens["valid"]].min())  # nothing about it: normal
         full, _ = fusion.map_to_points(scan, fused.reshape(tokens["grid"]))
         image = blur_map(full, self.blur * scan.grid_shape[0] / self.image_size) if self.blur else full
         return image.astype(np.float32), top_mean(image.reshape(-1)[scan.grid_index], self.top_fraction)
