@@ -241,9 +241,11 @@ def test_stopped_sweep_resumes_without_recomputing_a_finished_job(data, tmp_path
         time.sleep(0.05)
     os.kill(proc.pid, signal.SIGKILL if how.endswith("killed") else signal.SIGINT)
     _, err = proc.communicate(timeout=120)
+    before = table.read_text().splitlines()
+    if proc.returncode == 0 and len(before) == 8:  # on a loaded machine the sweep can end before the signal
+        pytest.skip("the sweep finished before the stop reached it: nothing to resume")
     if how.endswith("ctrl-c"):
         assert proc.returncode == 130 and "the same command runs the rest" in err
-    before = table.read_text().splitlines()
     assert 1 <= len(before) < 8, "the stop came too late to test a resume"
     done = cli(*args, timeout=600)
     assert done.returncode == 0, done.stderr
