@@ -11,19 +11,13 @@ import time
 import numpy as np
 import pytest
 from browser import screenshot
+from command import run_ad3d as cli
 
 from ad3d.bench import Job, ResultsStore, load_spec, run_job, run_sweep
 from ad3d.bench.report import summarise
 from ad3d.bench.spec import DataSource, Sweep, Variant
 from ad3d.errors import ConfigError
 from ad3d.synth import make_dataset
-
-
-def cli(*args, **options) -> subprocess.CompletedProcess:
-    """`ad3d ARGS...` in its own process."""
-    return subprocess.run(
-        [sys.executable, "-m", "ad3d.cli", *map(str, args)], capture_output=True, text=True, **options
-    )
 
 
 def needs_ray() -> None:

@@ -1,13 +1,7 @@
 """The ad3d command: help, doctor, datasets; bad input gives one line and exit code 2, no traceback."""
 
-import subprocess
-import sys
-
+from command import run_ad3d as run
 from native import make_anomaly_shapenet
-
-
-def run(*args):
-    return subprocess.run([sys.executable, "-m", "ad3d.cli", *map(str, args)], capture_output=True, text=True)
 
 
 def test_help_and_doctor():

@@ -166,11 +166,7 @@ def test_joint_fit_shares_one_adaptor_and_keeps_compactness_queues_per_category(
 
 
 def test_cli_joint_fit_writes_one_model_per_category_and_eval_says_joint(mv_root, tmp_path):
-    import subprocess
-    import sys
-
-    def cli(*args):
-        return subprocess.run([sys.executable, "-m", "ad3d.cli", *map(str, args)], capture_output=True, text=True)
+    from command import run_ad3d as cli
 
     tiny = [a for k, v in TINY.items() for a in ("--param", f"{k}={v}")]
     data = ["--data", mv_root, "--format", "mvtec3d"]
@@ -234,7 +230,7 @@ def test_standardise_picks_the_banks_scaled_per_dimension_and_the_paper_preset_s
     bank, patches = torch.from_numpy(raw_points.banks_["xyz"]["bank"]), torch.from_numpy(np.concatenate(feats))
     gaps = torch.cdist(bank, patches, compute_mode="donot_use_mm_for_euclid_dist")
     assert gaps.min(1).values.max() < 1e-3  # every bank row is an unscaled training patch
-    both = ad3d.create("lsfa", standardise="rgb,xyz".split(","), **TINY).fit(train)
+    both = ad3d.create("lsfa", standardise=("rgb", "xyz"), **TINY).fit(train)
     assert both.banks_["xyz"]["std"].min() > 0 and not np.allclose(both.banks_["xyz"]["std"], 1)
     assert np.array_equal(both.banks_["rgb"]["mean"], raw_points.banks_["rgb"]["mean"])
     assert ad3d.detectors.preset("lsfa", "paper")["standardise"] == ("rgb", "xyz")

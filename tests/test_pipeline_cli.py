@@ -2,18 +2,13 @@
 
 import json
 import shutil
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 from browser import screenshot
+from command import run_ad3d as run
 
 from ad3d.synth import make_dataset
-
-
-def run(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "ad3d.cli", *map(str, args)], capture_output=True, text=True, cwd=cwd)
 
 
 @pytest.fixture(scope="module")
