@@ -5,7 +5,8 @@
     python benchmarks/ops.py --device cuda
 
 Peers (each only if importable): fpsample (vanilla and bucket-KD FPS), open3d FPS, torch-cluster,
-pytorch3d, scipy cKDTree (workers=-1), torch.cdist + topk (small sizes). "ours/best" < 1 means faster.
+pytorch3d, scipy cKDTree (workers=-1), torch.cdist + topk (small sizes), all on the CPU; with --device cuda
+also the vectorised torch ops (ad3d.ops.fallback) on the GPU. "ours/best" < 1 means faster.
 """
 
 from __future__ import annotations
@@ -74,6 +75,19 @@ def knn_peers(query: np.ndarray, ref: np.ndarray, k: int, big: bool) -> dict:
     return peers
 
 
+def gpu_peers(op: str, tensors: tuple, k: int, dev: torch.device) -> dict:
+    """The vectorised torch versions on the same GPU: what a GPU user has without our kernels."""
+    from ad3d.ops import fallback
+
+    if dev.type != "cuda":
+        return {}
+    lengths = [torch.tensor([len(t)]) for t in tensors]
+    batched = [t[None] for t in tensors]
+    if op == "fps":
+        return {"torch (gpu)": lambda: fallback.fps(batched[0], lengths[0], torch.zeros(1, dtype=torch.int64), k)}
+    return {"torch (gpu)": lambda: fallback.knn(*batched, *lengths, k, chunk_elems=1 << 27)}
+
+
 def main() -> None:
     from tqdm import tqdm
 
@@ -106,12 +120,14 @@ def main() -> None:
             size = f"{a // 1000}k -> {b}" if a < 1e6 else f"1M -> {b}"
             ours = median_ms(lambda: ops.fps(t, b), repeats, sync)
             peers = {name: median_ms(fn, repeats) for name, fn in fps_peers(pts, b, big).items()}
+            peers |= {name: median_ms(fn, repeats, sync) for name, fn in gpu_peers(op, (t,), b, dev).items()}
         else:
             q, r = rng.random((a, 3), dtype=np.float32), rng.random((b, 3), dtype=np.float32)
             tq, tr = torch.from_numpy(q).to(dev), torch.from_numpy(r).to(dev)
             size = f"{a // 1000}k x {b // 1000}k, k{k}".replace("1000k", "1M")
             ours = median_ms(lambda: ops.knn(tq, tr, k), repeats, sync)
             peers = {name: median_ms(fn, repeats) for name, fn in knn_peers(q, r, k, big).items()}
+            peers |= {name: median_ms(fn, repeats, sync) for name, fn in gpu_peers(op, (tq, tr), k, dev).items()}
         rows.append((op, size, ours, peers))
     names = sorted({n for *_, peers in rows for n in peers})
     header = f"{'op':<4} {'size':<20} {'ours ms':>9} " + " ".join(f"{n + ' ms':>18}" for n in names) + "  ours/best"

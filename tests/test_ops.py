@@ -223,6 +223,25 @@ def test_gpu_grid_search_matches_brute_force_on_cpu(dtype, layout):
         check_knn(query, ref, k, dist2.numpy(), idx.numpy())
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU")
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("layout", ["uniform", "plane", "clustered", "dupes"])
+def test_cuda_grid_knn_on_large_ragged_clouds_matches_brute_force(dtype, layout):
+    """References of 2^15 points or more take the CUDA grid kernel: check it, one grid per cloud of a batch."""
+    rng = np.random.default_rng(12)
+    small = _grid_clouds(rng)[layout]
+    big = np.concatenate([small + rng.normal(0, 1e-4, small.shape) for _ in range(40_000 // len(small) + 1)])
+    refs = [big[:40_000].astype(dtype), big[:33_000].astype(dtype)]  # both above 2^15; ragged
+    queries = [r[rng.choice(len(r), 300)] + rng.normal(0, 1e-3, (300, 3)).astype(dtype) for r in refs]
+    padded = np.zeros((2, 40_000, 3), dtype)
+    padded[0], padded[1, :33_000] = refs
+    q = torch.from_numpy(np.stack(queries)).cuda()
+    for k in (1, 16, 64):
+        dist2, idx = ops.knn(q, torch.from_numpy(padded).cuda(), k, r_lengths=[40_000, 33_000])
+        for b in range(2):
+            check_knn(queries[b], refs[b], k, dist2[b].cpu().numpy(), idx[b].cpu().numpy())
+
+
 def test_two_checkouts_with_the_same_sources_share_one_build(tmp_path):
     """The build is keyed by what it compiles (copied into the build folder), not by where the checkout is."""
     import shutil
