@@ -111,9 +111,13 @@ torch::Tensor fps(torch::Tensor points, torch::Tensor lengths, torch::Tensor sta
   if (points.is_cuda()) {
 #ifdef AD3D_WITH_CUDA
     auto work = torch::empty({b, n}, points.options());
+    const int64_t parts = 2 * b * ad3d::fps_cuda_parts(b, n);
+    auto part_val = torch::empty({parts}, points.options());
+    auto part_idx = torch::empty({parts}, points.options().dtype(torch::kInt64));
     AT_DISPATCH_FLOATING_TYPES(points.scalar_type(), "ad3d_fps_cuda", [&] {
       auto err = ad3d::fps_cuda<scalar_t>(points.data_ptr<scalar_t>(), lengths.data_ptr<int64_t>(),
                                           starts.data_ptr<int64_t>(), b, n, k, work.data_ptr<scalar_t>(),
+                                          part_val.data_ptr<scalar_t>(), part_idx.data_ptr<int64_t>(),
                                           out.data_ptr<int64_t>(), at::cuda::getCurrentCUDAStream());
       TORCH_CHECK(err == cudaSuccess, "ad3d fps kernel failed: ", cudaGetErrorString(err));
     });

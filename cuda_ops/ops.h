@@ -23,9 +23,11 @@ void knn_cpu(const T* query, int64_t m, const T* ref, int64_t n, int k, bool sor
 #include <cuda_runtime.h>
 namespace ad3d {
 // Batched launchers; arrays are padded (b, n_max, 3) with per-cloud lengths; return the launch error.
+// fps_cuda's workspace holds b * n_max values; part_val and part_idx 2 * b * fps_cuda_parts(b, n_max).
+int64_t fps_cuda_parts(int64_t b, int64_t n_max);
 template <typename T>
 cudaError_t fps_cuda(const T* points, const int64_t* lengths, const int64_t* starts, int64_t b, int64_t n_max,
-                     int64_t k, T* workspace, int64_t* out, cudaStream_t stream);
+                     int64_t k, T* workspace, T* part_val, int64_t* part_idx, int64_t* out, cudaStream_t stream);
 template <typename T>
 cudaError_t knn_cuda(const T* query, const int64_t* q_lengths, int64_t m_max, const T* ref,
                      const int64_t* r_lengths, int64_t n_max, int64_t b, int k, T* dist2, int64_t* idx,

@@ -77,6 +77,23 @@ def test_fps_random_start_and_ragged_batch(device):
         assert idx[i].tolist() == naive_fps(c, 64, int(starts[i])).tolist()
 
 
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_fps_on_large_ragged_clouds_with_ties(dtype, device):
+    """Clouds of 2^15+ points spread each step over many GPU blocks: ties between blocks (duplicated
+    points, a lattice) must still go to the lowest index, and each cloud of a ragged batch stays apart."""
+    rng = np.random.default_rng(8)
+    dupes = np.repeat(rng.random((10_000, 3)), 4, axis=0)[rng.permutation(40_000)]
+    lattice = np.stack(np.meshgrid(*[np.arange(33)] * 3, indexing="ij"), -1).reshape(-1, 3)[:33_000] / 32.0
+    clouds = [dupes.astype(dtype), lattice.astype(dtype)]
+    padded = np.full((2, 40_000, 3), 1e6, dtype)
+    for i, c in enumerate(clouds):
+        padded[i, : len(c)] = c
+    idx = ops.fps(torch.from_numpy(padded).to(device), 300, lengths=[40_000, 33_000]).cpu()
+    for i, c in enumerate(clouds):
+        assert idx[i].tolist() == naive_fps(c, 300).tolist()
+
+
 def test_fps_duplicates_break_ties_by_lowest_index():
     pts = np.repeat(np.random.default_rng(1).random((40, 3)).astype(np.float32), 5, axis=0)
     got = ops.fps(torch.from_numpy(pts), 200).tolist()
