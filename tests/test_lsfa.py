@@ -259,33 +259,3 @@ def test_patches_without_points_of_the_part_do_not_raise_its_point_scores(part):
     # the background's colour score (say, the part's moved silhouette) would bleed into the edge points
     # through upsampling and blur; an empty patch is read as the least anomalous patch of the part
     assert np.array_equal(scored(0.0), scored(1e3))
-
-
-def test_adaptor_inputs_are_scaled_to_their_training_spread_so_units_do_not_matter():
-    """The input scale is the RMS per-dimension spread of the training tokens (point tokens: patches that
-    hold points only); tokens in units 100 times larger are adapted to the same values (without the scale
-    a raw FPFH histogram would dwarf the block's residual and adaptation would do nothing)."""
-    from ad3d.detectors.lsfa import LSFA
-
-    rng = np.random.default_rng(0)
-    valid = np.arange(40) % 4 != 0
-    train = [
-        {"rgb": rng.normal(0, 2.0, (40, 12)).astype(np.float32), "xyz": rng.normal(0, 3.0, (40, 6)).astype(np.float32)}
-        for _ in range(3)
-    ]
-    for t in train:
-        t["valid"] = valid
-        t["xyz"][~valid] = 1e4  # patches without points: left out of the spread
-    det = LSFA(proj_dim=8)
-    det.dims_ = {"rgb": 12, "xyz": 6}
-    net = det._build_net(train)
-    for m in ("rgb", "xyz"):
-        feats = np.concatenate([t[m][valid] if m == "xyz" else t[m] for t in train])
-        assert float(net[m].scale) == pytest.approx(float(np.sqrt(feats.var(0).mean())), rel=1e-6)
-    assert 2.5 < float(net["xyz"].scale) < 3.5  # not blown up by the 1e4 rows
-    big = [{**t, "rgb": 100 * t["rgb"], "xyz": 100 * t["xyz"]} for t in train]
-    net_big = det._build_net(big)
-    x = torch.from_numpy(train[0]["rgb"])[None]
-    assert torch.allclose(net["rgb"](x), net_big["rgb"](100 * x), atol=1e-4)
-    moved = (net["rgb"](x) - x / net["rgb"].scale).norm() / (x / net["rgb"].scale).norm()
-    assert moved > 0.1  # the residual is of the order of the scaled tokens, not lost beside them

@@ -82,9 +82,7 @@ def heads_for(dim: int) -> int:
 
 
 class Adaptor(nn.Module):
-    """One transformer block on the frozen tokens, and the projection head its losses use. The tokens are
-    first divided by `scale`, their spread on the training scans: the block's residual then moves them
-    by a like amount whatever their units (raw FPFH histograms run to tens, image features to ones)."""
+    """One transformer block on the frozen tokens, and the projection head its losses use."""
 
     def __init__(self, dim: int, proj_dim: int):
         super().__init__()
@@ -92,10 +90,9 @@ class Adaptor(nn.Module):
 
         self.block = Block(dim, heads_for(dim), layer_scale=False)
         self.head = nn.Linear(dim, proj_dim)
-        self.register_buffer("scale", torch.ones(()))
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        return self.block(tokens / self.scale)
+        return self.block(tokens)
 
 
 @register
@@ -232,15 +229,9 @@ class LSFA(Detector):
         return out
 
     # --- adaptation -----------------------------------------------------------------------------
-    def _build_net(self, train: list[dict] | None = None) -> nn.ModuleDict:
-        """Fresh adaptors; with training tokens, each input scale set to the RMS of their per-dimension
-        spread (patches holding points only, for the point tokens)."""
+    def _build_net(self) -> nn.ModuleDict:
         torch.manual_seed(self.seed)
-        net = nn.ModuleDict({m: Adaptor(self.dims_[m], self.proj_dim) for m in self.modalities})
-        for m in self.modalities if train else ():
-            feats = np.concatenate([t[m][t["valid"]] if m == "xyz" else t[m] for t in train])
-            net[m].scale.fill_(float(np.sqrt(feats.var(0).mean())) or 1.0)
-        return net
+        return nn.ModuleDict({m: Adaptor(self.dims_[m], self.proj_dim) for m in self.modalities})
 
     def _adapted(self, tokens: dict, net=None) -> dict:
         net = net or self.net_
@@ -289,7 +280,7 @@ class LSFA(Detector):
         from tqdm import tqdm
 
         rng = np.random.default_rng(self.seed)
-        net = self._build_net(train)
+        net = self._build_net()
         optimiser = torch.optim.AdamW(net.parameters(), lr=self.lr, betas=(0.9, 0.95))
         queues: dict = {}  # category -> modality -> FIFO queues of local and global features
         best, best_state = float("inf"), copy.deepcopy(net.state_dict())
