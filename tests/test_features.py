@@ -6,6 +6,7 @@ import hashlib
 import numpy as np
 import pytest
 import torch
+from native import official_vit_state
 
 from ad3d.errors import ConfigError, WeightsError
 from ad3d.features import image_backbone, point_backbone
@@ -50,47 +51,6 @@ def test_image_backbones_refuse_bad_images_and_layers():
 
 
 TINY_VIT = {"depth": 2, "embed_dim": 48, "num_heads": 3}
-
-
-def official_vit_state(depth: int, dim: int, tokens: int, patch: int, dinov2: bool) -> dict:
-    """A DINO (v1) / DINOv2 backbone checkpoint, key for key as the authors' `*_pretrain.pth` files
-    (written from their naming, not from timm's modules)."""
-    g = torch.Generator().manual_seed(1)
-
-    def t(*shape):
-        return torch.randn(*shape, generator=g) * 0.02
-
-    state = {
-        "cls_token": t(1, 1, dim),
-        "pos_embed": t(1, tokens, dim),
-        "patch_embed.proj.weight": t(dim, 3, patch, patch),
-        "patch_embed.proj.bias": t(dim),
-        "norm.weight": 1 + t(dim),
-        "norm.bias": t(dim),
-    }
-    if dinov2:
-        state["mask_token"] = t(1, dim)
-    for i in range(depth):
-        b = f"blocks.{i}."
-        state.update(
-            {
-                b + "norm1.weight": 1 + t(dim),
-                b + "norm1.bias": t(dim),
-                b + "attn.qkv.weight": t(3 * dim, dim),
-                b + "attn.qkv.bias": t(3 * dim),
-                b + "attn.proj.weight": t(dim, dim),
-                b + "attn.proj.bias": t(dim),
-                b + "norm2.weight": 1 + t(dim),
-                b + "norm2.bias": t(dim),
-                b + "mlp.fc1.weight": t(4 * dim, dim),
-                b + "mlp.fc1.bias": t(4 * dim),
-                b + "mlp.fc2.weight": t(dim, 4 * dim),
-                b + "mlp.fc2.bias": t(dim),
-            }
-        )
-        if dinov2:
-            state.update({b + "ls1.gamma": t(dim), b + "ls2.gamma": t(dim)})
-    return state
 
 
 @pytest.mark.parametrize(

@@ -259,3 +259,32 @@ def test_patches_without_points_of_the_part_do_not_raise_its_point_scores(part):
     # the background's colour score (say, the part's moved silhouette) would bleed into the edge points
     # through upsampling and blur; an empty patch is read as the least anomalous patch of the part
     assert np.array_equal(scored(0.0), scored(1e3))
+
+
+@pytest.mark.slow
+def test_paper_preset_runs_from_the_released_checkpoints_in_ad3d_weights(part, tmp_path, monkeypatch):
+    """The `paper` preset end to end, its two backbones found by their official file names in AD3D_WEIGHTS:
+    a full-size DINO ViT-B/8 and Point-MAE, written here key for key in the released layouts (random
+    values: this checks the wiring, not the features). 768-d image and 1152-d point tokens on 56 x 56."""
+    from native import official_vit_state
+
+    from ad3d.features.weights import sha256
+    from ad3d.nn.point_mae import PointMAE, PointMAEConfig
+
+    torch.save(official_vit_state(12, 768, 28 * 28 + 1, 8, False), tmp_path / "dino_vitbase8_pretrain.pth")
+    mae = PointMAE(PointMAEConfig()).state_dict()
+    torch.save({"base_model": {f"module.{k}": v for k, v in mae.items()}}, tmp_path / "pretrain.pth")
+    monkeypatch.setenv("AD3D_WEIGHTS", str(tmp_path))
+    train, test = part
+    paper = {**ad3d.detectors.preset("lsfa", "paper"), "iterations": 2, "groups": 256}
+    det = ad3d.create("lsfa", **paper).fit(train[:3])
+    assert det.dims_ == {"rgb": 768, "xyz": 1152}
+    assert det.banks_["rgb"]["bank"].shape[1] == 768 and det.banks_["xyz"]["bank"].shape[1] == 1152
+    tokens = det.tokens(test[0])
+    assert tokens["grid"] == (56, 56) and tokens["rgb"].shape == (56 * 56, 768)
+    result = det.score(test[0])
+    assert result.image_scores.shape == (48, 48) and np.isfinite(result.point_scores).all()
+    assert {f["sha256"] for f in det.fingerprints()} == {
+        sha256(tmp_path / "dino_vitbase8_pretrain.pth"),
+        sha256(tmp_path / "pretrain.pth"),
+    }

@@ -172,10 +172,14 @@ class LSFA(Detector):
 
     # --- frozen tokens ------------------------------------------------------------------------
     def _image_net(self):
+        """The image backbone; a ViT gives its last block after the final norm, as M3DM and LSFA take it
+        (768-d for ViT-B/8), not the three blocks MuSc takes."""
         if getattr(self, "_image", None) is None:
             from ad3d.features import image_backbone
+            from ad3d.features.dino import ARCHS
 
-            self._image = image_backbone(self.image_backbone, weights=self.image_weights)
+            last = {"blocks": (ARCHS[self.image_backbone]["depth"] - 1,)} if self.image_backbone in ARCHS else {}
+            self._image = image_backbone(self.image_backbone, weights=self.image_weights, **last)
         return self._image
 
     def _point_net(self):
