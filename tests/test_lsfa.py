@@ -276,9 +276,10 @@ def test_paper_preset_runs_from_the_released_checkpoints_in_ad3d_weights(part, t
     torch.save({"base_model": {f"module.{k}": v for k, v in mae.items()}}, tmp_path / "pretrain.pth")
     monkeypatch.setenv("AD3D_WEIGHTS", str(tmp_path))
     train, test = part
-    paper = {**ad3d.detectors.preset("lsfa", "paper"), "iterations": 2, "groups": 256}
+    paper = {**ad3d.detectors.preset("lsfa", "paper"), "iterations": 2}  # M3DM's 1024 groups of 128 points
     det = ad3d.create("lsfa", **paper).fit(train[:3])
     assert det.dims_ == {"rgb": 768, "xyz": 1152}
+    assert (det._point_net().num_group, det._point_net().group_size) == (1024, 128)
     assert det.banks_["rgb"]["bank"].shape[1] == 768 and det.banks_["xyz"]["bank"].shape[1] == 1152
     tokens = det.tokens(test[0])
     assert tokens["grid"] == (56, 56) and tokens["rgb"].shape == (56 * 56, 768)

@@ -45,6 +45,7 @@ PRESETS = {
         "iterations": 2000,
         "lr": 3e-4,
         "patches": 56,
+        "groups": 1024,
         "standardise": ("rgb", "xyz"),
         "top_fraction": 0.0,
     },
