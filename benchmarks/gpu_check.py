@@ -100,7 +100,10 @@ def main() -> None:
     args = parser.parse_args()
     if not torch.cuda.is_available():
         raise SystemExit("gpu_check: torch sees no CUDA GPU")
-    check_ops() if args.what == "ops" else check_detectors(args.iterations)
+    if args.what == "ops":
+        check_ops()
+    else:
+        check_detectors(args.iterations)
 
 
 if __name__ == "__main__":
