@@ -294,3 +294,15 @@ def test_interpolate_by_hand_and_for_feature_vectors():
     assert torch.allclose(both[:, 0], ops.interpolate(query, ref, values)) and torch.allclose(
         both[:, 1], 10 * both[:, 0]
     )
+
+
+def test_interpolate_with_inverse_square_weights_by_hand():
+    """power=2: PointNet++'s feature propagation weights, 1 / (d^2 + 1e-8), as M3DM, LSFA and MuSc-V2 use them."""
+    ref = torch.tensor([[0.0, 0, 0], [1, 0, 0], [0, 2, 0]])
+    values = torch.tensor([1.0, 3.0, 5.0])
+    query = torch.tensor([[0.25, 0, 0]])
+    w = 1 / (torch.tensor([0.0625, 0.5625, 4.0625]) + 1e-8)  # squared distances to the three references
+    assert ops.interpolate(query, ref, values, power=2)[0] == pytest.approx(float((w * values).sum() / w.sum()))
+    assert ops.interpolate(ref[:1], ref, values, power=2)[0] == pytest.approx(1.0, abs=1e-6)  # 1e8 dominates
+    with pytest.raises(ValueError, match="power"):
+        ops.interpolate(query, ref, values, power=3)

@@ -72,17 +72,24 @@ def chamfer(a: torch.Tensor, b: torch.Tensor, a_lengths=None, b_lengths=None) ->
     return out[0] if single else out
 
 
-def interpolate(points: torch.Tensor, ref_points: torch.Tensor, ref_values: torch.Tensor, k: int = 3) -> torch.Tensor:
+def interpolate(
+    points: torch.Tensor, ref_points: torch.Tensor, ref_values: torch.Tensor, k: int = 3, power: int = 1
+) -> torch.Tensor:
     """Values at `points` by inverse-distance weighting of their k nearest `ref_points`: (M,) -> (N,), or
     (M, C) -> (N, C) for feature vectors.
 
-    A point that coincides with a reference point takes its value exactly.
+    power 1: weights 1/d, and a point that coincides with a reference point takes its value exactly;
+    power 2: weights 1/(d^2 + 1e-8), as PointNet++'s feature propagation (M3DM, LSFA, MuSc-V2) computes them.
     """
     k = min(k, ref_points.shape[0])
     dist2, idx = knn(points, ref_points, k)
-    dist = dist2.clamp_min(0).sqrt()
-    weight = 1.0 / (dist + 1e-12)
-    weight = torch.where(dist[:, :1] == 0, (dist == 0).to(weight.dtype), weight)
+    if power == 2:
+        weight = 1.0 / (dist2.clamp_min(0) + 1e-8)
+    elif power == 1:
+        dist = dist2.clamp_min(0).sqrt()
+        weight = torch.where(dist[:, :1] == 0, (dist == 0).to(dist.dtype), 1.0 / (dist + 1e-12))
+    else:
+        raise ValueError(f"interpolate: power must be 1 or 2, got {power}")
     weight = weight / weight.sum(1, keepdim=True)
     weight = weight.reshape(weight.shape + (1,) * (ref_values.dim() - 1))
     return (weight * ref_values[idx].to(weight.dtype)).sum(1)
