@@ -29,8 +29,9 @@ class Resized:
 
 
 def nearest_rows(size: int, height: int) -> np.ndarray:
-    """The source row (or column) each of `size` output rows takes under nearest-neighbour resizing."""
-    return np.minimum((np.arange(size) + 0.5) * height / size, height - 1).astype(np.int64)
+    """The source row (or column) each of `size` output rows takes under nearest-neighbour resizing, as
+    torch's `interpolate(mode="nearest")` picks it (M3DM and MuSc-V2 resize organised clouds so)."""
+    return np.minimum(np.floor(np.arange(size) * (height / size)), height - 1).astype(np.int64)
 
 
 def resize(scan: Scan, size: int) -> Resized:

@@ -146,10 +146,16 @@ def test_cli_scores_a_folder_with_a_zero_shot_model_together(tmp_path, capsys):
 
 def test_resize_patches_and_maps_on_an_organised_scan():
     scan = organised(h=4, w=4)
-    small = fusion.resize(scan, 2)  # nearest: rows/cols 1 and 3 of the 4
+    small = fusion.resize(scan, 2)  # nearest as torch picks it (M3DM, MuSc-V2): rows/cols 0 and 2 of the 4
     assert small.xyz.shape == (2, 2, 3) and small.rgb.shape == (2, 2, 3)
-    assert np.array_equal(small.rgb[1, 0], scan.image[3, 1])
-    assert small.valid.tolist() == [[False, True], [True, False]]  # pixels 5 and 15 are missing
+    assert np.array_equal(small.rgb[1, 0], scan.image[2, 0])
+    assert small.valid.tolist() == [[False, True], [True, False]]  # pixels 0 and 10 are missing
+    import torch
+
+    image = torch.from_numpy(scan.image.astype(np.float32)).permute(2, 0, 1)[None]
+    for size in (3, 7):  # down and up, against torch's own nearest resize
+        expected = torch.nn.functional.interpolate(image, size=(size, size), mode="nearest")[0].permute(1, 2, 0)
+        assert np.array_equal(fusion.resize(scan, size).rgb, expected.numpy().astype(np.uint8))
     patch = fusion.patch_of_points(scan, 2)
     rows, cols = np.divmod(scan.grid_index, 4)
     assert np.array_equal(patch, (rows // 2) * 2 + cols // 2)
