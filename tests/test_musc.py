@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import ad3d
-from ad3d.detectors.musc import iterative_groups, mutual_scores, rscon, snamd
+from ad3d.detectors.musc_steps import interval_mean, iterative_groups, mutual_distances, rscon, snamd_groups
 from ad3d.errors import ConfigError
 from ad3d.types import Scan
 
@@ -13,13 +13,13 @@ def test_mutual_scoring_puts_a_planted_outlier_on_top_and_averages_the_lowest_30
     rng = np.random.default_rng(0)
     sets = [rng.normal(size=(20, 4)).astype(np.float32) * 0.01 + np.eye(4)[i % 4] for i in range(11)]
     sets[3][7] += 5.0  # one patch of one scan far from everything
-    scores = mutual_scores(sets, 0.3)
+    scores = [interval_mean(d, 0.3) for d in mutual_distances(sets)]
     assert np.unravel_index(np.argmax(np.stack(scores)), (11, 20)) == (3, 7)
     # by hand for one row: its nearest distance into each of the 10 other sets, the lowest 3 averaged
     d = np.sort([np.linalg.norm(other - sets[0][5], axis=1).min() for other in sets[1:]])
     assert scores[0][5] == pytest.approx(d[:3].mean(), rel=1e-5)
     with pytest.raises(ConfigError, match="give it a set of scans"):
-        mutual_scores([sets[0]], 0.3)
+        mutual_distances([sets[0]])
 
 
 def test_iterative_grouping_keeps_a_group_on_its_own_sheet():
@@ -32,28 +32,44 @@ def test_iterative_grouping_keeps_a_group_on_its_own_sheet():
     plain, _ = iterative_groups(points, centre, 64, 256, 16, threshold=np.inf)  # never curved: plain kNN
     grown, curv = iterative_groups(points, centre, 64, 256, 16, threshold=0.01)
     assert curv[0] > 0.01 and (points[plain[0], 2] > 0.01).any()
-    assert len(set(grown[0])) == 64 and (points[grown[0], 2] == 0).all()
+    assert (points[grown[0], 2] == 0).all()  # members may repeat (as released): every one on the lower sheet
+    assert set(grown[0][-16:]) == set(plain[0][:16])  # the 16 nearest first, the grown members before them
 
 
-def test_snamd_mixes_flat_groups_only_by_similarity():
+def test_snamd_pools_the_degrees_of_flat_groups_channel_by_channel_as_released():
     features = np.array([[1.0, 0], [1.0, 0.2], [0, 1.0]], np.float32)
     centres = np.array([[0, 0, 0], [1, 0, 0], [5, 0, 0]], np.float32)
-    one, two = snamd(features, centres, np.array([True, True, False]), (1, 2))
-    assert np.allclose(one, features)  # degree 1: each group alone
-    w = np.exp(-0.2)  # group 0's neighbour differs by 0.2
-    assert np.allclose(two[0], (features[0] + w * features[1]) / (1 + w))
-    assert np.allclose(two[2], features[2])  # curved: keeps its own
+    out = snamd_groups(features, centres, np.array([True, True, False]), (1, 2))
+    w = np.exp(-0.2)  # group 0's nearest other group differs by 0.2
+    mixed = (features[0] + w * features[1]) / (1 + w)  # degree 2; degree 1 is the group itself
+    # [degree 1 | degree 2] = [1, 0, m0, m1] pooled in runs of two: [(1 + 0) / 2, (m0 + m1) / 2]
+    assert np.allclose(out[0], [0.5, mixed.sum() / 2])
+    assert np.allclose(out[2], features[2])  # curved: keeps its own
 
 
-def test_rscon_propagates_scores_over_similar_scans():
+def test_snamd_on_patches_pads_the_border_with_zeros_and_normalises():
+    from ad3d.detectors.musc_steps import snamd_patches
+
+    grid = np.stack([np.arange(9, dtype=np.float32).reshape(3, 3), np.ones((3, 3), np.float32)])
+    out = snamd_patches(grid, (1, 3))
+    window = np.stack([np.arange(9.0), np.ones(9)], 1)
+    w = np.exp(-np.linalg.norm(window - window[4], axis=1))  # the centre patch (4, 1) and its 3 x 3 window
+    expected = (window[4] + (w[:, None] * window).sum(0) / w.sum()) / 2
+    assert np.allclose(out[4], expected / np.linalg.norm(expected), atol=1e-6)
+    corner = np.array([[0, 0], [0, 0], [0, 0], [0, 0], [0, 1], [1, 1], [0, 0], [3, 1], [4, 1]], float)  # zero pads
+    w = np.exp(-np.linalg.norm(corner - corner[4], axis=1))
+    expected = (corner[4] + (w[:, None] * corner).sum(0) / w.sum()) / 2
+    assert np.allclose(out[0], expected / np.linalg.norm(expected), atol=1e-6)
+
+
+def test_rscon_propagates_scores_over_the_largest_raw_dot_products():
     scores = np.array([0.0, 1.0, 0.5])  # already min-max normalised
-    salient = np.array([[1.0, 0.0], [1.0, 0.1], [0.0, 1.0]])  # scans 0 and 1 look alike
-    assert np.allclose(rscon(scores, salient, (1,)), scores)  # k = 1: each scan itself
-    c01 = 1 / np.hypot(1, 0.1)  # cosine of scans 0 and 1
-    c12 = 0.1 / np.hypot(1, 0.1)  # cosine of scans 1 and 2 (0 and 2: orthogonal)
-    expected = [(0 + c01 * 1) / (1 + c01), (1 + c01 * 0) / (1 + c01), (0.5 + c12 * 1) / (1 + c12)]
-    assert np.allclose(rscon(scores, salient, (2,)), expected)
-    assert np.allclose(rscon(scores, salient, (1, 2)), (scores + np.array(expected)) / 2)
+    salient = np.array([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0]])  # dot products as they are, not cosines
+    one = [0.0, 0.0, 0.5]  # k = 1: each row's largest dot product: scans 0, 0, 2
+    two = [0.9 / 1.9, 0.82 / 1.72, (0.5 + 0.1) / 1.1]  # k = 2: rows 0 and 1 keep scans 0, 1; row 2 keeps 2, 1
+    assert np.allclose(rscon(scores, salient, (1,)), one)
+    assert np.allclose(rscon(scores, salient, (2,)), (np.array(one) + two) / 2)  # k = 1 is always among them
+    assert np.allclose(rscon(scores, salient, (1, 7)), (np.array(one) + rscon(scores, salient, (3,)) * 2 - one) / 2)
 
 
 def shapes(shared_data, n, seed=0):
@@ -127,27 +143,12 @@ def test_score_a_folder_with_musc_and_no_model(tmp_path, shared_data, capsys):
         )
 
 
-def test_rank_map_and_cross_modal_enhancement_by_hand():
-    from ad3d.detectors.musc import enhance, rank_map
+def test_replace_sorted_maps_ranks_onto_the_source_values():
+    from ad3d.detectors.musc_steps import replace_sorted
 
-    assert np.allclose(rank_map(np.array([3.0, 1.0, 2.0]), np.array([10.0, 20.0, 30.0])), [30, 10, 20])
-    own = np.array([[1.0], [2.0], [3.0]])  # one reference scan
-    other = np.array([[30.0], [10.0], [20.0]])  # the other modality finds row 0 the most anomalous
-    # mapped onto own: [3, 1, 2]; equal spreads -> confidence 0.5 each; max(own, mapped) * 0.5 = [1.5, 1, 1.5]
-    # -> mapped onto own [2.5, 1, 2.5] -> averaged with own
-    assert np.allclose(enhance(own, other), [[1.75], [1.5], [2.75]])
-    other[1] = np.nan  # a row the other modality does not cover keeps its own distances
-    assert enhance(own, other)[1, 0] == 2.0
+    import torch
 
-
-def test_image_neighbourhood_aggregation_by_hand():
-    from ad3d.detectors.musc import lnamd
-
-    grid = np.arange(9, dtype=np.float32).reshape(1, 3, 3)
-    one, three = lnamd(grid, (1, 3))
-    assert np.allclose(one[:, 0], np.arange(9))
-    w = np.exp(-np.abs(np.arange(9) - 4.0))  # the centre patch (value 4) and its 3 x 3 window
-    assert three[4, 0] == pytest.approx((w * np.arange(9)).sum() / w.sum(), rel=1e-5)
+    assert replace_sorted(torch.tensor([10.0, 30.0, 20.0]), torch.tensor([3.0, 1.0, 2.0])).tolist() == [30, 10, 20]
 
 
 def test_colour_and_geometry_together_find_a_contamination_the_points_cannot_see(tmp_path, shared_data):
@@ -197,7 +198,9 @@ def test_point_mae_features_are_the_encoder_blocks_on_the_ipg_groups_and_pin_the
     scans = shapes(shared_data, 3)
     views = det.describe(scans[0])["views"]
     net = det._point_net()
-    assert views.shape == (len(net.blocks) * len(det.degrees), 64, 48)
+    assert views.shape == (len(net.blocks) * len(det.degrees), 64, 48)  # ad3d: a view per block and degree
+    paper_views = ad3d.create("musc", point_features="point-mae", point_weights=str(path), steps="release", **params)
+    assert paper_views.describe(scans[0])["views"].shape == (len(net.blocks), 64, 48)  # release: degrees pooled
     # blocks_of on given groups is the encoder itself: on its own FPS/kNN groups it equals a plain call
     plain = net(scans[0].points)
     centre_idx = plain.groups[:, 0]  # each centre is its own nearest point

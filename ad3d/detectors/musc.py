@@ -1,22 +1,25 @@
-"""MuSc-V2 (zero-shot mutual scoring; Li et al., TPAMI 2026): every scan of a set is scored by the other,
-unlabelled scans of the same part. Normal regions find close matches in other scans; a defect finds few.
+"""MuSc-V2 (zero-shot mutual scoring; Li et al., TPAMI 2026; release HUST-SLOW/MuSc-V2 @ b5e911d): every scan
+of a set is scored by the other, unlabelled scans of the same part. Normal regions find close matches in
+other scans; a defect finds few. Score: the mean of a region's lowest 30 % nearest distances to the other
+scans' features.
 
-3D: FPS centres; Iterative Point Grouping (IPG: a flat centre takes its k nearest points, a curved one
-grows its group from the nearest points out of a larger search space, so groups do not bridge separate
-surfaces); group features = FPFH at two radii averaged over the group (the weight-free default), or
-the blocks of a Point-MAE encoder run on the IPG groups (`point_features="point-mae"`, local weights, as
-released); SNAMD (flat groups take similarity-weighted means over their 1, 3 and 5
-nearest group centres, curved groups keep their own feature). 2D (organised scans with colour): image
-backbone layers on the stride-8 patch grid, the same aggregation over 1, 3 and 5 patch windows. Mutual
-Scoring (MSM): a row's nearest distance into each other scan, averaged over layers and degrees; with
-both modalities, the cross-modal anomaly enhancement (CAE) between patches and groups; then the mean of
-the lowest 30 % per row. Scores reach points by inverse-distance weights (3D) and through the image map
-(2D, fused 2D + 3D, blurred). Object score = the max at the scan's points, re-scored by RsCon over the
-scans' anomaly-salient features (k in 1 and 7).
+3D: FPS centres, Iterative Point Grouping, group features per layer (FPFH at each radius averaged over
+the group, the weight-free default, or the blocks of a Point-MAE encoder from local weights), SNAMD over
+the 1, 3, 5 nearest group centres for flat groups; 2D (organised scans with colour): image backbone
+layers on the patch grid, SNAMD over 1, 3, 5 patch windows. Mutual Scoring (MSM), the cross-modal anomaly
+enhancement (CAE) when both modalities are read, maps carried to every point, object score = the map's
+max re-scored by RsCon over the scans' anomaly-salient features (k in 1 and 7).
+
+`steps="release"` (the paper preset) computes each step as the release does (`musc_steps`, checked
+against the release's outputs in tests/oracle): organised scans resized to image_size squared first,
+degrees pooled into one feature per layer, MSM and CAE per layer then the mean, 1/d^2 weights to points,
+the 3D map blurred and the 2D map added. `steps="ad3d"` (the default) keeps ad3d's variants, measured
+better with the weight-free features on the development parts (docs/detectors/musc.md): scans at their
+own resolution, one view per layer and degree with the distances averaged over views, quantile-mapped
+CAE, 1/d weights, the fused map blurred, RsCon on cosines.
 
 `fit(scans)` keeps an optional reference pool: then one scan can be scored alone against it. Time grows
-with the square of the set size (each scan's rows against every other scan); memory with its size (all
-features held, one scan's distance block at a time); `subset_size` splits large sets.
+with the square of the set size; memory with its size; `subset_size` splits large sets.
 """
 
 from __future__ import annotations
@@ -24,152 +27,16 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from ad3d.detectors import musc_steps as steps
 from ad3d.detectors.base import Detector
 from ad3d.detectors.registry import register
 from ad3d.errors import ConfigError
 from ad3d.types import Scan
 
-
-def curvature(points: np.ndarray, neighbours: np.ndarray) -> np.ndarray:
-    """(G,) surface variation lambda_min / sum(lambda) of each group of points (G, k) indices."""
-    groups = points[neighbours]
-    centred = groups - groups.mean(1, keepdims=True)
-    eig = np.linalg.eigvalsh(np.einsum("gki,gkj->gij", centred, centred))
-    return eig[:, 0] / np.maximum(eig.sum(1), 1e-30)
-
-
-def iterative_groups(
-    points: np.ndarray, centres: np.ndarray, size: int, search: int, step: int, threshold: float
-) -> tuple[np.ndarray, np.ndarray]:
-    """IPG: (G, size) member indices and (G,) curvatures. A centre of curvature below `threshold` takes
-    its `size` nearest points; a curved one starts from its `step` nearest and repeatedly adds the `step`
-    candidates (of its `search` nearest) closest to the group so far, until it holds `size`."""
-    from ad3d import ops
-
-    pts = torch.from_numpy(np.ascontiguousarray(points, dtype=np.float32))
-    search = min(search, len(points))
-    size, step = min(size, search), min(step, size)
-    candidates = ops.knn(pts[centres], pts, search)[1].numpy()
-    curv = curvature(points, candidates[:, :size])
-    groups = candidates[:, :size].copy()
-    for g in np.flatnonzero(curv >= threshold):
-        member = list(candidates[g, :step])
-        rest = candidates[g, step:]
-        while len(member) < size and len(rest):
-            gap = np.linalg.norm(points[rest][:, None] - points[member][None], axis=2).min(1)
-            take = np.argsort(gap, kind="stable")[: min(step, size - len(member))]
-            member += list(rest[take])
-            rest = np.delete(rest, take)
-        groups[g] = member
-    return groups, curv
-
-
-def snamd(features: np.ndarray, centres: np.ndarray, flat: np.ndarray, degrees: tuple[int, ...]) -> list[np.ndarray]:
-    """SNAMD on groups: per degree r, each flat group's feature becomes the similarity-weighted mean
-    (w = exp(-|f_q - f_p|)) over its r nearest group centres (itself first); curved groups keep theirs."""
-    from ad3d import ops
-
-    c = torch.from_numpy(np.ascontiguousarray(centres, dtype=np.float32))
-    near = ops.knn(c, c, min(max(degrees), len(centres)))[1].numpy()
-    out = []
-    for r in degrees:
-        idx = near[:, :r]
-        weight = np.exp(-np.linalg.norm(features[idx] - features[:, None], axis=2))
-        mixed = (weight[..., None] * features[idx]).sum(1) / weight.sum(1, keepdims=True)
-        out.append(np.where(flat[:, None], mixed, features).astype(np.float32))
-    return out
-
-
-def mutual_distances(sets: list[np.ndarray], pool: list[np.ndarray] = ()) -> list[np.ndarray]:
-    """For each set of (G, D) features: (G, R) nearest distances of each row into each of the R other
-    sets and pool sets (in the order: other sets, then pool)."""
-    out = []
-    for i, query in enumerate(sets):
-        q = torch.from_numpy(query)
-        nearest = [
-            torch.cdist(q, torch.from_numpy(other)).min(1).values
-            for j, other in enumerate(list(sets) + list(pool))
-            if j != i
-        ]
-        if not nearest:
-            raise ConfigError(
-                "musc scores a scan against other scans: give it a set of scans, or fit it with "
-                "a reference pool of unlabelled scans first"
-            )
-        out.append(torch.stack(nearest, 1).numpy())
-    return out
-
-
-def interval_mean(distances: np.ndarray, interval: float) -> np.ndarray:
-    """MSM's score per row: the mean of the lowest `interval` share of its distances (at least one)."""
-    keep = max(1, int(interval * distances.shape[1]))
-    return np.sort(distances, axis=1)[:, :keep].mean(1)
-
-
-def mutual_scores(sets: list[np.ndarray], interval: float, pool: list[np.ndarray] = ()) -> list[np.ndarray]:
-    """MSM: each row's nearest distance into every other set (and pool set), lowest share averaged."""
-    return [interval_mean(d, interval) for d in mutual_distances(sets, pool)]
-
-
-def rank_map(values: np.ndarray, target: np.ndarray) -> np.ndarray:
-    """Each value replaced by the target's value at the same quantile (its rank among `values`, ties
-    sharing their mean rank)."""
-    from scipy.stats import rankdata
-
-    flat = values.reshape(-1)
-    ranks = (rankdata(flat) - 1) / (len(flat) - 1) if len(flat) > 1 else np.full(1, 0.5)
-    return np.quantile(target.reshape(-1), ranks).reshape(values.shape)
-
-
-def enhance(own: np.ndarray, other: np.ndarray) -> np.ndarray:
-    """CAE for one modality: `own` (rows, R) distances to the R reference scans, `other` the other
-    modality's distances pooled onto the same rows (NaN where it has none). The other's distances are
-    rank-mapped onto the own distribution, the larger of the two kept, weighted by a confidence (1 - the
-    rank of their spread across references), rank-mapped again and averaged with the own distances."""
-    have = ~np.isnan(other).any(1)
-    if not have.any():
-        return own
-    mapped = rank_map(other[have], own)
-    spread = mapped.std(1)
-    confidence = 1 - rank_map(spread, np.linspace(0, 1, 101))
-    enhanced = rank_map(np.maximum(own[have], mapped) * confidence[:, None], own)
-    out = own.copy()
-    out[have] = (enhanced + own[have]) / 2
-    return out
-
-
-def lnamd(features: np.ndarray, degrees: tuple[int, ...]) -> list[np.ndarray]:
-    """SNAMD on a (C, h, w) patch grid: per degree r, each patch becomes the similarity-weighted mean
-    (w = exp(-|f_q - f_p|)) over the r x r window around it; (h w, C) per degree."""
-    f = torch.from_numpy(np.ascontiguousarray(features))[None]
-    c, h, w = features.shape
-    out = []
-    for r in degrees:
-        window = torch.nn.functional.unfold(torch.nn.functional.pad(f, [r // 2] * 4, mode="replicate"), r)
-        window = window.reshape(c, r * r, h * w)
-        centre = f.reshape(c, 1, h * w)
-        weight = torch.exp(-(window - centre).norm(dim=0, keepdim=True))
-        out.append(((weight * window).sum(1) / weight.sum(1)).T.numpy())
-    return out
-
-
-def rscon(scores: np.ndarray, salient: np.ndarray, ks: tuple[int, ...]) -> np.ndarray:
-    """RsCon: min-max-normalised object scores propagated over each scan's k most similar scans (cosine
-    of the anomaly-salient features, itself included, rows normalised), averaged over k."""
-    if len(scores) < 2:
-        return scores
-    s = (scores - scores.min()) / max(float(np.ptp(scores)), 1e-12)
-    f = salient / np.maximum(np.linalg.norm(salient, axis=1, keepdims=True), 1e-12)
-    sim = f @ f.T
-    out = []
-    for k in ks:
-        k = min(k, len(scores))
-        keep = np.argsort(-sim, axis=1, kind="stable")[:, :k]
-        w = np.zeros_like(sim)
-        np.put_along_axis(w, keep, np.take_along_axis(sim, keep, 1).clip(min=0), 1)
-        w /= np.maximum(w.sum(1, keepdims=True), 1e-12)
-        out.append(w @ s)
-    return np.mean(out, 0)
+PRESETS = {
+    "cpu": {"point_features": "fpfh", "image_backbone": "efficientnet-lite0"},
+    "paper": {"steps": "release", "point_features": "point-mae", "image_backbone": "dino-vitb8"},
+}
 
 
 def _as_tuple(value) -> tuple:
@@ -181,6 +48,7 @@ def _as_tuple(value) -> tuple:
 class MuSc(Detector):
     name = "musc"
     learning_type = "zero-shot"
+    PRESETS = PRESETS
     _state_arrays = ("pool_", "pool_rgb_")
 
     def __init__(
@@ -205,6 +73,7 @@ class MuSc(Detector):
         image_size: int = 224,
         blur: float = 4.0,
         subset_size: int | None = None,
+        steps: str = "ad3d",
         seed: int = 0,
     ):
         self.modalities = _as_tuple(modalities)
@@ -219,7 +88,7 @@ class MuSc(Detector):
             image_size,
             blur,
         )
-        self.subset_size, self.seed = subset_size, seed
+        self.subset_size, self.steps, self.seed = subset_size, steps, seed
         self.pool_ = self.pool_rgb_ = None
 
     def check_params(self) -> None:
@@ -234,6 +103,7 @@ class MuSc(Detector):
             "image_size": self.image_size >= 32,
             "blur": self.blur >= 0,
             "subset_size": self.subset_size is None or self.subset_size >= 2,
+            "steps": self.steps in ("release", "ad3d"),
         }
         for name, ok in checks.items():
             if not ok:
@@ -247,9 +117,10 @@ class MuSc(Detector):
 
     # --- features -----------------------------------------------------------------------------
     def describe(self, scan: Scan) -> dict:
-        """3D: FPS centres (indices and points) and per radius and degree the (G, D) group features;
-        2D (organised scans with colour): per layer and degree the (P, C) patch features and the grid.
-        Every feature L2-normalised."""
+        """3D: the cloud scored (steps='release': an organised scan's points resized to image_size squared;
+        else the scan's points), the pixel of each point and the grid (organised scans), the FPS centres and
+        the (V, G, D) group features; 2D (organised scans with colour): the (V, P, C) patch features and
+        the patch grid. V: one view per layer (release) or per layer and degree (ad3d)."""
         out = {}
         if "xyz" in self.modalities:
             out.update(self._describe_points(scan))
@@ -257,29 +128,51 @@ class MuSc(Detector):
             out.update(self._describe_image(scan))
         return out
 
+    def _cloud(self, scan: Scan) -> tuple[np.ndarray, np.ndarray | None, tuple[int, int] | None]:
+        """(points, each point's pixel, the pixel grid's shape); (points, None, None) for a scan without one.
+        The release's loader brings organised clouds to image_size squared (nearest) before anything else."""
+        points = np.ascontiguousarray(scan.points, dtype=np.float32)
+        if not scan.is_organised:
+            return points, None, None
+        if self.steps != "release":
+            return points, scan.grid_index, scan.grid_shape
+        from ad3d import fusion
+
+        resized = fusion.resize(scan, self.image_size)
+        pixels = np.flatnonzero(resized.valid.reshape(-1))
+        return np.ascontiguousarray(resized.xyz.reshape(-1, 3)[pixels]), pixels, (self.image_size,) * 2
+
     def _describe_points(self, scan: Scan) -> dict:
         from ad3d import ops
         from ad3d.features import fpfh
 
-        points = np.ascontiguousarray(scan.points, dtype=np.float32)
+        release = self.steps == "release"
+        points, pixels, pixel_grid = self._cloud(scan)
         centres = ops.even_subset(points, self.num_groups)
         if self.ipg:
-            groups, curv = iterative_groups(
+            grouping = steps.iterative_groups if release else steps.iterative_groups_unique
+            groups, curv = grouping(
                 points, centres, self.group_size, self.search_size, self.grow_step, self.curvature_threshold
             )
         else:
-            groups = ops.knn(
-                torch.from_numpy(points[centres]), torch.from_numpy(points), min(self.group_size, len(points))
-            )[1].numpy()
-            curv = np.zeros(len(centres))
+            groups, curv = steps.nearest(points[centres], points, self.group_size), np.zeros(len(centres))
         if self.point_features == "point-mae":  # one layer per kept block, computed on the IPG groups
             layers = self._point_net().blocks_of(points, centres, groups)
         else:
             diag = float(np.linalg.norm(np.ptp(points, axis=0)))
             layers = [fpfh(points, radius * diag)[groups].mean(1) for radius in self.radii]
-        flat = curv < self.curvature_threshold
-        views = [v for layer in layers for v in snamd(layer, points[centres], flat, self.degrees)]
-        return {"centre_idx": centres, "views": _unit(np.stack(views))}  # (V, G, D)
+        flat, where = curv < self.curvature_threshold, points[centres]
+        if release:
+            views = [steps.snamd_groups(steps.unit(layer), where, flat, self.degrees) for layer in layers]
+        else:
+            views = [v for layer in layers for v in steps.snamd_group_views(layer, where, flat, self.degrees)]
+        return {
+            "points": points,
+            "pixels": pixels,
+            "pixel_grid": pixel_grid,
+            "centre_idx": centres,
+            "views": np.stack(views),
+        }
 
     def _point_net(self):
         if getattr(self, "_point", None) is None:
@@ -299,10 +192,13 @@ class MuSc(Detector):
         if scan.image is None or not scan.is_organised:
             raise ConfigError(f"musc with rgb needs an organised scan with its colour image: '{scan.path or 'scan'}'")
         maps, size = self._image_net().on_grid(scan.image, self.image_size)
-        views = [v for m in maps for v in lnamd(m.numpy(), self.degrees)]
+        if self.steps == "release":
+            views = [steps.snamd_patches(m.numpy(), self.degrees) for m in maps]
+        else:
+            views = [v for m in maps for v in steps.snamd_patch_views(m.numpy(), self.degrees)]
         width = max(v.shape[1] for v in views)  # layers differ in channels: zeros added keep every distance
         padded = np.stack([np.pad(v, ((0, 0), (0, width - v.shape[1]))) for v in views])
-        return {"grid": tuple(size), "views_rgb": _unit(padded)}  # (V, P, C)
+        return {"grid": tuple(size), "views_rgb": padded}  # (V, P, C)
 
     def _fit(self, scans: list[Scan], progress: bool) -> None:
         from tqdm import tqdm
@@ -333,56 +229,103 @@ class MuSc(Detector):
             results += self._score_set(scans[start : start + size])
         return results
 
-    def _distances(self, described: list[dict], key: str, pool: np.ndarray | None) -> list[np.ndarray]:
-        """Per scan, (rows, R) distances to the R other scans and pool scans, averaged over the views."""
+    def _distances(self, described: list[dict], key: str, pool: np.ndarray | None) -> list[list[np.ndarray]]:
+        """Per scan, per view: (rows, R) nearest distances to the R other scans and pool scans."""
         pool = list(pool) if pool is not None and len(pool) else []
         views = described[0][key].shape[0]
-        per_view = [mutual_distances([d[key][v] for d in described], [p[v] for p in pool]) for v in range(views)]
-        return [np.mean([per_view[v][i] for v in range(views)], axis=0) for i in range(len(described))]
+        per_view = [steps.mutual_distances([d[key][v] for d in described], [p[v] for p in pool]) for v in range(views)]
+        return [[per_view[v][i] for v in range(views)] for i in range(len(described))]
+
+    def _layer_scores(self, d2: list | None, d3: list | None, patch_of_group: np.ndarray | None):
+        """(2D patch scores or None, 3D group scores or None) from each view's distances. release: MSM per
+        view (with CAE between the views of the two modalities, paired cyclically when their counts
+        differ), then the mean over views; ad3d: the distances averaged over views, CAE, then MSM."""
+        fused = d2 is not None and d3 is not None and self.cae
+        if self.steps == "release":
+            if fused:
+                rounds = [
+                    steps.enhance(d2[r % len(d2)], d3[r % len(d3)], patch_of_group)
+                    for r in range(max(len(d2), len(d3)))
+                ]
+                d2, d3 = [e2 for e2, _ in rounds], [e3 for _, e3 in rounds]
+            return tuple(
+                None if d is None else np.mean([steps.interval_mean(x, self.interval) for x in d], 0) for d in (d2, d3)
+            )
+        d2, d3 = (None if d is None else np.mean(d, 0) for d in (d2, d3))
+        if fused:
+            pooled = np.full_like(d2, np.nan)
+            for p in np.unique(patch_of_group):
+                pooled[p] = d3[patch_of_group == p].mean(0)
+            d2, d3 = steps.enhance_by_quantile(d2, pooled), steps.enhance_by_quantile(d3, d2[patch_of_group])
+        return tuple(None if d is None else steps.interval_mean(d, self.interval) for d in (d2, d3))
 
     def _score_set(self, scans: list[Scan]) -> list[tuple[np.ndarray, float]]:
-        from ad3d import fusion, ops
-        from ad3d.detectors.scoring import blur_map
-
         described = [self.describe(s) for s in scans]
         use3d, use2d = "xyz" in self.modalities, "rgb" in self.modalities
         d3 = self._distances(described, "views", self.pool_) if use3d else None
         d2 = self._distances(described, "views_rgb", self.pool_rgb_) if use2d else None
         results, salient = [], []
         for i, (scan, d) in enumerate(zip(scans, described)):
-            s3 = s2 = None
-            if use3d and use2d and self.cae:
-                patch = fusion.patch_of_points(scan.subset(d["centre_idx"]), d["grid"][0])
-                pooled = np.full_like(d2[i], np.nan)
-                for p in np.unique(patch):
-                    pooled[p] = d3[i][patch == p].mean(0)
-                d2_i, d3_i = enhance(d2[i], pooled), enhance(d3[i], d2[i][patch])
-            else:
-                d2_i, d3_i = (d2[i] if use2d else None), (d3[i] if use3d else None)
-            if use3d:
-                s3 = interval_mean(d3_i, self.interval)
-                centres = torch.from_numpy(scan.points[d["centre_idx"]])
-                points3 = ops.interpolate(torch.from_numpy(scan.points), centres, torch.from_numpy(s3)).numpy()
-            if use2d:
-                s2 = interval_mean(d2_i, self.interval)
-                full, _ = fusion.map_to_points(scan, s2.reshape(d["grid"]))
-                if use3d:
-                    full = full + scan.to_image(points3)
-                image = blur_map(full, self.blur * scan.grid_shape[0] / self.image_size) if self.blur else full
-                scores = image.astype(np.float32)
-                at_points = image.reshape(-1)[scan.grid_index]
-            else:
-                scores = at_points = points3.astype(np.float32)
-            parts = ([d["views"][:, int(np.argmax(s3))].reshape(-1)] if use3d else []) + (
-                [d["views_rgb"][:, int(np.argmax(s2))].reshape(-1)] if use2d else []
+            patch_of_group = self._patch_of_group(d) if use3d and use2d else None
+            s2, s3 = self._layer_scores(d2[i] if use2d else None, d3[i] if use3d else None, patch_of_group)
+            results.append(self._maps(scan, d, s2, s3))
+            salient.append(
+                np.concatenate(
+                    [self._salient(d[key], s) for key, s in (("views_rgb", s2), ("views", s3)) if s is not None]
+                )
             )
-            salient.append(np.concatenate(parts))
-            results.append((scores, float(at_points.max())))
         if self.rscon and len(scans) > 1:
-            objects = rscon(np.array([o for _, o in results]), np.stack(salient), tuple(self.rscon_k))
+            rescore = steps.rscon if self.steps == "release" else steps.rscon_cosine
+            objects = rescore(np.array([o for _, o in results]), np.stack(salient), tuple(self.rscon_k))
             results = [(sc, float(o)) for (sc, _), o in zip(results, objects)]
         return results
 
+    def _salient(self, views: np.ndarray, scores: np.ndarray) -> np.ndarray:
+        """The anomaly-salient feature: at the most anomalous row, the second-to-last view's feature (release)
+        or every view's (ad3d)."""
+        row = int(np.argmax(scores))
+        return views[max(0, len(views) - 2), row] if self.steps == "release" else views[:, row].reshape(-1)
 
-def _unit(features: np.ndarray) -> np.ndarray:
-    return (features / np.maximum(np.linalg.norm(features, axis=-1, keepdims=True), 1e-12)).astype(np.float32)
+    @staticmethod
+    def _patch_of_group(described: dict) -> np.ndarray:
+        """(G,) the patch (row-major on the patch grid) holding each group centre's pixel."""
+        (height, width), (rows_p, cols_p) = described["pixel_grid"], described["grid"]
+        rows, cols = np.divmod(described["pixels"][described["centre_idx"]], width)
+        return (rows * rows_p // height) * cols_p + cols * cols_p // width
+
+    def _maps(self, scan: Scan, described: dict, s2: np.ndarray | None, s3: np.ndarray | None):
+        """(per-point scores or an (H, W) map at the scan's grid, object score). Group scores reach points by
+        inverse-distance weights of the 3 nearest centres (release: 1/d^2, ad3d: 1/d). On an organised
+        scan, release: on the image_size grid the 3D map blurred, the 2D map (bilinear, corners aligned)
+        added, each pixel of the scan taking its resized pixel's value; ad3d: the 2D map at the scan's grid
+        plus the 3D scores, blurred together. Object score: the max of the map (or of the points)."""
+        from ad3d import fusion, ops
+        from ad3d.detectors.scoring import blur_map
+
+        release, points3 = self.steps == "release", None
+        if s3 is not None:
+            points = torch.from_numpy(described["points"])
+            centres = points[torch.from_numpy(described["centre_idx"])]
+            values = torch.from_numpy(s3.astype(np.float32))
+            points3 = ops.interpolate(points, centres, values, power=2 if release else 1).numpy().astype(np.float32)
+            if not scan.is_organised or (s2 is None and not release):
+                return points3, float(points3.max())
+        if not release:
+            full, _ = fusion.map_to_points(scan, s2.reshape(described["grid"]))
+            if points3 is not None:
+                full = full + scan.to_image(points3)
+            image = blur_map(full, self.blur * scan.grid_shape[0] / self.image_size) if self.blur else full
+            return image.astype(np.float32), float(image.reshape(-1)[scan.grid_index].max())
+        size = self.image_size
+        image = np.zeros((size, size), np.float32)
+        if points3 is not None:
+            flat = np.zeros(size * size, np.float32)
+            flat[described["pixels"]] = points3
+            image += steps.blur_3d(flat.reshape(size, size), self.blur) if self.blur else flat.reshape(size, size)
+        if s2 is not None:
+            patch_map = torch.from_numpy(s2.reshape(described["grid"]).astype(np.float32))[None, None]
+            up = torch.nn.functional.interpolate(patch_map, size=(size, size), mode="bilinear", align_corners=True)
+            image += up[0, 0].numpy()
+        h, w = scan.grid_shape
+        rows, cols = np.arange(h) * size // h, np.arange(w) * size // w
+        return image[rows[:, None], cols[None, :]], float(image.max())

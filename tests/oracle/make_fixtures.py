@@ -1,0 +1,257 @@
+"""Write the oracle fixtures: seeded inputs, run through the official releases' own functions, saved with
+their outputs as .npz files beside this script. ad3d's tests must reproduce the outputs (README.md here).
+
+    python tests/oracle/make_fixtures.py --musc PATH/MuSc-V2 --mc4ad PATH/code --r3dad PATH/r3d-ad [--only NAME ...]
+
+PATH/MuSc-V2 is a checkout of HUST-SLOW/MuSc-V2 at b5e911d, PATH/code the unzipped code.zip of
+hzzzzzhappy/MC4AD at 27cf768, PATH/r3d-ad a checkout of alibalapour/r3d-ad at 7b1d989 (the authors'
+release commit) (their modules are imported from there; nothing of them is copied). Needs torch, scikit-learn, Pillow, torchvision's transforms, open3d and faiss-cpu.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import types
+from pathlib import Path
+
+import numpy as np
+import torch
+
+HERE = Path(__file__).parent / "fixtures"
+MAKERS = {}
+
+
+def maker(name):
+    def register(fn):
+        MAKERS[name] = fn
+        return fn
+
+    return register
+
+
+def unit(x: np.ndarray) -> np.ndarray:
+    return (x / np.linalg.norm(x, axis=-1, keepdims=True)).astype(np.float32)
+
+
+def surface(rng: np.random.Generator, n: int) -> np.ndarray:
+    """A gently waving sheet, a ridge across part of it, and a second sheet close above one end: flat and
+    curved groups, and neighbourhoods that could bridge two surfaces."""
+    uv = rng.uniform(-1, 1, (n, 2))
+    z = 0.01 * np.sin(2 * uv[:, 0]) + 0.4 * np.maximum(0, 0.15 - np.abs(uv[:, 1])) * (uv[:, 0] < -0.4)
+    sheet = np.c_[uv, z]
+    upper = (uv[:, 0] > 0.5) & (rng.random(n) < 0.5)
+    sheet[upper, 2] += 0.06
+    return sheet.astype(np.float32)
+
+
+@maker("musc_msm")
+def musc_msm(release: dict) -> dict:
+    """MSM per layer (`_MSM.py:MSM_single`) on 3 layers of 9 scans x 40 rows, then the mean over layers
+    (`muscv2.py:make_category_data`)."""
+    from models.modules._MSM import MSM_single
+
+    rng = np.random.default_rng(0)
+    layers = [unit(rng.normal(size=(9, 40, 16)) + rng.normal(size=(1, 40, 16)) * 2) for _ in range(3)]
+    per_layer = [MSM_single(torch.from_numpy(z), device="cpu").numpy() for z in layers]
+    return {"layers": np.stack(layers), "per_layer": np.stack(per_layer), "mean": np.mean(per_layer, 0)}
+
+
+@maker("musc_snamd_3d")
+def musc_snamd_3d(release: dict) -> dict:
+    """SNAMD on groups (`_SNAMD.py:SNAMD._embed_3d`, r_list [1, 3, 5]) for 3 layers of 200 groups."""
+    from models.modules._SNAMD import SNAMD
+
+    rng = np.random.default_rng(1)
+    centres = rng.uniform(-1, 1, (200, 3)).astype(np.float32)
+    layers = [unit(rng.normal(size=(200, 24)) + centres[:, :1] * 3) for _ in range(3)]
+    curvatures = rng.uniform(0, 0.02, 200).astype(np.float32)
+    out = SNAMD(device="cpu", r_list=[1, 3, 5])._embed_3d(
+        [torch.from_numpy(f)[None] for f in layers], torch.from_numpy(centres).T[None], torch.from_numpy(curvatures)
+    )
+    return {"layers": np.stack(layers), "centres": centres, "curvatures": curvatures, "out": out[0].float().numpy()}
+
+
+@maker("musc_snamd_2d")
+def musc_snamd_2d(release: dict) -> dict:
+    """SNAMD on patches (`_SNAMD.py:SNAMD._embed_2d`, r_list [1, 3, 5]) for 2 layers of 12 x 12 patch tokens
+    (a class token first, as the ViT gives them), then the L2 normalisation `muscv2.py` applies."""
+    from models.modules._SNAMD import SNAMD
+
+    rng = np.random.default_rng(2)
+    tokens = [rng.normal(size=(1, 1 + 144, 20)).astype(np.float32) for _ in range(2)]
+    out = SNAMD(device="cpu", r_list=[1, 3, 5])._embed_2d([torch.from_numpy(t) for t in tokens])
+    out = out / out.norm(dim=-1, keepdim=True)
+    return {"tokens": np.stack(tokens)[:, 0], "out": out[0].float().numpy()}
+
+
+@maker("musc_cae")
+def musc_cae(release: dict) -> dict:
+    """CAE (`_MSM.py:compute_scores_multiple` with `patch2point` / `point2patch`) for 8 scans: 28 x 28 patches
+    and 96 groups whose centres lie in the middle of a 224 x 224 image (so most patches hold none)."""
+    from models.modules._MSM import compute_scores_multiple, patch2point, point2patch
+
+    rng = np.random.default_rng(3)
+    z2 = unit(rng.normal(size=(8, 784, 12)) + rng.normal(size=(1, 784, 12)) * 2)
+    z3 = unit(rng.normal(size=(8, 96, 10)) + rng.normal(size=(1, 96, 10)) * 2)
+    rows, cols = rng.integers(60, 170, (8, 96)), rng.integers(40, 190, (8, 96))
+    pixels = torch.from_numpy(rows * 224 + cols)
+    p2p, pt2p = patch2point(784, pixels, 224), point2patch(784, pixels, 224)
+    out2, out3 = [], []
+    for i in range(8):
+        s2, s3 = compute_scores_multiple(
+            torch.from_numpy(z2), torch.from_numpy(z3), i, patch2point_list=p2p, point2patch_list=pt2p
+        )
+        out2.append(s2.numpy())
+        out3.append(s3.numpy())
+    return {"z2": z2, "z3": z3, "pixels": pixels.numpy(), "out2": np.stack(out2), "out3": np.stack(out3)}
+
+
+@maker("musc_rscon")
+def musc_rscon(release: dict) -> dict:
+    """RsCon (`_RsCon.py:RsCon`, k_list [1, 7]) over 12 scans' object scores and anomaly-salient features."""
+    from models.modules._RsCon import RsCon
+
+    rng = np.random.default_rng(4)
+    scores = rng.uniform(0.2, 1.5, 12)
+    salient = (rng.normal(size=(12, 30)) * rng.uniform(0.5, 1.5, (12, 1))).astype(np.float32)
+    return {"scores": scores, "salient": salient, "out": RsCon(scores, torch.from_numpy(salient), k_list=[1, 7])}
+
+
+@maker("musc_ipg")
+def musc_ipg(release: dict) -> dict:
+    """IPG (`_IPG.py:iter_group`, 128 points, steps of 80) on 96 centres of a 4000-point cloud, with the 256
+    nearest points of every point from the release's `KNN_cpu` (`utils/pointnet2_utils.py`)."""
+    from models.modules._IPG import iter_group
+    from utils.pointnet2_utils import KNN_cpu
+
+    rng = np.random.default_rng(5)
+    xyz = surface(rng, 4000)
+    centres = rng.choice(4000, 96, replace=False)
+    _, idx_all = KNN_cpu(k=256, transpose_mode=True)(torch.from_numpy(xyz)[None], torch.from_numpy(xyz)[None])
+    groups, curvatures, _ = iter_group(torch.from_numpy(xyz)[None], torch.from_numpy(centres)[None], idx_all, 128)
+    return {"xyz": xyz, "centres": centres, "groups": groups[0].numpy(), "curvatures": np.asarray(curvatures)}
+
+
+@maker("musc_maps")
+def musc_maps(release: dict) -> dict:
+    """The maps (`muscv2.py:make_category_data`): 3D group scores to points (`utils/pointnet2_utils.py:
+    interpolating_points`), scattered on the 224 x 224 grid, blurred (`utils/tools.py:KNNGaussianBlur(4)`);
+    the 28 x 28 2D map bilinear (corners aligned) to 224; their sum and its max, the object score."""
+    import torch.nn.functional as F
+    from utils.pointnet2_utils import interpolating_points
+    from utils.tools import KNNGaussianBlur
+
+    rng = np.random.default_rng(6)
+    region = (np.arange(40, 180)[:, None] * 224 + np.arange(30, 200)[None]).ravel()
+    pixels = np.sort(rng.choice(region, 3000, replace=False))
+    rows, cols = np.divmod(pixels, 224)
+    xyz = np.c_[cols / 224.0, rows / 224.0, 0.05 * np.sin(cols / 20.0)] + rng.normal(0, 1e-3, (3000, 3))
+    xyz = xyz.astype(np.float32)
+    centre_idx = rng.choice(3000, 128, replace=False)
+    s3 = rng.uniform(0.1, 0.5, 128).astype(np.float32)
+    s3[5] = 1.2  # one group stands out
+    s2 = rng.uniform(0.0, 0.3, 784).astype(np.float32)
+    at_points = interpolating_points(
+        torch.from_numpy(xyz)[None], torch.from_numpy(xyz[centre_idx])[None], torch.from_numpy(s3)[None, :, None]
+    )[0, 0]
+    flat = torch.zeros(224 * 224)
+    flat[torch.from_numpy(pixels)] = at_points
+    map3 = torch.tensor(KNNGaussianBlur(4)(flat.reshape(1, 1, 224, 224))).reshape(224, 224)
+    map2 = F.interpolate(torch.from_numpy(s2).view(1, 1, 28, 28), size=224, mode="bilinear", align_corners=True)[0, 0]
+    fused = map2 + map3
+    return {
+        "xyz": xyz,
+        "pixels": pixels,
+        "centre_idx": centre_idx,
+        "s3": s3,
+        "s2": s2,
+        "at_points": at_points.numpy(),
+        "map3": map3.numpy(),
+        "fused": fused.numpy(),
+        "object": np.float32(fused.max()),
+    }
+
+
+@maker("mc4ad_object_score")
+def mc4ad_object_score(release: dict) -> dict:
+    """MC4AD's scores (`code/network/MC4AD.py:eval_fn`, from the release's code.zip) of 500 points' predicted
+    forces (6 numbers each: internal then external), the network stood in for by one that returns them."""
+    sys.modules.setdefault("MinkowskiEngine", types.ModuleType("MinkowskiEngine"))
+    mink = types.ModuleType("network.Mink")
+    mink.Mink_unet = None
+    sys.modules.setdefault("network.Mink", mink)
+    sys.path.insert(0, str(release["mc4ad"].resolve()))
+    from network.MC4AD import eval_fn
+
+    rng = np.random.default_rng(7)
+    forces = (rng.normal(size=(500, 6)) * rng.uniform(0.01, 0.2, (500, 1))).astype(np.float32)
+
+    class StandIn:
+        def test_inference(self, feat_voxel, xyz_voxel, v2p_index):
+            return torch.from_numpy(forces)
+
+    batch = {"xyz_voxel": None, "feat_voxel": None, "v2p_index": None}
+    score, joint = eval_fn(batch, StandIn())
+    return {"forces": forces, "joint": joint.numpy(), "object": np.float32(score)}
+
+
+@maker("r3dad_scores")
+def r3dad_scores(release: dict) -> dict:
+    """R3D-AD's scores (`evaluation/evaluation_metrics.py:ROC_AP` of alibalapour/r3d-ad at the authors' commit
+    7b1d989) for 6 clouds of 600 points and their reconstructions: the per-point distances and the
+    reweighted object scores it hands to roc_auc_score (caught there), min-max normalised over the set.
+    Its `knn_cuda.KNN` (a CUDA op, used only by the `_nn` variant) is stood in for by an exact CPU kNN."""
+
+    class KNN:
+        def __init__(self, k, transpose_mode=True):
+            self.k = k
+
+        def __call__(self, ref, query):
+            dist, idx = torch.cdist(query, ref).topk(self.k, dim=-1, largest=False)
+            return dist, idx
+
+    knn_cuda = types.ModuleType("knn_cuda")
+    knn_cuda.KNN = KNN
+    sys.modules.setdefault("knn_cuda", knn_cuda)
+    pointnet2_ops = types.ModuleType("pointnet2_ops")
+    pointnet2_ops.pointnet2_utils = None
+    sys.modules.setdefault("pointnet2_ops", pointnet2_ops)
+    sys.path.insert(0, str(release["r3dad"].resolve()))
+    from evaluation import evaluation_metrics
+
+    caught = []
+    evaluation_metrics.roc_auc_score = lambda labels, preds: caught.append(np.array(preds)) or 0.5
+    rng = np.random.default_rng(8)
+    refs = rng.normal(size=(6, 600, 3)).astype(np.float32)
+    recons = (refs + rng.normal(0, 0.02, refs.shape)).astype(np.float32)
+    for i in range(1, 6):  # a lump the reconstruction does not follow, of varying height
+        lump = np.linalg.norm(refs[i] - refs[i, 0], axis=1) < 0.5
+        refs[i, lump] *= 1 + 0.1 * i
+    labels = torch.tensor([0, 0, 1, 1, 1, 1])
+    masks = torch.zeros(6, 600)
+    evaluation_metrics.ROC_AP(torch.from_numpy(refs), torch.from_numpy(recons), labels, masks)
+    return {"refs": refs, "recons": recons, "object": caught[0], "points": caught[1]}
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--musc", type=Path, required=True, help="checkout of HUST-SLOW/MuSc-V2 @ b5e911d")
+    parser.add_argument("--mc4ad", type=Path, required=True, help="code/ of hzzzzzhappy/MC4AD @ 27cf768's code.zip")
+    parser.add_argument("--r3dad", type=Path, required=True, help="checkout of alibalapour/r3d-ad @ 7b1d989")
+    parser.add_argument("--only", nargs="*", default=None, help="fixture names (default: all)")
+    args = parser.parse_args(argv)
+    # torchvision's compiled ops are not needed (only its transforms are): skip their registration, which
+    # fails where the installed torchvision build does not match torch's
+    sys.modules.setdefault("torchvision._meta_registrations", types.ModuleType("torchvision._meta_registrations"))
+    sys.path.insert(0, str(args.musc.resolve()))
+    HERE.mkdir(exist_ok=True)
+    for name in args.only or MAKERS:
+        torch.manual_seed(0)
+        arrays = MAKERS[name]({"musc": args.musc, "mc4ad": args.mc4ad, "r3dad": args.r3dad})
+        np.savez_compressed(HERE / f"{name}.npz", **arrays)
+        print(f"wrote {name}.npz: {', '.join(f'{k} {np.shape(v)}' for k, v in arrays.items())}")
+
+
+if __name__ == "__main__":
+    main()
