@@ -53,6 +53,7 @@ PRESETS = {
         "noise_aug": 0.0,
         "location_norm": False,
         "object_reduce": "mean",
+        "force_norm": 1,
         "eval_every": 1000,
         "patience": 20,
     },
@@ -93,6 +94,7 @@ class MC4AD(NeuralDetector):
         top_fraction: float = 0.01,
         smooth_k: int = 64,
         location_norm: bool = True,
+        force_norm: int = 2,
         device: str = "auto",
         seed: int = 0,
     ):
@@ -107,6 +109,8 @@ class MC4AD(NeuralDetector):
             raise ConfigError(f"mc4ad missing is a probability in [0, 1], got {self.missing!r}")
         if self.object_reduce not in ("auto", "mean", "top"):
             raise ConfigError(f"mc4ad object_reduce must be 'auto', 'mean' or 'top', got {self.object_reduce!r}")
+        if self.force_norm not in (1, 2):
+            raise ConfigError(f"mc4ad force_norm must be 1 (L1, as released) or 2 (L2), got {self.force_norm!r}")
         return CFPNet(self.backbone, self.encoder, self.decoder, self.k)
 
     def _prepare(self, scans: list[Scan]) -> list[Scan]:
@@ -141,13 +145,18 @@ class MC4AD(NeuralDetector):
 
     # --- scoring ------------------------------------------------------------------------------
     @torch.no_grad()
-    def corrections(self, points: np.ndarray) -> np.ndarray:
-        """The predicted joint offset (N, 3) for a cloud in the network frame."""
+    def forces(self, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The predicted internal and external forces, (N, 3) each, for a cloud in the network frame."""
         f_in, f_ex = self.net_(torch.from_numpy(points).to(self.device_)[None])
-        return ((f_in + f_ex) / 2)[0].cpu().numpy()
+        return f_in[0].cpu().numpy(), f_ex[0].cpu().numpy()
+
+    def force_scores(self, f_in: np.ndarray, f_ex: np.ndarray) -> np.ndarray:
+        """(N,) the size of the joint correction (f_in + f_ex) / 2: its L1 norm as the release's
+        `eval.py` takes it (force_norm=1), or its length (2)."""
+        return np.linalg.norm((f_in + f_ex) / 2, ord=self.force_norm, axis=1)
 
     def _raw_scores(self, points: np.ndarray) -> np.ndarray:
-        return np.linalg.norm(self.corrections(points), axis=1)
+        return self.force_scores(*self.forces(points))
 
     def _frame_scores(self, points: np.ndarray) -> np.ndarray:
         """Point scores in network-frame units: the length of the joint correction, less its normal
