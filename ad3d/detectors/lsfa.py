@@ -21,7 +21,10 @@ each patch's nearest distance; fused per patch by a one-class SVM learned on hel
 the part set to the part's least anomalous patch (else the background's colour scores bleed into the
 silhouette's points); the map brought to the image, blurred, read at every point. Object score = the
 mean of the top 5 % of the scan's point scores (M3DM's max in the paper preset). `fit_joint` trains one
-adaptor on every category of a dataset, as released.
+adaptor on every category of a dataset, as released. losses='release' (the paper preset) computes the
+InfoNCE terms and the compactness distances as the release does (yuanpengtu/LSFA @ a8dd6d7,
+Adaptation/fusion_pretrain.py; tests/oracle): ad3d's InfoNCE is half the release's at temperature 1, so
+there compactness weighs twice as much; the release clamps squared distances at 50.
 """
 
 from __future__ import annotations
@@ -48,22 +51,30 @@ PRESETS = {
         "groups": 1024,
         "standardise": ("rgb", "xyz"),
         "top_fraction": 0.0,
+        "losses": "release",
     },
 }
 
 
-def info_nce(a: torch.Tensor, b: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
-    """Symmetric InfoNCE: row i of `a` and row i of `b` are a positive pair, every other row a negative."""
+def info_nce(a: torch.Tensor, b: torch.Tensor, temperature: float = 1.0, release: bool = False) -> torch.Tensor:
+    """Symmetric InfoNCE: row i of `a` and row i of `b` are a positive pair, every other row a negative.
+    release=True: the LSFA release's value (`fusion_pretrain.py`: `contrastive_loss` scales each direction
+    by 2 * temperature), 2 * temperature times ours."""
     a = nn.functional.normalize(a, dim=1)
     b = nn.functional.normalize(b, dim=1)
     logits = a @ b.T / temperature
     target = torch.arange(len(a), device=a.device)
-    return (nn.functional.cross_entropy(logits, target) + nn.functional.cross_entropy(logits.T, target)) / 2
+    mean = (nn.functional.cross_entropy(logits, target) + nn.functional.cross_entropy(logits.T, target)) / 2
+    return mean * (2 * temperature) if release else mean
 
 
-def compactness(features: torch.Tensor, queue: torch.Tensor) -> torch.Tensor:
-    """Mean distance of each feature to its nearest queued feature (IFC): small when normal features gather."""
-    return torch.cdist(features, queue).min(1).values.mean()
+def compactness(features: torch.Tensor, queue: torch.Tensor, clamp: float | None = None) -> torch.Tensor:
+    """Mean distance of each feature to its nearest queued feature (IFC): small when normal features gather.
+    clamp: squared distances held in [1e-12, clamp] first, as the release's `euclidean_dist` does (50: no
+    gradient beyond a distance of 7.07)."""
+    if clamp is None:
+        return torch.cdist(features, queue).min(1).values.mean()
+    return (torch.cdist(features, queue) ** 2).clamp(1e-12, clamp).sqrt().min(1).values.mean()
 
 
 def rotate_blocks(image: np.ndarray, rng: np.random.Generator, block: int = 4) -> np.ndarray:
@@ -128,6 +139,7 @@ class LSFA(Detector):
         fusion: str = "ocsvm",
         blur: float = 4.0,
         top_fraction: float = 0.05,
+        losses: str = "ad3d",
         seed: int = 0,
     ):
         self.modalities = tuple(modalities) if isinstance(modalities, (list, tuple)) else (modalities,)
@@ -144,6 +156,7 @@ class LSFA(Detector):
         self.warmup, self.queue_size, self.coreset_ratio = warmup, queue_size, coreset_ratio
         self.standardise = (standardise,) if isinstance(standardise, str) else tuple(standardise or ())
         self.fusion, self.blur, self.top_fraction, self.seed = fusion, blur, top_fraction, seed
+        self.losses = losses
         self.net_ = None
         self.dims_ = None
         self.banks_ = {}
@@ -155,6 +168,7 @@ class LSFA(Detector):
             "standardise": set(self.standardise) <= {"rgb", "xyz"},
             "point_features": self.point_features in ("fpfh", "point-mae"),
             "fusion": self.fusion in ("ocsvm", "sum"),
+            "losses": self.losses in ("ad3d", "release"),
             "iterations": self.iterations >= 0,
             "coreset_ratio": 0 < self.coreset_ratio <= 1,
             "groups": self.groups >= 1,
@@ -248,16 +262,20 @@ class LSFA(Detector):
 
     def _loss(self, net, batch: list[dict], rotated: list[dict], queues: dict, step: int, rng) -> torch.Tensor:
         loss, means = 0.0, {m: [] for m in self.modalities}
+        release = self.losses == "release"
+        clamp = 50.0 if release else None
         for item, turned in zip(batch, rotated):
             adapted = {m: net[m](torch.from_numpy(item[m]).float()[None])[0] for m in self.modalities}
             projected = {m: net[m].head(adapted[m]) for m in self.modalities}
             valid = torch.from_numpy(item["valid"])
             if len(self.modalities) == 2 and valid.sum() > 1:
-                loss = loss + info_nce(projected["rgb"][valid], projected["xyz"][valid], self.temperature)
+                loss = loss + info_nce(projected["rgb"][valid], projected["xyz"][valid], self.temperature, release)
             if "rgb" in self.modalities and self.rotation_weight:
                 other = net["rgb"].head(net["rgb"](torch.from_numpy(turned["rgb"]).float()[None])[0])
                 pick = torch.from_numpy(rng.choice(len(other), max(2, len(other) // 6), replace=False))
-                loss = loss + self.rotation_weight * info_nce(projected["rgb"][pick], other[pick], self.temperature)
+                loss = loss + self.rotation_weight * info_nce(
+                    projected["rgb"][pick], other[pick], self.temperature, release
+                )
             mine = queues.setdefault(
                 item.get("category", ""), {m: {"local": [], "global": []} for m in self.modalities}
             )
@@ -267,7 +285,8 @@ class LSFA(Detector):
                     q_local = torch.from_numpy(np.concatenate(queue["local"]))
                     q_global = torch.from_numpy(np.stack(queue["global"]))
                     loss = loss + self.compactness_weight * (
-                        compactness(local, q_local) + 0.4 * compactness(local.mean(0, keepdim=True), q_global)
+                        compactness(local, q_local, clamp)
+                        + 0.4 * compactness(local.mean(0, keepdim=True), q_global, clamp)
                     )
                 means[m].append(net[m].head(local.mean(0)))
                 queue["local"].append(local.detach().numpy())
@@ -277,7 +296,7 @@ class LSFA(Detector):
                     queue["global"].pop(0)
         if len(self.modalities) == 2 and self.global_weight and len(batch) > 1:
             loss = loss + self.global_weight * info_nce(
-                torch.stack(means["rgb"]), torch.stack(means["xyz"]), self.temperature
+                torch.stack(means["rgb"]), torch.stack(means["xyz"]), self.temperature, release
             )
         return loss / len(batch)
 

@@ -1,11 +1,12 @@
 """Write the oracle fixtures: seeded inputs, run through the official releases' own functions, saved with
 their outputs as .npz files beside this script. ad3d's tests must reproduce the outputs (README.md here).
 
-    python tests/oracle/make_fixtures.py --musc PATH/MuSc-V2 --mc4ad PATH/code --r3dad PATH/r3d-ad [--only NAME ...]
+    python tests/oracle/make_fixtures.py --musc PATH/MuSc-V2 --mc4ad PATH/code --r3dad PATH/r3d-ad --lsfa PATH/LSFA \
+        [--only NAME ...]
 
 PATH/MuSc-V2 is a checkout of HUST-SLOW/MuSc-V2 at b5e911d, PATH/code the unzipped code.zip of
 hzzzzzhappy/MC4AD at 27cf768, PATH/r3d-ad a checkout of alibalapour/r3d-ad at 7b1d989 (the authors'
-release commit) (their modules are imported from there; nothing of them is copied). Needs torch, scikit-learn, Pillow, torchvision's transforms, open3d and faiss-cpu.
+release commit), PATH/LSFA a checkout of yuanpengtu/LSFA at a8dd6d7 (their modules are imported from there; nothing of them is copied). Needs torch, scikit-learn, Pillow, torchvision's transforms, open3d and faiss-cpu.
 """
 
 from __future__ import annotations
@@ -234,11 +235,64 @@ def r3dad_scores(release: dict) -> dict:
     return {"refs": refs, "recons": recons, "object": caught[0], "points": caught[1]}
 
 
+def release_functions(path: Path, names: dict[str, str | None]) -> dict:
+    """Functions defined in a release's file, compiled from that file on its own: {name: class or None}.
+    For files whose imports (CUDA ops, training frameworks) cannot load here, while the functions we need
+    only use torch."""
+    import ast
+
+    tree = ast.parse(path.read_text())
+    found = {}
+    for node in tree.body:
+        for name, owner in names.items():
+            scope = node.body if owner and isinstance(node, ast.ClassDef) and node.name == owner else [node]
+            for item in scope:
+                if isinstance(item, ast.FunctionDef) and item.name == name:
+                    found[name] = item
+    namespace = {"torch": torch, "nn": torch.nn, "np": np}
+    exec(compile(ast.Module(body=list(found.values()), type_ignores=[]), str(path), "exec"), namespace)
+    return {name: namespace[name] for name in names}
+
+
+@maker("lsfa_losses")
+def lsfa_losses(release: dict) -> dict:
+    """LSFA's loss pieces (`Adaptation/fusion_pretrain.py` of yuanpengtu/LSFA @ a8dd6d7): the symmetric
+    `FeatureFusionBlock.contrastive_loss` pair as `forward` sums it ((c(q, k) + c(k, q)) / 2, T = 1), and
+    `euclidean_dist` (squared distances clamped at 50) under the nearest-queue mean of the compactness
+    term. Tensor.cuda() (its labels) is the identity here."""
+    fns = release_functions(
+        release["lsfa"] / "Adaptation" / "fusion_pretrain.py",
+        {"contrastive_loss": "FeatureFusionBlock", "euclidean_dist": None},
+    )
+    rng = np.random.default_rng(9)
+    q = rng.normal(size=(64, 16)).astype(np.float32)
+    k = (q + rng.normal(0, 0.8, q.shape)).astype(np.float32)
+    features = (rng.normal(size=(40, 12)) * rng.choice([1.0, 4.0], (40, 1))).astype(np.float32)  # far ones clamp
+    queue = (rng.normal(size=(300, 12)) * rng.choice([0.3, 3.0], (300, 1))).astype(np.float32)
+    cuda, torch.Tensor.cuda = torch.Tensor.cuda, lambda self, *a, **kw: self
+    try:
+        block = types.SimpleNamespace(T=1)
+        loss = fns["contrastive_loss"](block, torch.from_numpy(q), torch.from_numpy(k))
+        back = fns["contrastive_loss"](block, torch.from_numpy(k), torch.from_numpy(q))
+    finally:
+        torch.Tensor.cuda = cuda
+    dist = fns["euclidean_dist"](torch.from_numpy(features), torch.from_numpy(queue))
+    return {
+        "q": q,
+        "k": k,
+        "contrast": np.float32((loss + back) / 2),
+        "features": features,
+        "queue": queue,
+        "compactness": np.float32(dist.min(1).values.mean()),
+    }
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--musc", type=Path, required=True, help="checkout of HUST-SLOW/MuSc-V2 @ b5e911d")
     parser.add_argument("--mc4ad", type=Path, required=True, help="code/ of hzzzzzhappy/MC4AD @ 27cf768's code.zip")
     parser.add_argument("--r3dad", type=Path, required=True, help="checkout of alibalapour/r3d-ad @ 7b1d989")
+    parser.add_argument("--lsfa", type=Path, required=True, help="checkout of yuanpengtu/LSFA @ a8dd6d7")
     parser.add_argument("--only", nargs="*", default=None, help="fixture names (default: all)")
     args = parser.parse_args(argv)
     # torchvision's compiled ops are not needed (only its transforms are): skip their registration, which
@@ -248,7 +302,7 @@ def main(argv=None) -> None:
     HERE.mkdir(exist_ok=True)
     for name in args.only or MAKERS:
         torch.manual_seed(0)
-        arrays = MAKERS[name]({"musc": args.musc, "mc4ad": args.mc4ad, "r3dad": args.r3dad})
+        arrays = MAKERS[name]({"musc": args.musc, "mc4ad": args.mc4ad, "r3dad": args.r3dad, "lsfa": args.lsfa})
         np.savez_compressed(HERE / f"{name}.npz", **arrays)
         print(f"wrote {name}.npz: {', '.join(f'{k} {np.shape(v)}' for k, v in arrays.items())}")
 
