@@ -144,9 +144,9 @@ def test_score_a_folder_with_musc_and_no_model(tmp_path, shared_data, capsys):
 
 
 def test_replace_sorted_maps_ranks_onto_the_source_values():
-    from ad3d.detectors.musc_steps import replace_sorted
-
     import torch
+
+    from ad3d.detectors.musc_steps import replace_sorted
 
     assert replace_sorted(torch.tensor([10.0, 30.0, 20.0]), torch.tensor([3.0, 1.0, 2.0])).tolist() == [30, 10, 20]
 

@@ -6,7 +6,9 @@ their outputs as .npz files beside this script. ad3d's tests must reproduce the 
 
 PATH/MuSc-V2 is a checkout of HUST-SLOW/MuSc-V2 at b5e911d, PATH/code the unzipped code.zip of
 hzzzzzhappy/MC4AD at 27cf768, PATH/r3d-ad a checkout of alibalapour/r3d-ad at 7b1d989 (the authors'
-release commit), PATH/LSFA a checkout of yuanpengtu/LSFA at a8dd6d7 (their modules are imported from there; nothing of them is copied). Needs torch, scikit-learn, Pillow, torchvision's transforms, open3d and faiss-cpu.
+release commit), PATH/LSFA a checkout of yuanpengtu/LSFA at a8dd6d7. Their modules are imported from
+there; nothing of them is copied. Needs torch, scikit-learn, Pillow, torchvision's transforms, open3d and
+faiss-cpu.
 """
 
 from __future__ import annotations
