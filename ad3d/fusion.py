@@ -69,6 +69,22 @@ def points_to_patches(scan: Scan, values: np.ndarray, grid: int) -> tuple[np.nda
     return means.reshape(shape).astype(np.float32), counts.reshape(grid, grid)
 
 
+def pooled_patches(resized: Resized, values: np.ndarray, patches: int) -> np.ndarray:
+    """M3DM's point tokens (feature_extractors/multiple_features.py): per-point values (n_valid, C) of a
+    resized scan's valid pixels (row-major) laid on its zero-filled S x S grid, averaged over 3 x 3 windows
+    (S - 2 square) and pooled adaptively to patches x patches. (patches^2, C); empty pixels dilute edges."""
+    import torch
+    import torch.nn.functional as F
+
+    size = resized.valid.shape[0]
+    flat = torch.zeros(values.shape[1], size * size)
+    flat[:, torch.from_numpy(np.flatnonzero(resized.valid.reshape(-1)))] = torch.as_tensor(
+        values, dtype=torch.float32
+    ).T
+    grid = F.adaptive_avg_pool2d(F.avg_pool2d(flat.reshape(1, -1, size, size), 3, stride=1), patches)[0]
+    return grid.reshape(grid.shape[0], -1).T.numpy()
+
+
 def map_to_points(scan: Scan, patch_map: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """A patch map (h, w) upsampled bilinearly to the scan's image: ((H, W) image map, (N,) point values)."""
     import torch

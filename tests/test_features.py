@@ -252,3 +252,18 @@ def test_patchcore_on_point_mae_features_records_the_weights_hash_not_the_weight
     path.unlink()
     with pytest.raises(ModelFormatError, match=r"pointmae\.safetensors' for point-mae: no such file"):
         ad3d.load(tmp_path / "m.ad3d")
+
+
+def test_point_mae_raw_frame_reads_the_points_as_they_are():
+    """frame='raw' (M3DM's and LSFA's input) skips the unit-sphere normalisation, and nothing else."""
+    from ad3d.features.point_mae import PointMAEBackbone
+
+    shape = {k: TINY_MAE[k] for k in ("trans_dim", "depth", "num_heads", "encoder_dims")}
+    points = np.random.default_rng(0).normal(size=(400, 3)).astype(np.float32) * 30 + 5  # far from the unit sphere
+    unit = (points - points.mean(0)) / np.linalg.norm(points - points.mean(0), axis=1).max()
+    sphere = PointMAEBackbone(random_init=True, num_group=16, group_size=16, seed=3, **shape)
+    raw = PointMAEBackbone(random_init=True, num_group=16, group_size=16, seed=3, frame="raw", **shape)
+    np.testing.assert_allclose(raw(unit).features, sphere(points).features, atol=1e-5)
+    assert np.abs(raw(points).features - sphere(points).features).max() > 1e-2
+    with pytest.raises(ConfigError, match="frame"):
+        PointMAEBackbone(random_init=True, frame="metres", **shape)

@@ -218,6 +218,22 @@ def test_tokens_sit_on_the_patch_grid_point_means_and_pooled_image_features(part
     assert np.array_equal(fine[0, 0], fine[1, 1])  # 28 -> 56: each cell's feature fills its 2 x 2 patches
 
 
+def test_m3dm_point_tokens_pool_the_resized_zero_filled_grid_and_mark_patches_a_point_reaches(part):
+    from ad3d import fusion
+
+    scan = part[0][0]
+    det = ad3d.create("lsfa", patches=7, point_tokens="m3dm", **TINY)
+    tokens = det.tokens(scan)
+    resized = fusion.resize(scan, det.image_size)
+    values = det._point_values(resized.xyz[resized.valid])  # FPFH: many bins are exactly 0 at valid points
+    assert np.allclose(tokens["xyz"], fusion.pooled_patches(resized, values, 7), atol=1e-6)
+    reach = torch.nn.functional.adaptive_avg_pool2d(
+        torch.nn.functional.avg_pool2d(torch.from_numpy(resized.valid[None, None].astype(np.float32)), 3, stride=1), 7
+    )
+    assert np.array_equal(tokens["valid"], reach.reshape(-1).numpy() > 0)
+    assert 0 < tokens["valid"].sum() < 49
+
+
 def test_standardise_picks_the_banks_scaled_per_dimension_and_the_paper_preset_scales_both(part):
     train, _ = part
     raw_points = ad3d.create("lsfa", **TINY).fit(train)  # default: image features scaled, FPFH kept raw

@@ -24,7 +24,12 @@ mean of the top 5 % of the scan's point scores (M3DM's max in the paper preset).
 adaptor on every category of a dataset, as released. losses='release' (the paper preset) computes the
 InfoNCE terms and the compactness distances as the release does (yuanpengtu/LSFA @ a8dd6d7,
 Adaptation/fusion_pretrain.py; tests/oracle): ad3d's InfoNCE is half the release's at temperature 1, so
-there compactness weighs twice as much; the release clamps squared distances at 50.
+there compactness weighs twice as much; the release clamps squared distances at 50; its rotated copies turn
+4 x 4 blocks of the image_size input, not of the scan's image. point_tokens='m3dm'
+(the paper preset) makes the point tokens of organised scans as M3DM and LSFA do: the scan resized to
+image_size squared, Point-MAE on raw xyz, group features to points by 1/(d^2 + 1e-8), a zero-filled
+grid averaged over 3 x 3 windows and pooled to the patches; the default averages the points of each patch
+at the scan's own resolution.
 """
 
 from __future__ import annotations
@@ -52,6 +57,10 @@ PRESETS = {
         "standardise": ("rgb", "xyz"),
         "top_fraction": 0.0,
         "losses": "release",
+        "point_tokens": "m3dm",
+        "warmup": 60,
+        "queue_size": 60000,
+        "proj_dim": 512,
     },
 }
 
@@ -140,6 +149,7 @@ class LSFA(Detector):
         blur: float = 4.0,
         top_fraction: float = 0.05,
         losses: str = "ad3d",
+        point_tokens: str = "patch-mean",
         seed: int = 0,
     ):
         self.modalities = tuple(modalities) if isinstance(modalities, (list, tuple)) else (modalities,)
@@ -156,7 +166,7 @@ class LSFA(Detector):
         self.warmup, self.queue_size, self.coreset_ratio = warmup, queue_size, coreset_ratio
         self.standardise = (standardise,) if isinstance(standardise, str) else tuple(standardise or ())
         self.fusion, self.blur, self.top_fraction, self.seed = fusion, blur, top_fraction, seed
-        self.losses = losses
+        self.losses, self.point_tokens = losses, point_tokens
         self.net_ = None
         self.dims_ = None
         self.banks_ = {}
@@ -169,6 +179,7 @@ class LSFA(Detector):
             "point_features": self.point_features in ("fpfh", "point-mae"),
             "fusion": self.fusion in ("ocsvm", "sum"),
             "losses": self.losses in ("ad3d", "release"),
+            "point_tokens": self.point_tokens in ("patch-mean", "m3dm"),
             "iterations": self.iterations >= 0,
             "coreset_ratio": 0 < self.coreset_ratio <= 1,
             "groups": self.groups >= 1,
@@ -201,7 +212,8 @@ class LSFA(Detector):
         if getattr(self, "_points", None) is None:
             from ad3d.features import point_backbone
 
-            self._points = point_backbone("point-mae", weights=self.point_weights, num_group=self.groups)
+            frame = "raw" if self.point_tokens == "m3dm" else "unit-sphere"  # M3DM and LSFA feed raw xyz
+            self._points = point_backbone("point-mae", weights=self.point_weights, num_group=self.groups, frame=frame)
         return self._points
 
     def _rgb_tokens(self, image: np.ndarray) -> np.ndarray:
@@ -212,9 +224,10 @@ class LSFA(Detector):
         return joined.reshape(joined.shape[0], -1).T.numpy()
 
     def _point_values(self, points: np.ndarray) -> np.ndarray:
-        """(N, C) features at every point: FPFH at point_radius x the diagonal, or Point-MAE groups."""
+        """(N, C) features at every point: FPFH at point_radius x the diagonal, or Point-MAE groups (1/d or,
+        with point_tokens='m3dm', M3DM's 1/(d^2 + 1e-8) weights)."""
         if self.point_features == "point-mae":
-            return self._point_net()(points).at_points(points)
+            return self._point_net()(points).at_points(points, power=2 if self.point_tokens == "m3dm" else 1)
         from ad3d.features import fpfh
 
         return fpfh(points, self.point_radius * float(np.linalg.norm(np.ptp(points, axis=0))))
@@ -229,9 +242,22 @@ class LSFA(Detector):
             raise ConfigError(f"lsfa with rgb needs an organised scan with its colour image: '{scan.path or 'scan'}'")
         out = {}
         if use_rgb:
-            image = rotate_blocks(scan.image, rng) if rotated else scan.image
+            image = scan.image
+            if rotated and self.losses == "release":  # the release turns 4 x 4 blocks of the network's input
+                from PIL import Image
+
+                size = (self.image_size, self.image_size)
+                image = rotate_blocks(np.asarray(Image.fromarray(image).resize(size, Image.BILINEAR)), rng)
+            elif rotated:
+                image = rotate_blocks(image, rng)
             out["rgb"] = self._rgb_tokens(image)
-        if "xyz" in self.modalities:
+        if "xyz" in self.modalities and scan.is_organised and self.point_tokens == "m3dm":
+            resized = fusion.resize(scan, self.image_size)  # M3DM: 224^2, zero-filled, 3 x 3 mean, pooled
+            points = resized.xyz[resized.valid]
+            patches = fusion.pooled_patches(resized, self._point_values(points), self.patches)
+            held = fusion.pooled_patches(resized, np.ones((len(points), 1), np.float32), self.patches)[:, 0] > 0
+            out.update(xyz=patches, valid=held)  # patches a point reaches (the release: features all non-zero)
+        elif "xyz" in self.modalities:
             points = np.ascontiguousarray(scan.points, dtype=np.float32)
             values = self._point_values(points)
             if scan.is_organised:

@@ -37,8 +37,9 @@ class PointFeatures:
     features: np.ndarray
     groups: np.ndarray
 
-    def at_points(self, points: np.ndarray) -> np.ndarray:
-        """(N, C) features at any points: inverse-distance weights of the 3 nearest group centres."""
+    def at_points(self, points: np.ndarray, power: int = 1) -> np.ndarray:
+        """(N, C) features at any points: inverse-distance weights of the 3 nearest group centres (power 2:
+        1/(d^2 + 1e-8), as M3DM and LSFA carry them)."""
         import torch
 
         from ad3d import ops
@@ -47,6 +48,7 @@ class PointFeatures:
             torch.from_numpy(np.ascontiguousarray(points, dtype=np.float32)),
             torch.from_numpy(np.ascontiguousarray(self.centres, dtype=np.float32)),
             torch.from_numpy(np.ascontiguousarray(self.features, dtype=np.float32)),
+            power=power,
         )
         return values.numpy().astype(np.float32)
 

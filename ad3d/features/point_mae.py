@@ -41,9 +41,10 @@ def encoder_state(path: Path) -> tuple[dict, dict]:
 
 
 class PointMAEBackbone:
-    """Frozen Point-MAE encoder. Points are centred and scaled into the unit sphere first (as in its
-    ShapeNet pretraining); features are the normed outputs of `blocks` (0-based; default the ends of
-    the three thirds of the network: 3, 7, 11 of 12 as in M3DM), concatenated per group."""
+    """Frozen Point-MAE encoder. Points are centred and scaled into the unit sphere first (frame
+    "unit-sphere": its ShapeNet pretraining, and MuSc-V2's input) or taken as they are ("raw": M3DM's and
+    LSFA's input); features are the normed outputs of `blocks` (0-based; default the ends of the three
+    thirds of the network: 3, 7, 11 of 12 as in M3DM), concatenated per group."""
 
     name = "point-mae"
 
@@ -56,10 +57,14 @@ class PointMAEBackbone:
         blocks=None,
         device: str = "cpu",
         seed: int = 0,
+        frame: str = "unit-sphere",
         **arch_overrides,
     ):
         import torch
 
+        if frame not in ("unit-sphere", "raw"):
+            raise ConfigError(f"point-mae frame must be 'unit-sphere' or 'raw', got {frame!r}")
+        self.frame = frame
         from ad3d.nn.point_mae import MaskTransformer, PointMAEConfig
 
         self.weights_path = None if random_init else resolve(self.name, weights)
@@ -112,13 +117,15 @@ class PointMAEBackbone:
         return [k[0].float().cpu().numpy() for k in kept]
 
     def _unit_sphere(self, points: np.ndarray):
-        """The points centred and scaled into the unit sphere (as in its ShapeNet pretraining), as a tensor
-        on the device; the centre and the scale to undo it."""
+        """The points centred and scaled into the unit sphere (frame "unit-sphere"), or as they are ("raw"),
+        as a tensor on the device; the centre and the scale to undo it."""
         import torch
 
         points = np.asarray(points, dtype=np.float32)
         if points.ndim != 2 or points.shape[1] != 3 or len(points) == 0:
             raise ConfigError(f"point-mae takes (N, 3) points, got {points.shape}")
+        if self.frame == "raw":
+            return torch.from_numpy(np.ascontiguousarray(points)).to(self.device), np.zeros(3, np.float32), 1.0
         centre = points.mean(0)
         scale = float(np.linalg.norm(points - centre, axis=1).max()) or 1.0
         return torch.from_numpy((points - centre) / scale).to(self.device), centre, scale

@@ -2,11 +2,12 @@
 their outputs as .npz files beside this script. ad3d's tests must reproduce the outputs (README.md here).
 
     python tests/oracle/make_fixtures.py --musc PATH/MuSc-V2 --mc4ad PATH/code --r3dad PATH/r3d-ad --lsfa PATH/LSFA \
-        [--only NAME ...]
+        --m3dm PATH/M3DM [--only NAME ...]
 
 PATH/MuSc-V2 is a checkout of HUST-SLOW/MuSc-V2 at b5e911d, PATH/code the unzipped code.zip of
 hzzzzzhappy/MC4AD at 27cf768, PATH/r3d-ad a checkout of alibalapour/r3d-ad at 7b1d989 (the authors'
-release commit), PATH/LSFA a checkout of yuanpengtu/LSFA at a8dd6d7. Their modules are imported from
+release commit), PATH/LSFA a checkout of yuanpengtu/LSFA at a8dd6d7, PATH/M3DM one of nomewang/M3DM at
+62b7f46. Their modules are imported from
 there; nothing of them is copied. Needs torch, scikit-learn, Pillow, torchvision's transforms, open3d and
 faiss-cpu.
 """
@@ -237,7 +238,7 @@ def r3dad_scores(release: dict) -> dict:
     return {"refs": refs, "recons": recons, "object": caught[0], "points": caught[1]}
 
 
-def release_functions(path: Path, names: dict[str, str | None]) -> dict:
+def release_functions(path: Path, names: dict[str, str | None], **extra) -> dict:
     """Functions defined in a release's file, compiled from that file on its own: {name: class or None}.
     For files whose imports (CUDA ops, training frameworks) cannot load here, while the functions we need
     only use torch."""
@@ -251,7 +252,7 @@ def release_functions(path: Path, names: dict[str, str | None]) -> dict:
             for item in scope:
                 if isinstance(item, ast.FunctionDef) and item.name == name:
                     found[name] = item
-    namespace = {"torch": torch, "nn": torch.nn, "np": np}
+    namespace = {"torch": torch, "nn": torch.nn, "np": np, **extra}
     exec(compile(ast.Module(body=list(found.values()), type_ignores=[]), str(path), "exec"), namespace)
     return {name: namespace[name] for name in names}
 
@@ -289,12 +290,64 @@ def lsfa_losses(release: dict) -> dict:
     }
 
 
+@maker("m3dm_point_tokens")
+def m3dm_point_tokens(release: dict) -> dict:
+    """M3DM's point tokens (nomewang/M3DM @ 62b7f46): `feature_extractors/features.py: Features.__call__`
+    (group features to points by `models/pointnet2_utils.py: interpolating_points`) and
+    `feature_extractors/multiple_features.py: PointFeatures.add_sample_to_mem_bank` (the zero-filled 224 x 224
+    grid, 3 x 3 average, adaptive pool to 56), compiled from those files (their imports need CUDA ops); the
+    Point-MAE network stood in for by seeded group features and centres; pools as its __init__ builds them."""
+    sys.path.insert(0, str(release["m3dm"].resolve()))
+    from models.pointnet2_utils import interpolating_points
+    from utils.mvtec3d_util import organized_pc_to_unorganized_pc
+
+    root = release["m3dm"] / "feature_extractors"
+    call = release_functions(root / "features.py", {"__call__": "Features"}, interpolating_points=interpolating_points)
+    add = release_functions(
+        root / "multiple_features.py",
+        {"add_sample_to_mem_bank": "PointFeatures"},
+        organized_pc_to_unorganized_pc=organized_pc_to_unorganized_pc,
+    )
+    rng = np.random.default_rng(10)
+    rows, cols = np.meshgrid(np.arange(224), np.arange(224), indexing="ij")
+    valid = (rows - 112) ** 2 / 80**2 + (cols - 100) ** 2 / 60**2 < 1  # an elliptic part on an empty grid
+    xyz = np.zeros((224, 224, 3), np.float32)
+    xyz[valid] = np.c_[cols[valid] / 500, rows[valid] / 500, 0.3 + 0.01 * rng.standard_normal(valid.sum())]
+    points = xyz[valid]
+    centre_idx = rng.choice(len(points), 200, replace=False)
+    group_features = rng.normal(size=(200, 24)).astype(np.float32)
+
+    class StandIn:
+        device, image_size = "cpu", 224
+        average, resize = torch.nn.AvgPool2d(3, stride=1), torch.nn.AdaptiveAvgPool2d((56, 56))
+
+        def __init__(self):
+            self.patch_lib = []
+
+        def deep_feature_extractor(self, rgb, pts):
+            centres = torch.from_numpy(points[centre_idx])[None]
+            features = torch.from_numpy(group_features.T.copy())[None]
+            return torch.zeros(1), features, centres, None, torch.from_numpy(centre_idx)
+
+        __call__ = call["__call__"]
+
+    stand_in = StandIn()
+    add["add_sample_to_mem_bank"](stand_in, (torch.zeros(1), torch.from_numpy(xyz).permute(2, 0, 1)[None]))
+    return {
+        "xyz": xyz,
+        "centre_idx": centre_idx,
+        "group_features": group_features,
+        "tokens": stand_in.patch_lib[0].numpy(),
+    }
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--musc", type=Path, required=True, help="checkout of HUST-SLOW/MuSc-V2 @ b5e911d")
     parser.add_argument("--mc4ad", type=Path, required=True, help="code/ of hzzzzzhappy/MC4AD @ 27cf768's code.zip")
     parser.add_argument("--r3dad", type=Path, required=True, help="checkout of alibalapour/r3d-ad @ 7b1d989")
     parser.add_argument("--lsfa", type=Path, required=True, help="checkout of yuanpengtu/LSFA @ a8dd6d7")
+    parser.add_argument("--m3dm", type=Path, required=True, help="checkout of nomewang/M3DM @ 62b7f46")
     parser.add_argument("--only", nargs="*", default=None, help="fixture names (default: all)")
     args = parser.parse_args(argv)
     # torchvision's compiled ops are not needed (only its transforms are): skip their registration, which
@@ -304,7 +357,7 @@ def main(argv=None) -> None:
     HERE.mkdir(exist_ok=True)
     for name in args.only or MAKERS:
         torch.manual_seed(0)
-        arrays = MAKERS[name]({"musc": args.musc, "mc4ad": args.mc4ad, "r3dad": args.r3dad, "lsfa": args.lsfa})
+        arrays = MAKERS[name]({key: getattr(args, key) for key in ("musc", "mc4ad", "r3dad", "lsfa", "m3dm")})
         np.savez_compressed(HERE / f"{name}.npz", **arrays)
         print(f"wrote {name}.npz: {', '.join(f'{k} {np.shape(v)}' for k, v in arrays.items())}")
 
