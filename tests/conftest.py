@@ -19,3 +19,17 @@ def tree_digest(root: Path) -> dict[str, str]:
         for p in sorted(root.rglob("*"))
         if p.is_file()
     }
+
+
+@pytest.fixture
+def fixture():
+    """fixture(name) -> the arrays of tests/oracle/fixtures/NAME.npz, written by tests/oracle/make_fixtures.py
+    from an official release's code (one conftest for the whole suite: a second one in tests/oracle would
+    shadow this module's name for the tests that import from it)."""
+    import numpy as np
+
+    def load(name: str) -> dict:
+        with np.load(Path(__file__).parent / "oracle" / "fixtures" / f"{name}.npz") as data:
+            return {k: data[k] for k in data.files}
+
+    return load
