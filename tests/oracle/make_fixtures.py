@@ -177,15 +177,21 @@ def musc_maps(release: dict) -> dict:
     }
 
 
-@maker("mc4ad_object_score")
-def mc4ad_object_score(release: dict) -> dict:
-    """MC4AD's scores (`code/network/MC4AD.py:eval_fn`, from the release's code.zip) of 500 points' predicted
-    forces (6 numbers each: internal then external), the network stood in for by one that returns them."""
+def mc4ad_importable(release: dict) -> None:
+    """MC4AD's network module imports MinkowskiEngine (not installable here) and its truncated Mink.py: stand
+    in empty modules for both, so that its plain torch functions load."""
     sys.modules.setdefault("MinkowskiEngine", types.ModuleType("MinkowskiEngine"))
     mink = types.ModuleType("network.Mink")
     mink.Mink_unet = None
     sys.modules.setdefault("network.Mink", mink)
     sys.path.insert(0, str(release["mc4ad"].resolve()))
+
+
+@maker("mc4ad_object_score")
+def mc4ad_object_score(release: dict) -> dict:
+    """MC4AD's scores (`code/network/MC4AD.py:eval_fn`, from the release's code.zip) of 500 points' predicted
+    forces (6 numbers each: internal then external), the network stood in for by one that returns them."""
+    mc4ad_importable(release)
     from network.MC4AD import eval_fn
 
     rng = np.random.default_rng(7)
@@ -198,6 +204,32 @@ def mc4ad_object_score(release: dict) -> dict:
     batch = {"xyz_voxel": None, "feat_voxel": None, "v2p_index": None}
     score, joint = eval_fn(batch, StandIn())
     return {"forces": forces, "joint": joint.numpy(), "object": np.float32(score)}
+
+
+@maker("mc4ad_loss")
+def mc4ad_loss(release: dict) -> dict:
+    """MC4AD's training loss (`code/network/MC4AD.py: model_fn`, symmetric weight 0.1) on 400 points' predicted
+    forces and target offsets (a quarter of them zero, as outside a pseudo-defect), the network stood in for
+    by one that returns the forces; Tensor.cuda() is the identity here."""
+    mc4ad_importable(release)
+    from network.MC4AD import model_fn
+
+    rng = np.random.default_rng(11)
+    forces = (rng.normal(size=(400, 6)) * 0.05).astype(np.float32)
+    target = (rng.normal(size=(400, 3)) * 0.05 * (rng.random((400, 1)) > 0.25)).astype(np.float32)
+
+    class StandIn:
+        def __call__(self, feat_voxel, xyz_voxel, v2p_index):
+            return torch.from_numpy(forces)
+
+    batch = {"xyz_voxel": None, "feat_voxel": None, "v2p_index": None, "batch_count": None}
+    batch["batch_offset"] = torch.from_numpy(target)
+    cuda, torch.Tensor.cuda = torch.Tensor.cuda, lambda self, *a, **kw: self
+    try:
+        loss = model_fn(batch, StandIn(), types.SimpleNamespace(batch_size=1))[0]
+    finally:
+        torch.Tensor.cuda = cuda
+    return {"forces": forces, "target": target, "loss": np.float32(loss)}
 
 
 @maker("r3dad_scores")
@@ -236,6 +268,17 @@ def r3dad_scores(release: dict) -> dict:
     masks = torch.zeros(6, 600)
     evaluation_metrics.ROC_AP(torch.from_numpy(refs), torch.from_numpy(recons), labels, masks)
     return {"refs": refs, "recons": recons, "object": caught[0], "points": caught[1]}
+
+
+@maker("r3dad_schedule")
+def r3dad_schedule(release: dict) -> dict:
+    """R3D-AD's noise schedule (`models/diffusion.py: VarianceSchedule(200, 1e-4, 0.05)`, linear): the
+    cumulative alpha_bar and the posterior sigmas (flexibility 0) its DDPM sampling uses."""
+    sys.path.insert(0, str(release["r3dad"].resolve()))
+    from models.diffusion import VarianceSchedule
+
+    schedule = VarianceSchedule(200, 1e-4, 0.05)
+    return {"alpha_bars": schedule.alpha_bars.numpy(), "sigmas_inflex": schedule.sigmas_inflex.numpy()}
 
 
 def release_functions(path: Path, names: dict[str, str | None], **extra) -> dict:

@@ -33,3 +33,14 @@ def test_point_scores_are_the_distance_to_the_nearest_reconstructed_point(fixtur
     ]
     # the release's cdist expands |a - b|^2 in float32 for clouds this size: 3e-4 of the range at most here
     np.testing.assert_allclose(normalised(np.concatenate(dist)), f["points"], atol=1e-3)
+
+
+def test_noise_schedule_matches_variance_schedule(fixture):
+    """Already equal before (issue 23): kept so. models/diffusion.py VarianceSchedule(200, 1e-4, 0.05)."""
+    from ad3d.nn.diffusion import LinearSchedule
+
+    f = fixture("r3dad_schedule")
+    schedule = LinearSchedule(200, 1e-4, 0.05)
+    np.testing.assert_allclose(schedule.alpha_bar.numpy(), f["alpha_bars"], rtol=2e-5)
+    sigmas = [0.0] + [schedule.posterior_variance(t) ** 0.5 for t in range(1, 201)]
+    np.testing.assert_allclose(sigmas, f["sigmas_inflex"], rtol=1e-4, atol=1e-7)
