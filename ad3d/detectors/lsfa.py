@@ -21,15 +21,9 @@ each patch's nearest distance; fused per patch by a one-class SVM learned on hel
 the part set to the part's least anomalous patch (else the background's colour scores bleed into the
 silhouette's points); the map brought to the image, blurred, read at every point. Object score = the
 mean of the top 5 % of the scan's point scores (M3DM's max in the paper preset). `fit_joint` trains one
-adaptor on every category of a dataset, as released. losses='release' (the paper preset) computes the
-InfoNCE terms and the compactness distances as the release does (yuanpengtu/LSFA @ a8dd6d7,
-Adaptation/fusion_pretrain.py; tests/oracle): ad3d's InfoNCE is half the release's at temperature 1, so
-there compactness weighs twice as much; the release clamps squared distances at 50; its rotated copies turn
-4 x 4 blocks of the image_size input, not of the scan's image. point_tokens='m3dm'
-(the paper preset) makes the point tokens of organised scans as M3DM and LSFA do: the scan resized to
-image_size squared, Point-MAE on raw xyz, group features to points by 1/(d^2 + 1e-8), a zero-filled
-grid averaged over 3 x 3 windows and pooled to the patches; the default averages the points of each patch
-at the scan's own resolution.
+adaptor on every category of a dataset, as released. The paper preset's losses='release' and
+point_tokens='m3dm' compute the InfoNCE scale, the compactness clamp, the rotated copies and M3DM's point
+tokens as the releases do (docs/detectors/lsfa.md; tests/oracle).
 """
 
 from __future__ import annotations
