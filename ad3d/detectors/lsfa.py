@@ -92,24 +92,6 @@ def rotate_blocks(image: np.ndarray, rng: np.random.Generator, block: int = 4) -
     return out
 
 
-def heads_for(dim: int) -> int:
-    return next(h for h in (12, 8, 6, 4, 3, 2, 1) if dim % h == 0)
-
-
-class Adaptor(nn.Module):
-    """One transformer block on the frozen tokens, and the projection head its losses use."""
-
-    def __init__(self, dim: int, proj_dim: int):
-        super().__init__()
-        from ad3d.nn.vit import Block
-
-        self.block = Block(dim, heads_for(dim), layer_scale=False)
-        self.head = nn.Linear(dim, proj_dim)
-
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        return self.block(tokens)
-
-
 @register
 class LSFA(Detector):
     name = "lsfa"
@@ -270,6 +252,8 @@ class LSFA(Detector):
     # --- adaptation -----------------------------------------------------------------------------
     def _build_net(self) -> nn.ModuleDict:
         torch.manual_seed(self.seed)
+        from ad3d.nn.adaptor import Adaptor
+
         return nn.ModuleDict({m: Adaptor(self.dims_[m], self.proj_dim) for m in self.modalities})
 
     def _adapted(self, tokens: dict, net=None) -> dict:
