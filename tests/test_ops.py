@@ -306,3 +306,27 @@ def test_interpolate_with_inverse_square_weights_by_hand():
     assert ops.interpolate(ref[:1], ref, values, power=2)[0] == pytest.approx(1.0, abs=1e-6)  # 1e8 dominates
     with pytest.raises(ValueError, match="power"):
         ops.interpolate(query, ref, values, power=3)
+
+
+@pytest.mark.slow  # the copied cache rebuilds in its new place: about a minute
+def test_a_lock_left_by_a_killed_build_does_not_hang_the_next_load(tmp_path):
+    """torch's build baton (`lock`) survives a build killed by SIGTERM or SIGKILL, and torch then waits on it
+    forever; ad3d removes it under its own lock (which the system releases when its holder dies)."""
+    import shutil
+    import subprocess
+    import sys
+
+    from ad3d.cache import cache_dir
+    from ad3d.ops import _ext
+
+    if _ext.load_extension() is None:
+        pytest.skip("the compiled ops cannot be built here")
+    key = _ext.build_key(_ext._want_cuda())
+    built = tmp_path / "cache" / "ops" / key
+    shutil.copytree(cache_dir() / "ops" / key, built)
+    (built / "lock").touch()  # as a killed build leaves it
+    env = {**os.environ, "AD3D_CACHE": str(tmp_path / "cache")}
+    code = "from ad3d.ops._ext import load_extension; assert load_extension() is not None"
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "removing a lock left by an interrupted build" in done.stderr and not (built / "lock").exists()

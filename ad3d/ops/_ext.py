@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sys
 import warnings
 from pathlib import Path
 
@@ -73,6 +74,7 @@ def _build(verbose: bool):
     try:
         with open(build_dir / ".lock", "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)  # one builder per key; the others wait, then load its result
+            _clear_stale_baton(build_dir)
             staged = _stage(build_dir / "src")
             sources = [str(staged / s) for s in CPU_SOURCES + (CUDA_SOURCES if cuda else ())]
             module = load(
@@ -90,6 +92,16 @@ def _build(verbose: bool):
         return None
     _state["info"] = f"compiled ({'CPU + CUDA' if cuda else 'CPU'}) in {build_dir}"
     return module
+
+
+def _clear_stale_baton(build_dir: Path) -> None:
+    """Remove torch's build baton (`lock`) left by a build that was killed (SIGTERM, SIGKILL): torch would
+    wait on it forever. Called under our own lock, which the system drops when its holder dies, so no
+    other build of this key is running and any baton found is stale."""
+    baton = build_dir / "lock"
+    if baton.exists():
+        print(f"ad3d.ops: removing a lock left by an interrupted build in {build_dir}", file=sys.stderr)
+        baton.unlink(missing_ok=True)
 
 
 def _stage(folder: Path) -> Path:
