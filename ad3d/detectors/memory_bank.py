@@ -17,8 +17,35 @@ def coreset_bank(features: np.ndarray, ratio: float, seed: int = 0, device: str 
     return features[idx]
 
 
+def nearest_rows(query: torch.Tensor, bank: torch.Tensor, k: int = 1, chunk: int = 4096):
+    """(distances, indices), (M, k) each: the k nearest bank rows of each query row, nearest first. 3-D rows
+    (points) go through ad3d's exact kNN op, feature rows through cdist in chunks of `chunk` queries."""
+    from ad3d import ops
+
+    if query.shape[1] == 3:
+        dist2, idx = ops.knn(query, bank, k)
+        return dist2.clamp_min(0).sqrt(), idx
+    parts = [torch.cdist(part, bank).topk(k, dim=1, largest=False) for part in query.split(chunk)]
+    return torch.cat([p.values for p in parts]), torch.cat([p.indices for p in parts])
+
+
 def nearest_distances(query: np.ndarray, bank: np.ndarray, device: str = "cpu", chunk: int = 4096) -> np.ndarray:
     """(M,) Euclidean distance of each query row to its nearest bank row, in chunks of `chunk` queries."""
-    b = torch.from_numpy(bank).to(device)
-    q = torch.from_numpy(query).to(device)
-    return torch.cat([torch.cdist(part, b).min(1).values for part in q.split(chunk)]).cpu().float().numpy()
+    dist, _ = nearest_rows(torch.from_numpy(query).to(device), torch.from_numpy(bank).to(device), 1, chunk)
+    return dist[:, 0].cpu().float().numpy()
+
+
+def reweighted_max(query: np.ndarray, bank: np.ndarray, k: int = 3) -> float:
+    """PatchCore's object score, as the R3D-AD, M3DM and LSFA releases compute it: the largest distance s*
+    from a query row to its nearest bank row, times 1 - softmax weight of s* against the query row's
+    distances to the k - 1 next bank neighbours of that bank row (all divided by sqrt(dim))."""
+    q = torch.from_numpy(np.ascontiguousarray(query, dtype=np.float32))
+    b = torch.from_numpy(np.ascontiguousarray(bank, dtype=np.float32))
+    dist, idx = nearest_rows(q, b, 1)
+    worst = int(torch.argmax(dist[:, 0]))
+    s_star = dist[worst, 0]
+    around = nearest_rows(b[idx[worst]], b, min(k, len(b)))[1][0, 1:]
+    others = torch.linalg.norm(q[worst] - b[around], dim=1)
+    scale = float(np.sqrt(q.shape[1]))
+    weight = 1 - torch.exp(s_star / scale) / torch.exp(others / scale).sum()
+    return float(weight * s_star)

@@ -39,9 +39,10 @@ import functools
 import numpy as np
 import torch
 
+from ad3d.detectors.memory_bank import reweighted_max
 from ad3d.detectors.neural import NeuralDetector, jitter, random_rotation
 from ad3d.detectors.registry import register
-from ad3d.detectors.scoring import neighbour_indices, reweighted_max, smooth, spread, top_mean
+from ad3d.detectors.scoring import neighbour_indices, smooth, spread, top_mean
 from ad3d.errors import ConfigError
 from ad3d.nn.pointnet import R3DNet
 from ad3d.ops import even_subset

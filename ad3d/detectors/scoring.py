@@ -15,34 +15,6 @@ def top_mean(scores: np.ndarray, fraction: float) -> float:
     return float(np.mean(np.partition(scores, len(scores) - k)[-k:]))
 
 
-def reweighted_max(query: np.ndarray, bank: np.ndarray, k: int = 3) -> float:
-    """PatchCore's object score, as the R3D-AD, M3DM and LSFA releases compute it: the largest distance s*
-    from a query row to its nearest bank row, times 1 - softmax weight of s* against the query row's
-    distances to the k - 1 next bank neighbours of that bank row (all divided by sqrt(dim))."""
-    q = torch.from_numpy(np.ascontiguousarray(query, dtype=np.float32))
-    b = torch.from_numpy(np.ascontiguousarray(bank, dtype=np.float32))
-    dist, idx = nearest_rows(q, b, 1)
-    worst = int(torch.argmax(dist[:, 0]))
-    s_star = dist[worst, 0]
-    around = nearest_rows(b[idx[worst]], b, min(k, len(b)))[1][0, 1:]
-    others = torch.linalg.norm(q[worst] - b[around], dim=1)
-    scale = float(np.sqrt(q.shape[1]))
-    weight = 1 - torch.exp(s_star / scale) / torch.exp(others / scale).sum()
-    return float(weight * s_star)
-
-
-def nearest_rows(query: torch.Tensor, bank: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(distances, indices), (M, k) each: the k nearest bank rows of each query row, nearest first. 3-D rows
-    go through ad3d's kNN op, others through cdist in blocks of query rows."""
-    from ad3d import ops
-
-    if query.shape[1] == 3:
-        dist2, idx = ops.knn(query, bank, k)
-        return dist2.clamp_min(0).sqrt(), idx
-    parts = [torch.cdist(block, bank).topk(k, dim=1, largest=False) for block in query.split(4096)]
-    return torch.cat([p.values for p in parts]), torch.cat([p.indices for p in parts])
-
-
 def neighbour_indices(points: torch.Tensor, k: int) -> torch.Tensor:
     """Indices (N, k') of each point's k nearest points, itself first (k' = min(k, N), at least 1)."""
     from ad3d import ops

@@ -62,10 +62,11 @@ class PointMAEBackbone:
     ):
         import torch
 
+        from ad3d.nn.point_mae import MaskTransformer, PointMAEConfig
+
         if frame not in ("unit-sphere", "raw"):
             raise ConfigError(f"point-mae frame must be 'unit-sphere' or 'raw', got {frame!r}")
         self.frame = frame
-        from ad3d.nn.point_mae import MaskTransformer, PointMAEConfig
 
         self.weights_path = None if random_init else resolve(self.name, weights)
         encoder, arch = encoder_state(self.weights_path) if self.weights_path else ({}, {})
@@ -97,7 +98,7 @@ class PointMAEBackbone:
 
         from ad3d.nn.point_mae import group
 
-        x, centre, scale = self._unit_sphere(points)
+        x, centre, scale = self._in_frame(points)
         with torch.inference_mode():
             groups, centres, idx = group(x[None], min(self.num_group, len(x)), min(self.group_size, len(x)))
             _, kept = self.net(groups, centres, keep=self.blocks)
@@ -109,14 +110,14 @@ class PointMAEBackbone:
         `points`. One (G, trans_dim) array per kept block."""
         import torch
 
-        x, _, _ = self._unit_sphere(points)
+        x, _, _ = self._in_frame(points)
         centres = x[torch.from_numpy(np.asarray(centre_idx, dtype=np.int64)).to(self.device)]
         members = x[torch.from_numpy(np.asarray(group_idx, dtype=np.int64)).to(self.device)]
         with torch.inference_mode():
             _, kept = self.net((members - centres[:, None])[None], centres[None], keep=self.blocks)
         return [k[0].float().cpu().numpy() for k in kept]
 
-    def _unit_sphere(self, points: np.ndarray):
+    def _in_frame(self, points: np.ndarray):
         """The points centred and scaled into the unit sphere (frame "unit-sphere"), or as they are ("raw"),
         as a tensor on the device; the centre and the scale to undo it."""
         import torch

@@ -5,7 +5,8 @@ import numpy as np
 import torch
 
 from ad3d import ops
-from ad3d.detectors.scoring import reweighted_max, top_mean
+from ad3d.detectors.memory_bank import reweighted_max
+from ad3d.detectors.scoring import top_mean
 
 
 def normalised(x: np.ndarray) -> np.ndarray:
