@@ -6,6 +6,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+_SHORTLIST_MARGIN = 4  # extra cdist candidates re-ranked exactly; ties within cdist's rounding stay inside
+
 
 def coreset_bank(features: np.ndarray, ratio: float, seed: int = 0, device: str = "cpu") -> np.ndarray:
     """The `ratio` share of `features` (N, D) chosen by greedy k-centre selection, from a seeded start."""
@@ -19,14 +21,23 @@ def coreset_bank(features: np.ndarray, ratio: float, seed: int = 0, device: str 
 
 def nearest_rows(query: torch.Tensor, bank: torch.Tensor, k: int = 1, chunk: int = 4096):
     """(distances, indices), (M, k) each: the k nearest bank rows of each query row, nearest first. 3-D rows
-    (points) go through ad3d's exact kNN op, feature rows through cdist in chunks of `chunk` queries."""
+    (points) go through ad3d's exact kNN op; feature rows are shortlisted by cdist in chunks of `chunk` queries
+    and their distances recomputed exactly: cdist's matrix product sums in an order that depends on how many
+    threads BLAS happens to use, and a saved model must score bit-identically on every machine."""
     from ad3d import ops
 
     if query.shape[1] == 3:
         dist2, idx = ops.knn(query, bank, k)
         return dist2.clamp_min(0).sqrt(), idx
-    parts = [torch.cdist(part, bank).topk(k, dim=1, largest=False) for part in query.split(chunk)]
-    return torch.cat([p.values for p in parts]), torch.cat([p.indices for p in parts])
+    shortlist = min(len(bank), k + _SHORTLIST_MARGIN)
+    values, indices = [], []
+    for part in query.split(chunk):
+        cand = torch.cdist(part, bank).topk(shortlist, dim=1, largest=False).indices.sort(dim=1).values
+        exact = (part[:, None, :] - bank[cand]).square().sum(-1).sqrt()
+        best = exact.topk(k, dim=1, largest=False)
+        values.append(best.values)
+        indices.append(cand.gather(1, best.indices))
+    return torch.cat(values), torch.cat(indices)
 
 
 def nearest_distances(query: np.ndarray, bank: np.ndarray, device: str = "cpu", chunk: int = 4096) -> np.ndarray:

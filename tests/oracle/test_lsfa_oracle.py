@@ -18,9 +18,9 @@ def test_release_compactness_clamps_squared_distances_at_50(fixture):
     features = torch.from_numpy(f["features"]).requires_grad_()
     queue = torch.from_numpy(f["queue"])
     clamped = compactness(features, queue, clamp=50.0)
-    assert float(clamped) == pytest.approx(float(f["compactness"]), rel=1e-4)
+    assert float(clamped.detach()) == pytest.approx(float(f["compactness"]), rel=1e-4)
     nearest = torch.cdist(features, queue).min(1).values
-    assert (nearest > 50**0.5).any() and float(compactness(features, queue)) > float(clamped)  # the clamp binds
+    assert (nearest > 50**0.5).any() and float(compactness(features, queue).detach()) > float(clamped)  # the clamp binds
     clamped.backward()
     far = nearest > 50**0.5
     assert torch.all(features.grad[far] == 0) and features.grad[~far].abs().sum() > 0  # no gradient beyond it
