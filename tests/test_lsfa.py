@@ -8,8 +8,8 @@ import pytest
 import torch
 
 import ad3d
-from ad3d.detectors.lsfa import compactness, info_nce, rotate_blocks
 from ad3d.errors import ConfigError
+from ad3d.nn.adaptor import compactness, info_nce, rotate_blocks
 from ad3d.types import Scan
 
 
@@ -94,20 +94,26 @@ def test_fit_is_deterministic_and_a_saved_model_scores_the_same(part, tmp_path):
     assert np.array_equal(back.score(test[0]).point_scores, first.point_scores)
 
 
+def fused(det, scores: dict) -> np.ndarray:
+    from ad3d.detectors.decision_layer import standard_fused
+
+    return standard_fused(scores, det.fusion_, det.fusion)
+
+
 def test_the_decision_layer_is_learned_on_normal_scans_only(part):
     train, _ = part
     det = ad3d.create("lsfa", **TINY).fit(train)
     assert {"w_rgb", "w_xyz", "offset", "rgb_mean", "xyz_std"} <= set(det.fusion_)
     normal = {"rgb": np.array([det.fusion_["rgb_mean"]]), "xyz": np.array([det.fusion_["xyz_mean"]])}
     odd = {"rgb": normal["rgb"] + 5 * det.fusion_["rgb_std"], "xyz": normal["xyz"]}
-    assert det._fused(odd)[0] > det._fused(normal)[0]  # far from normal in either modality scores higher
+    assert fused(det, odd)[0] > fused(det, normal)[0]  # far from normal in either modality scores higher
     empty = {"rgb": normal["rgb"], "xyz": np.array([np.nan])}  # a patch that holds no points
-    assert det._fused(empty)[0] == pytest.approx(det._fused(normal)[0])  # its missing point term is neutral
+    assert fused(det, empty)[0] == pytest.approx(fused(det, normal)[0])  # its missing point term is neutral
     tokens = det.tokens(train[0])
     assert not tokens["valid"].all()  # the background patches of the image
     assert np.isnan(det._patch_scores(tokens)["xyz"][~tokens["valid"]]).all()
     summed = ad3d.create("lsfa", fusion="sum", **TINY).fit(train)
-    assert summed._fused(odd)[0] == pytest.approx(5.0, rel=1e-4)  # standardised scores added
+    assert fused(summed, odd)[0] == pytest.approx(5.0, rel=1e-4)  # standardised scores added
 
 
 def test_a_colour_mode_refuses_a_scan_without_its_image(part):
@@ -127,9 +133,9 @@ def test_object_score_is_the_mean_of_the_top_fraction_of_point_scores(part):
     result = det.score(test[-1])
     assert result.object_score == pytest.approx(top_mean(result.point_scores, 0.05))
     assert result.object_score < result.point_scores.max()
-    peak = det.set_params(top_fraction=0.0).score(test[-1])  # 0: M3DM's max, the paper preset's choice
+    peak = det.set_params(top_fraction=0.0).score(test[-1])  # 0: the max
     assert peak.object_score == pytest.approx(float(peak.point_scores.max()))
-    assert ad3d.detectors.preset("lsfa", "paper")["top_fraction"] == 0.0
+    assert ad3d.detectors.preset("lsfa", "paper")["scoring"] == "release"  # the release's reweighted max instead
 
 
 def test_joint_fit_shares_one_adaptor_and_keeps_compactness_queues_per_category(part, tmp_path, shared_data):
@@ -234,7 +240,7 @@ def test_m3dm_point_tokens_pool_the_resized_zero_filled_grid_and_mark_patches_a_
     assert 0 < tokens["valid"].sum() < 49
 
 
-def test_standardise_picks_the_banks_scaled_per_dimension_and_the_paper_preset_scales_both(part):
+def test_standardise_picks_the_banks_scaled_per_dimension(part):
     train, _ = part
     raw_points = ad3d.create("lsfa", **TINY).fit(train)  # default: image features scaled, FPFH kept raw
     assert np.array_equal(raw_points.banks_["xyz"]["mean"], np.zeros_like(raw_points.banks_["xyz"]["mean"]))
@@ -249,7 +255,6 @@ def test_standardise_picks_the_banks_scaled_per_dimension_and_the_paper_preset_s
     both = ad3d.create("lsfa", standardise=("rgb", "xyz"), **TINY).fit(train)
     assert both.banks_["xyz"]["std"].min() > 0 and not np.allclose(both.banks_["xyz"]["std"], 1)
     assert np.array_equal(both.banks_["rgb"]["mean"], raw_points.banks_["rgb"]["mean"])
-    assert ad3d.detectors.preset("lsfa", "paper")["standardise"] == ("rgb", "xyz")
     with pytest.raises(ConfigError, match="standardise"):
         ad3d.create("lsfa", standardise=("depth",), **TINY).fit(train)
 
@@ -305,3 +310,24 @@ def test_paper_preset_runs_from_the_released_checkpoints_in_ad3d_weights(part, t
         sha256(tmp_path / "dino_vitbase8_pretrain.pth"),
         sha256(tmp_path / "pretrain.pth"),
     }
+
+
+def test_release_scoring_scales_by_the_releases_scalars_and_fuses_with_its_two_fusers(part, tmp_path):
+    from ad3d.detectors.decision_layer import release_pairs
+
+    train, test = part
+    det = ad3d.create("lsfa", scoring="release", adapt=False, coreset_ratio=0.5).fit(train)
+    xyz, rgb = det.banks_["xyz"], det.banks_["rgb"]
+    assert np.ptp(xyz["mean"]) == 0 and np.ptp(xyz["std"]) == 0  # one scalar per modality, not per dimension
+    assert xyz["mean"][0] == rgb["mean"][0] and xyz["std"][0] == rgb["std"][0]  # the release's shared statistics
+    assert len(rgb["bank"]) == round(0.5 * len(xyz["bank"]))  # the RGB coreset sized from the reduced xyz bank
+    assert {"object_xyz", "object_rgb", "map_xyz", "map_rgb"} == set(det.fusion_)
+    scan = test[0]
+    objects, maps = det._release_scores(det.tokens(scan))
+    assert maps["xyz"].shape == (224, 224)  # the release's maps, blurred at 224
+    weights = [det.fusion_["object_xyz"], det.fusion_["object_rgb"]]
+    result = det.score(scan)
+    assert result.object_score == pytest.approx(float(release_pairs(objects["xyz"], objects["rgb"])[0] @ weights))
+    assert result.image_scores.shape == scan.grid_shape and np.isfinite(result.point_scores).all()
+    det.save(tmp_path / "r.ad3d")
+    assert np.array_equal(ad3d.load(tmp_path / "r.ad3d").score(scan).point_scores, result.point_scores)

@@ -20,10 +20,11 @@ each patch's nearest distance; fused per patch by a one-class SVM learned on hel
 (M3DM's decision layer) or by a sum of scores standardised on those scans; patches holding no point of
 the part set to the part's least anomalous patch (else the background's colour scores bleed into the
 silhouette's points); the map brought to the image, blurred, read at every point. Object score = the
-mean of the top 5 % of the scan's point scores (M3DM's max in the paper preset). `fit_joint` trains one
-adaptor on every category of a dataset, as released. The paper preset's losses='release' and
-point_tokens='m3dm' compute the InfoNCE scale, the compactness clamp, the rotated copies and M3DM's point
-tokens as the releases do (docs/detectors/lsfa.md; tests/oracle).
+mean of the top 5 % of the scan's point scores. `fit_joint` trains one
+adaptor on every category of a dataset, as released. The paper preset's losses='release',
+point_tokens='m3dm' and scoring='release' compute the InfoNCE scale, the compactness clamp, the rotated
+copies, M3DM's point tokens and the release's decision layer (`decision_layer`) as the releases do
+(docs/detectors/lsfa.md; tests/oracle).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from torch import nn
 from ad3d.detectors.base import Detector
 from ad3d.detectors.registry import register
 from ad3d.errors import ConfigError
+from ad3d.nn.adaptor import Adaptor, compactness, info_nce, rotate_blocks
 from ad3d.types import Scan
 
 PRESETS = {
@@ -48,48 +50,14 @@ PRESETS = {
         "lr": 3e-4,
         "patches": 56,
         "groups": 1024,
-        "standardise": ("rgb", "xyz"),
-        "top_fraction": 0.0,
         "losses": "release",
         "point_tokens": "m3dm",
+        "scoring": "release",
         "warmup": 60,
         "queue_size": 60000,
         "proj_dim": 512,
     },
 }
-
-
-def info_nce(a: torch.Tensor, b: torch.Tensor, temperature: float = 1.0, release: bool = False) -> torch.Tensor:
-    """Symmetric InfoNCE: row i of `a` and row i of `b` are a positive pair, every other row a negative.
-    release=True: the LSFA release's value (`fusion_pretrain.py`: `contrastive_loss` scales each direction
-    by 2 * temperature), 2 * temperature times ours."""
-    a = nn.functional.normalize(a, dim=1)
-    b = nn.functional.normalize(b, dim=1)
-    logits = a @ b.T / temperature
-    target = torch.arange(len(a), device=a.device)
-    mean = (nn.functional.cross_entropy(logits, target) + nn.functional.cross_entropy(logits.T, target)) / 2
-    return mean * (2 * temperature) if release else mean
-
-
-def compactness(features: torch.Tensor, queue: torch.Tensor, clamp: float | None = None) -> torch.Tensor:
-    """Mean distance of each feature to its nearest queued feature (IFC): small when normal features gather.
-    clamp: squared distances held in [1e-12, clamp] first, as the release's `euclidean_dist` does (50: no
-    gradient beyond a distance of 7.07)."""
-    if clamp is None:
-        return torch.cdist(features, queue).min(1).values.mean()
-    return (torch.cdist(features, queue) ** 2).clamp(1e-12, clamp).sqrt().min(1).values.mean()
-
-
-def rotate_blocks(image: np.ndarray, rng: np.random.Generator, block: int = 4) -> np.ndarray:
-    """The image with every block x block square rotated by a random multiple of 90 degrees."""
-    h, w = (image.shape[0] // block) * block, (image.shape[1] // block) * block
-    out = image.copy()
-    tiles = out[:h, :w].reshape(h // block, block, w // block, block, -1).transpose(0, 2, 1, 3, 4)
-    turns = rng.integers(0, 4, size=tiles.shape[:2])
-    for k in (1, 2, 3):
-        tiles[turns == k] = np.rot90(tiles[turns == k], k, axes=(1, 2))
-    out[:h, :w] = tiles.transpose(0, 2, 1, 3, 4).reshape(h, w, -1)
-    return out
 
 
 @register
@@ -126,6 +94,7 @@ class LSFA(Detector):
         top_fraction: float = 0.05,
         losses: str = "ad3d",
         point_tokens: str = "patch-mean",
+        scoring: str = "ad3d",
         seed: int = 0,
     ):
         self.modalities = tuple(modalities) if isinstance(modalities, (list, tuple)) else (modalities,)
@@ -142,7 +111,7 @@ class LSFA(Detector):
         self.warmup, self.queue_size, self.coreset_ratio = warmup, queue_size, coreset_ratio
         self.standardise = (standardise,) if isinstance(standardise, str) else tuple(standardise or ())
         self.fusion, self.blur, self.top_fraction, self.seed = fusion, blur, top_fraction, seed
-        self.losses, self.point_tokens = losses, point_tokens
+        self.losses, self.point_tokens, self.scoring = losses, point_tokens, scoring
         self.net_ = None
         self.dims_ = None
         self.banks_ = {}
@@ -156,6 +125,7 @@ class LSFA(Detector):
             "fusion": self.fusion in ("ocsvm", "sum"),
             "losses": self.losses in ("ad3d", "release"),
             "point_tokens": self.point_tokens in ("patch-mean", "m3dm"),
+            "scoring": self.scoring in ("ad3d", "release"),
             "iterations": self.iterations >= 0,
             "coreset_ratio": 0 < self.coreset_ratio <= 1,
             "groups": self.groups >= 1,
@@ -252,7 +222,6 @@ class LSFA(Detector):
     # --- adaptation -----------------------------------------------------------------------------
     def _build_net(self) -> nn.ModuleDict:
         torch.manual_seed(self.seed)
-        from ad3d.nn.adaptor import Adaptor
 
         return nn.ModuleDict({m: Adaptor(self.dims_[m], self.proj_dim) for m in self.modalities})
 
@@ -354,7 +323,6 @@ class LSFA(Detector):
         return train, held, rotated
 
     def _fit(self, scans: list[Scan], progress: bool) -> None:
-        from ad3d.detectors.memory_bank import coreset_bank
 
         train, held, rotated = self._fit_tokens(scans, np.random.default_rng(self.seed))
         self.dims_ = {m: int(train[0][m].shape[1]) for m in self.modalities}
@@ -364,19 +332,44 @@ class LSFA(Detector):
             self._train(train, rotated, held, progress)
         else:
             self.net_ = self._build_net().eval()
-        self.banks_ = {}
-        for m in self.modalities:
-            feats = np.concatenate([self._adapted(t)[m][t["valid"] if m == "xyz" else slice(None)] for t in train])
-            if m in self.standardise:
+        features = {
+            m: np.concatenate([self._adapted(t)[m][t["valid"] if m == "xyz" else slice(None)] for t in train])
+            for m in self.modalities
+        }
+        self.banks_ = self._banks(features)
+        if self.scoring == "release":  # fused as released: on the training scans' own scores
+            self._fit_release_fusion(train)
+        else:
+            self._fit_fusion(held or train[-1:])
+
+    def _banks(self, features: dict[str, np.ndarray]) -> dict[str, dict]:
+        """A coreset bank per modality of standardised features, with the (mean, std) used. ad3d: per
+        dimension where `standardise` names the modality, else raw (per-dimension scaling would blow up the
+        near-constant bins of a histogram, FPFH). The release: scalars, and an RGB coreset of 0.1 x the xyz
+        coreset's size (its `run_coreset` sizes the second from the first's reduced bank)."""
+        from ad3d.detectors.decision_layer import release_statistics
+        from ad3d.detectors.memory_bank import coreset_bank
+
+        stats = release_statistics(features) if self.scoring == "release" else {}
+        banks = {}
+        for m in ("xyz", "rgb"):
+            if m not in features:
+                continue
+            feats, dim, ratio = features[m], features[m].shape[1], self.coreset_ratio
+            if m in stats:
+                mean, std = np.full(dim, stats[m][0]), np.full(dim, stats[m][1])
+                if m == "rgb" and "xyz" in banks:
+                    ratio = min(1.0, self.coreset_ratio * len(banks["xyz"]["bank"]) / len(feats))
+            elif m in self.standardise:
                 mean, std = feats.mean(0), feats.std(0) + 1e-6
-            else:  # raw: per-dimension scaling would blow up the near-constant bins of a histogram (FPFH)
-                mean, std = np.zeros(feats.shape[1]), np.ones(feats.shape[1])
-            self.banks_[m] = {
+            else:
+                mean, std = np.zeros(dim), np.ones(dim)
+            banks[m] = {
                 "mean": mean.astype(np.float32),
                 "std": std.astype(np.float32),
-                "bank": coreset_bank(((feats - mean) / std).astype(np.float32), self.coreset_ratio, self.seed),
+                "bank": coreset_bank(((feats - mean) / std).astype(np.float32), ratio, self.seed),
             }
-        self._fit_fusion(held or train[-1:])
+        return banks
 
     def fit_joint(self, scans_by_category: dict[str, list[Scan]], progress: bool = False) -> dict[str, LSFA]:
         """One adaptor for a whole dataset, as released: trained on the normal scans of every category
@@ -417,40 +410,70 @@ class LSFA(Detector):
         return out
 
     def _fit_fusion(self, normal: list[dict]) -> None:
-        """The decision layer from normal scans only: per-modality score statistics, and for 'ocsvm' a
-        linear one-class SVM on the (rgb, xyz) patch-score pairs (fused = its negated decision value)."""
+        """ad3d's decision layer, from held-out normal scans (`decision_layer.fit_standard_fusion`)."""
+        from ad3d.detectors.decision_layer import fit_standard_fusion
+
         scores = [self._patch_scores(t) for t in normal]
         stacked = {m: np.concatenate([s[m] for s in scores]) for m in self.modalities}
-        self.fusion_ = {f"{m}_mean": float(np.nanmean(stacked[m])) for m in self.modalities}
-        self.fusion_.update({f"{m}_std": float(np.nanstd(stacked[m]) + 1e-6) for m in self.modalities})
-        if self.fusion == "ocsvm" and len(self.modalities) == 2:
-            from sklearn.linear_model import SGDOneClassSVM
+        self.fusion_ = fit_standard_fusion(stacked, self.fusion, self.seed)
 
-            pairs = np.stack([self._standard(stacked, m) for m in ("rgb", "xyz")], 1)
-            pairs = pairs[np.isfinite(pairs).all(1)]  # patches that hold points
-            svm = SGDOneClassSVM(nu=0.5, max_iter=1000, random_state=self.seed).fit(pairs)
-            self.fusion_.update(w_rgb=float(svm.coef_[0]), w_xyz=float(svm.coef_[1]), offset=float(svm.offset_[0]))
+    def _release_scores(self, tokens: dict) -> tuple[dict, dict]:
+        """Per modality: the reweighted-max object score over the patches that hold points, and the patch
+        scores (a 224 x 224 blurred map on organised scans, as released; per group otherwise)."""
+        from ad3d.detectors.decision_layer import release_map
+        from ad3d.detectors.memory_bank import reweighted_max
 
-    def _standard(self, scores: dict, m: str) -> np.ndarray:
-        return (scores[m] - self.fusion_[f"{m}_mean"]) / self.fusion_[f"{m}_std"]
+        adapted, patch = self._adapted(tokens), self._patch_scores(tokens)
+        objects, maps = {}, {}
+        for m in self.modalities:
+            keep = tokens["valid"] if m == "xyz" else slice(None)
+            standard = ((adapted[m][keep] - self.banks_[m]["mean"]) / self.banks_[m]["std"]).astype(np.float32)
+            objects[m] = reweighted_max(standard, self.banks_[m]["bank"])
+            values = np.nan_to_num(patch[m], nan=float(np.nanmin(patch[m]))) if m == "xyz" else patch[m]
+            maps[m] = release_map(values.reshape(tokens["grid"]), self.blur) if "grid" in tokens else values
+        return objects, maps
 
-    def _fused(self, scores: dict) -> np.ndarray:
+    def _fit_release_fusion(self, train: list[dict]) -> None:
+        """The release's two fusers, fitted on the training scans' own object scores and map pixels."""
+        from ad3d.detectors.decision_layer import fit_release_fuser, release_pairs
+
         if len(self.modalities) == 1:
-            return self._standard(scores, self.modalities[0])
-        rgb, xyz = self._standard(scores, "rgb"), np.nan_to_num(self._standard(scores, "xyz"))  # no points: neutral
-        if self.fusion == "ocsvm":
-            # the SVM's decision value is w . s - offset, positive inside the normal region: negate it; a
-            # weight the SVM drove to zero or below would drop a modality, so each keeps at least 0.1
-            w_rgb, w_xyz = max(self.fusion_["w_rgb"], 0.1), max(self.fusion_["w_xyz"], 0.1)
-            return -(self.fusion_["offset"] - (w_rgb * rgb + w_xyz * xyz))
-        return rgb + xyz
+            self.fusion_ = {}
+            return
+        scored = [self._release_scores(t) for t in train]
+        objects = np.concatenate([release_pairs(o["xyz"], o["rgb"]) for o, _ in scored])
+        pixels = np.concatenate([release_pairs(p["xyz"], p["rgb"]) for _, p in scored])
+        (d_xyz, d_rgb), (s_xyz, s_rgb) = fit_release_fuser(objects), fit_release_fuser(pixels)
+        self.fusion_ = {"object_xyz": d_xyz, "object_rgb": d_rgb, "map_xyz": s_xyz, "map_rgb": s_rgb}
+
+    def _release_score(self, scan: Scan, tokens: dict) -> tuple[np.ndarray, float]:
+        from ad3d import fusion, ops
+        from ad3d.detectors.decision_layer import release_pairs
+
+        objects, maps = self._release_scores(tokens)
+        if len(self.modalities) == 1:
+            (m,) = self.modalities
+            score, fused = objects[m], maps[m]
+        else:
+            f = self.fusion_
+            score = float((release_pairs(objects["xyz"], objects["rgb"]) @ [f["object_xyz"], f["object_rgb"]])[0])
+            fused = (release_pairs(maps["xyz"], maps["rgb"]) @ [f["map_xyz"], f["map_rgb"]]).reshape(maps["xyz"].shape)
+        fused = np.asarray(fused, np.float32)
+        if "centres" in tokens:
+            points = torch.from_numpy(scan.points)
+            return ops.interpolate(points, torch.from_numpy(tokens["centres"]), torch.from_numpy(fused)).numpy(), score
+        image, _ = fusion.map_to_points(scan, fused)
+        return image.astype(np.float32), score
 
     def _score(self, scan: Scan) -> tuple[np.ndarray, float]:
         from ad3d import fusion, ops
+        from ad3d.detectors.decision_layer import standard_fused
         from ad3d.detectors.scoring import blur_map, top_mean
 
         tokens = self.tokens(scan)
-        fused = self._fused(self._patch_scores(tokens)).astype(np.float32)
+        if self.scoring == "release":
+            return self._release_score(scan, tokens)
+        fused = standard_fused(self._patch_scores(tokens), self.fusion_, self.fusion).astype(np.float32)
         if "centres" in tokens:
             scores = (
                 ops.interpolate(

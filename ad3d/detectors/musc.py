@@ -30,6 +30,7 @@ import torch
 from ad3d.detectors import musc_steps as steps
 from ad3d.detectors.base import Detector
 from ad3d.detectors.registry import register
+from ad3d.detectors.scoring import blur_8bit
 from ad3d.errors import ConfigError
 from ad3d.types import Scan
 
@@ -321,7 +322,7 @@ class MuSc(Detector):
         if points3 is not None:
             flat = np.zeros(size * size, np.float32)
             flat[described["pixels"]] = points3
-            image += steps.blur_3d(flat.reshape(size, size), self.blur) if self.blur else flat.reshape(size, size)
+            image += blur_8bit(flat.reshape(size, size), self.blur) if self.blur else flat.reshape(size, size)
         if s2 is not None:
             patch_map = torch.from_numpy(s2.reshape(described["grid"]).astype(np.float32))[None, None]
             up = torch.nn.functional.interpolate(patch_map, size=(size, size), mode="bilinear", align_corners=True)

@@ -168,19 +168,6 @@ def rscon(scores: np.ndarray, salient: np.ndarray, ks: tuple[int, ...]) -> np.nd
     return np.mean(out, 0)
 
 
-def blur_3d(image: np.ndarray, radius: float = 4.0) -> np.ndarray:
-    """The 3D map's blur (`utils/tools.py:KNNGaussianBlur`): divided by its max, cut to 8 bits, PIL's
-    Gaussian blur of `radius`, back to floats times the max."""
-    from PIL import Image, ImageFilter
-
-    top = float(image.max())
-    if not top > 0:
-        return np.zeros_like(image, dtype=np.float32)
-    eight = (np.asarray(image, np.float32) / top * 255).astype(np.uint8)
-    blurred = Image.fromarray(eight, mode="L").filter(ImageFilter.GaussianBlur(radius=radius))
-    return (np.asarray(blurred, np.float32) / 255 * top).astype(np.float32)
-
-
 # --- ad3d's variants (steps="ad3d", the default: measured better with the weight-free features; docs/detectors/musc.md)
 
 

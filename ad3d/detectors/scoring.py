@@ -70,3 +70,16 @@ def blur_map(image: np.ndarray, sigma: float = 4.0) -> np.ndarray:
     from scipy.ndimage import gaussian_filter
 
     return gaussian_filter(np.asarray(image, dtype=np.float32), sigma=sigma, mode="nearest")
+
+
+def blur_8bit(image: np.ndarray, radius: float = 4.0) -> np.ndarray:
+    """A map blurred as M3DM's, LSFA's and MuSc-V2's releases blur it (`KNNGaussianBlur`): divided by its max,
+    cut to 8 bits, PIL's Gaussian blur of `radius`, back to floats times the max."""
+    from PIL import Image, ImageFilter
+
+    top = float(image.max())
+    if not top > 0:
+        return np.zeros_like(image, dtype=np.float32)
+    eight = (np.asarray(image, np.float32) / top * 255).astype(np.uint8)
+    blurred = Image.fromarray(eight, mode="L").filter(ImageFilter.GaussianBlur(radius=radius))
+    return (np.asarray(blurred, np.float32) / 255 * top).astype(np.float32)

@@ -333,6 +333,102 @@ def lsfa_losses(release: dict) -> dict:
     }
 
 
+def module_from(path: Path, name: str):
+    """A release's module loaded from its file under a name of our own (several releases have a `utils`)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@maker("lsfa_scoring")
+def lsfa_scoring(release: dict) -> dict:
+    """LSFA's decision layer (yuanpengtu/LSFA @ a8dd6d7, `FeatureExtract/feature_extractors/features_double_lib.py`,
+    M3DM's `Features`): `run_coreset` (f_coreset 1: every patch kept, so the bank is the same whatever the
+    coreset), per training scan the standardisation and distances of `add_sample_to_late_fusion_mem_bank` and
+    its `compute_single_s_s_map` (reweighted max, n_reweight 3; bilinear to 224 and `utils/utils.py:
+    KNNGaussianBlur(4)`), `run_late_fusion` (SGDOneClassSVM, random_state 42), then `compute_s_s_map` on test
+    scans: their fused object scores and maps. Patch features: 4 bank, 3 normal and 3 test scans of 7 x 7 patches
+    (xyz 10-d, rgb 14-d, at different scales, one test scan with an odd patch); compiled from that file (its
+    imports load the networks and CUDA ops)."""
+    import math
+
+    from sklearn import linear_model
+
+    root = release["lsfa"] / "FeatureExtract"
+    blur = module_from(root / "utils" / "utils.py", "lsfa_release_utils").KNNGaussianBlur(4)
+    names = ("run_coreset", "compute_single_s_s_map", "run_late_fusion", "compute_s_s_map")
+    fns = release_functions(
+        root / "feature_extractors" / "features_double_lib.py", dict.fromkeys(names, "Features"), math=math
+    )
+    rng = np.random.default_rng(11)
+    base_xyz, base_rgb = rng.normal(size=(49, 10)), rng.normal(size=(49, 14))
+
+    def scan(odd: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        xyz = 2.0 + 0.5 * base_xyz + 0.3 * rng.normal(size=(49, 10))
+        rgb = 3.0 * base_rgb + 0.8 * rng.normal(size=(49, 14))
+        if odd:
+            xyz[20] += 2.5
+            rgb[30] += 6.0
+        return xyz.astype(np.float32), rgb.astype(np.float32)
+
+    # the release scores the bank's own scans for its fusers; with every patch kept (f_coreset 1) those
+    # scores would all be 0, so three other normal scans stand in for them here
+    train, normal, test = [scan() for _ in range(4)], [scan() for _ in range(3)], [scan(), scan(odd=True), scan()]
+    state = types.SimpleNamespace(
+        patch_xyz_lib=[torch.from_numpy(x) for x, _ in train],
+        patch_rgb_lib=[torch.from_numpy(r) for _, r in train],
+        f_coreset=1,
+        n_reweight=3,
+        image_size=224,
+        blur=blur,
+        detect_fuser=linear_model.SGDOneClassSVM(random_state=42),
+        seg_fuser=linear_model.SGDOneClassSVM(random_state=42),
+        s_lib=[],
+        s_map_lib=[],
+        image_preds=[],
+        image_labels=[],
+        pixel_preds=[],
+        pixel_labels=[],
+        predictions=[],
+        gts=[],
+    )
+    state.compute_single_s_s_map = types.MethodType(fns["compute_single_s_s_map"], state)
+    fns["run_coreset"](state)
+    for xyz, rgb in normal:  # add_sample_to_late_fusion_mem_bank after its feature extraction
+        xyz_patch = (torch.from_numpy(xyz) - state.xyz_mean) / state.xyz_std
+        rgb_patch = (torch.from_numpy(rgb) - state.rgb_mean) / state.rgb_std
+        s_xyz, map_xyz = state.compute_single_s_s_map(
+            xyz_patch, torch.cdist(xyz_patch, state.patch_xyz_lib), (7, 7), modal="xyz"
+        )
+        s_rgb, map_rgb = state.compute_single_s_s_map(
+            rgb_patch, torch.cdist(rgb_patch, state.patch_rgb_lib), (7, 7), modal="rgb"
+        )
+        state.s_lib.append(torch.tensor([[s_xyz, 0.1 * s_rgb]]))
+        state.s_map_lib.append(torch.cat([map_xyz, 0.1 * map_rgb], dim=0).squeeze().reshape(2, -1).permute(1, 0))
+    fns["run_late_fusion"](state)
+    mask = torch.zeros(1, 224, 224)
+    for xyz, rgb in test:
+        args = (torch.from_numpy(xyz), torch.from_numpy(rgb), None, mask, 0, None, None, None, None, None)
+        fns["compute_s_s_map"](state, *args)
+    return {
+        "train_xyz": np.stack([x for x, _ in train]),
+        "train_rgb": np.stack([r for _, r in train]),
+        "normal_xyz": np.stack([x for x, _ in normal]),
+        "normal_rgb": np.stack([r for _, r in normal]),
+        "test_xyz": np.stack([x for x, _ in test]),
+        "test_rgb": np.stack([r for _, r in test]),
+        "statistics": np.array([state.xyz_mean, state.xyz_std, state.rgb_mean, state.rgb_std], np.float32),
+        "normal_pairs": state.s_lib.numpy(),
+        "object_weights": state.detect_fuser.coef_,
+        "map_weights": state.seg_fuser.coef_,
+        "object_scores": np.concatenate(state.image_preds).astype(np.float64),
+        "maps": np.stack(state.predictions).astype(np.float32),
+    }
+
+
 @maker("m3dm_point_tokens")
 def m3dm_point_tokens(release: dict) -> dict:
     """M3DM's point tokens (nomewang/M3DM @ 62b7f46): `feature_extractors/features.py: Features.__call__`
