@@ -15,6 +15,7 @@ faiss-cpu.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import types
 from pathlib import Path
@@ -232,12 +233,11 @@ def mc4ad_loss(release: dict) -> dict:
     return {"forces": forces, "target": target, "loss": np.float32(loss)}
 
 
-@maker("r3dad_scores")
-def r3dad_scores(release: dict) -> dict:
-    """R3D-AD's scores (`evaluation/evaluation_metrics.py:ROC_AP` of alibalapour/r3d-ad at the authors' commit
-    7b1d989) for 6 clouds of 600 points and their reconstructions: the per-point distances and the
-    reweighted object scores it hands to roc_auc_score (caught there), min-max normalised over the set.
-    Its `knn_cuda.KNN` (a CUDA op, used only by the `_nn` variant) is stood in for by an exact CPU kNN."""
+def cuda_stand_ins() -> None:
+    """Exact CPU stand-ins for the releases' CUDA ops, installed as the modules they import: `knn_cuda.KNN`
+    (k nearest reference points of each query, nearest first), `pointnet2_ops.pointnet2_utils`
+    (`furthest_point_sample` from index 0, `gather_operation`), and `timm.models.layers` (DropPath is the
+    identity at inference; trunc_normal_ only initialises weights that are then loaded)."""
 
     class KNN:
         def __init__(self, k, transpose_mode=True):
@@ -247,12 +247,44 @@ def r3dad_scores(release: dict) -> dict:
             dist, idx = torch.cdist(query, ref).topk(self.k, dim=-1, largest=False)
             return dist, idx
 
-    knn_cuda = types.ModuleType("knn_cuda")
-    knn_cuda.KNN = KNN
-    sys.modules.setdefault("knn_cuda", knn_cuda)
-    pointnet2_ops = types.ModuleType("pointnet2_ops")
-    pointnet2_ops.pointnet2_utils = None
-    sys.modules.setdefault("pointnet2_ops", pointnet2_ops)
+    def furthest_point_sample(points, number):
+        out = torch.zeros(points.shape[0], number, dtype=torch.int32)
+        for b, cloud in enumerate(points):
+            nearest = torch.full((len(cloud),), float("inf"))
+            last = 0
+            for i in range(1, number):
+                nearest = torch.minimum(nearest, ((cloud - cloud[last]) ** 2).sum(1))
+                last = int(torch.argmax(nearest))
+                out[b, i] = last
+        return out
+
+    def gather_operation(features, idx):
+        return torch.stack([f[:, i.long()] for f, i in zip(features, idx)])
+
+    modules = {name: types.ModuleType(name) for name in ("knn_cuda", "pointnet2_ops", "timm", "timm.models")}
+    modules["knn_cuda"].KNN = KNN
+    utils = types.SimpleNamespace(furthest_point_sample=furthest_point_sample, gather_operation=gather_operation)
+    modules["pointnet2_ops"].pointnet2_utils = utils
+    layers = types.ModuleType("timm.models.layers")
+    layers.DropPath = lambda p=0.0: torch.nn.Identity()
+    layers.trunc_normal_ = torch.nn.init.trunc_normal_
+    modules["timm.models.layers"], modules["timm"].models, modules["timm.models"].layers = (
+        layers,
+        modules["timm.models"],
+        layers,
+    )
+    for name, module in modules.items():
+        sys.modules[name] = module
+
+
+@maker("r3dad_scores")
+def r3dad_scores(release: dict) -> dict:
+    """R3D-AD's scores (`evaluation/evaluation_metrics.py:ROC_AP` of alibalapour/r3d-ad at the authors' commit
+    7b1d989) for 6 clouds of 600 points and their reconstructions: the per-point distances and the
+    reweighted object scores it hands to roc_auc_score (caught there), min-max normalised over the set.
+    Its `knn_cuda.KNN` (a CUDA op, used only by the `_nn` variant) is stood in for (`cuda_stand_ins`)."""
+
+    cuda_stand_ins()
     sys.path.insert(0, str(release["r3dad"].resolve()))
     from evaluation import evaluation_metrics
 
@@ -426,6 +458,34 @@ def lsfa_scoring(release: dict) -> dict:
         "map_weights": state.seg_fuser.coef_,
         "object_scores": np.concatenate(state.image_preds).astype(np.float64),
         "maps": np.stack(state.predictions).astype(np.float32),
+    }
+
+
+@maker("point_mae_encoder")
+def point_mae_encoder(release: dict) -> dict:
+    """M3DM's Point-MAE encoder (nomewang/M3DM @ 62b7f46, `models/models.py: PointTransformer`, 64 groups of
+    32, its fixed 12 blocks of 384) with seeded weights (`oracle_weights.seeded_state` over its state-dict keys;
+    the test rebuilds them) on 1500 raw points far from the origin: the groups' features (blocks 3, 7 and
+    11, normed), centres and members. Its CUDA ops and timm layers stood in for (`cuda_stand_ins`)."""
+    from oracle_weights import seeded_state
+
+    cuda_stand_ins()
+    models = module_from(release["m3dm"] / "models" / "models.py", "m3dm_models")
+    net = models.PointTransformer(group_size=32, num_group=64).eval()
+    shapes = {k: tuple(v.shape) for k, v in net.state_dict().items()}
+    net.load_state_dict({k: torch.from_numpy(v) for k, v in seeded_state(shapes, 12).items()})
+    rng = np.random.default_rng(12)
+    points = (surface(rng, 1500) * np.float32(40) + np.float32([15, -7, 120])).astype(np.float32)
+    with torch.no_grad():
+        features, centres, members, centre_idx = net(torch.from_numpy(points).T[None].contiguous())
+    return {
+        "keys": np.array(list(shapes)),
+        "shapes": np.array([json.dumps(v) for v in shapes.values()]),
+        "points": points,
+        "features": features[0].T.numpy(),
+        "centres": centres[0].numpy(),
+        "centre_idx": centre_idx[0].numpy().astype(np.int64),
+        "members": members[0].numpy().astype(np.int64),
     }
 
 
