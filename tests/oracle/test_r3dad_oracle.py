@@ -45,3 +45,55 @@ def test_noise_schedule_matches_variance_schedule(fixture):
     np.testing.assert_allclose(schedule.alpha_bar.numpy(), f["alpha_bars"], rtol=2e-5)
     sigmas = [0.0] + [schedule.posterior_variance(t) ** 0.5 for t in range(1, 201)]
     np.testing.assert_allclose(sigmas, f["sigmas_inflex"], rtol=1e-4, atol=1e-7)
+
+
+def r3dnet_from_release(state: dict[str, np.ndarray]):
+    """ad3d's R3DNet at the release's sizes holding a released AutoEncoder's weights (key by key; the
+    release's unused log-variance branch `*_v` left out)."""
+    from ad3d.nn.pointnet import R3DNet
+
+    net = R3DNet(256, (128, 128, 256, 512), (128, 256, 512, 256, 128), fourier=0, time_dim=0)
+    names = {f"encoder.conv{i + 1}": f"encoder.points.{3 * i}" for i in range(4)}
+    names |= {f"encoder.bn{i + 1}": f"encoder.points.{3 * i + 1}" for i in range(4)}
+    names |= {f"encoder.fc{i + 1}_m": f"encoder.head.{3 * i}" for i in range(3)}
+    names |= {f"encoder.fc_bn{i + 1}_m": f"encoder.head.{3 * i + 1}" for i in range(2)}
+    for i in range(6):
+        for theirs, ours in (("_layer", "layer"), ("_hyper_gate", "gate"), ("_hyper_bias", "bias")):
+            names[f"diffusion.net.layers.{i}.{theirs}"] = f"denoiser.layers.{i}.{ours}"
+    mapped = {}
+    for key, value in state.items():
+        module, _, leaf = key.rpartition(".")
+        if module in names:
+            mapped[f"{names[module]}.{leaf}"] = torch.from_numpy(value)
+    net.load_state_dict(mapped, strict=True)
+    return net.eval()
+
+
+def test_encoder_denoiser_and_ddpm_sampling_match_the_release(fixture, monkeypatch):
+    # rows already equal, kept so: models/autoencoder.py, encoders/pointnet.py, diffusion.py
+    import json
+
+    from oracle_weights import seeded_state
+
+    from ad3d.nn.diffusion import LinearSchedule
+
+    f = fixture("r3dad_network")
+    shapes = {k: tuple(json.loads(s)) for k, s in zip(f["keys"], f["shapes"])}
+    net = r3dnet_from_release(seeded_state(shapes, 13))
+    schedule = LinearSchedule(200, 1e-4, 0.05)
+    with torch.no_grad():
+        code = net.encoder(torch.from_numpy(f["clouds"]))
+        np.testing.assert_allclose(code.numpy(), f["code"], rtol=1e-5, atol=1e-5)
+        steps = torch.from_numpy(f["steps"])
+        noise = net.denoiser(torch.from_numpy(f["x_t"]), schedule.betas[steps].float(), code)
+        np.testing.assert_allclose(noise.numpy(), f["noise"], rtol=1e-5, atol=1e-5)
+        draws = np.random.default_rng(int(f["draws_seed"])).standard_normal((200, *f["clouds"].shape), np.float32)
+        queue = [torch.from_numpy(d) for d in draws[1:]]
+        monkeypatch.setattr(torch, "randn", lambda *a, **k: queue.pop(0))  # the same z at every step
+
+        def denoise(x, t):
+            return net.denoiser(x, schedule.betas[t].float(), code)
+
+        decoded = schedule.ddpm(denoise, torch.from_numpy(draws[0]), 200)
+    assert not queue  # one draw per step from 200 to 2, none at the last
+    np.testing.assert_allclose(decoded.numpy(), f["decoded"], atol=2e-5)  # 200 steps; schedule float64 vs float32
