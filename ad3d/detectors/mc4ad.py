@@ -1,7 +1,9 @@
 """MC4AD (2025): predict, for every point, the internal and external corrective forces that would push
 it back to the normal surface; the size of their mean (the joint correction) is the anomaly score.
 
-Trained on normal scans only with DA-Gen pseudo-anomalies drawn per sample (reference.md section 6);
+Trained on normal scans only with DA-Gen pseudo-anomalies drawn per sample (reference.md section 6; the
+paper preset's generator='da-gen-release' crops and draws as the release does: sphere parts of N / 64 points,
+sigma and lambda once per run);
 the target is each point's correction back to the clean surface. Loss = L1 + negative cosine on the
 joint offset + sym_weight x the symmetric loss between the two forces. The backbone is a point U-Net on
 ad3d's fps/knn (ad3d.nn.point_unet) in place of MinkowskiEngine. Every input point is scored.
@@ -24,6 +26,8 @@ the scanner's density.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import torch
 from torch import nn
@@ -44,6 +48,7 @@ PRESETS = {
         "batch_size": 32,
         "iterations": 150000,
         "patches": 1,
+        "generator": "da-gen-release",
         "missing": 0.0,
         "sym_weight": 0.1,
         "smooth_k": 1,
@@ -131,10 +136,19 @@ class MC4AD(NeuralDetector):
         if self.missing > 0 and rng.uniform() < self.missing:
             moved, correction, mask, source = missing_material(clean, normals, rng)
             normals = normals[source]
+        generate = GENERATORS[self.generator]
+        if self.generator == "da-gen-release":
+            generate = functools.partial(generate, **self.run_draws())
         for _ in range(self.patches):
-            moved, offset, patch = GENERATORS[self.generator](moved, normals, rng)
+            moved, offset, patch = generate(moved, normals, rng)
             correction, mask = correction - offset, mask | patch
         return jitter(moved, rng, self.noise_aug), correction, mask
+
+    def run_draws(self) -> dict[str, float]:
+        """DA-Gen's sigma and lambda for a whole training run (generator='da-gen-release'): the release draws
+        them once per process, as default arguments; here once per seed."""
+        rng = np.random.default_rng([self.seed, 0xDA])
+        return {"sigma": float(rng.uniform(0.0, 0.08)), "blend": float(rng.uniform(0.95, 1.0))}
 
     def _batch_loss(self, scans: list[Scan], rng: np.random.Generator) -> torch.Tensor:
         samples = [self.training_sample(scans[rng.integers(len(scans))], rng) for _ in range(self.batch_size)]

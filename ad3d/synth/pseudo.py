@@ -71,13 +71,57 @@ def da_gen(
     pts = points.astype(np.float64)
     idx, seed = sphere_crop(pts, rng, rng.uniform(*region))
     eta = rng.normal(size=3)
-    eta /= np.linalg.norm(eta)
-    t = (pts[idx] - seed) @ eta
-    t = t / max(float(np.abs(t).max()), 1e-12)
     s, lam = rng.uniform(*sigma), rng.uniform(*blend)
-    direction = _unit_rows(lam * normals[idx].astype(np.float64) + (1 - lam) * eta)
     size = rng.choice([-1.0, 1.0]) * rng.uniform(*magnitude)
-    return _displaced(points, idx, (size * t * (1 - s * np.abs(t)))[:, None] * direction)
+    return _displaced(points, idx, _da_moves(pts[idx] - seed, normals[idx], eta, size, s, lam))
+
+
+def _da_moves(
+    offsets: np.ndarray, normals: np.ndarray, eta: np.ndarray, size: float, sigma: float, blend: float
+) -> np.ndarray:
+    """DA-Gen's displacement of a patch, given each point's offset from the seed and every draw: the signed
+    projection t on unit(eta) scaled to [-1, 1], attenuated by 1 - sigma |t|, along unit(blend n + (1 -
+    blend) eta), times size (sign included)."""
+    eta = eta / np.linalg.norm(eta)
+    t = offsets @ eta
+    t = t / max(float(np.abs(t).max()), 1e-12)
+    direction = _unit_rows(blend * normals.astype(np.float64) + (1 - blend) * eta)
+    return (size * t * (1 - sigma * np.abs(t)))[:, None] * direction
+
+
+def sphere_parts(points: np.ndarray, rng: np.random.Generator, parts: int, last: int) -> tuple[np.ndarray, np.ndarray]:
+    """MC4AD's crops (`datasets/AnomalyShapeNet/transform.py: SphereCropMask`): parts of N // parts points,
+    each the unassigned points nearest a random unassigned seed, grown in turn; parts 0..last are grown
+    (the later ones cannot change them). Returns (indices of part `last`, its seed)."""
+    size = len(points) // parts
+    free = np.ones(len(points), dtype=bool)
+    for _ in range(last + 1):
+        unassigned = np.flatnonzero(free)
+        seed = points[unassigned[rng.integers(len(unassigned))]]
+        part = unassigned[np.argsort(((points[unassigned] - seed) ** 2).sum(1), kind="stable")[:size]]
+        free[part] = False
+    return part, seed
+
+
+def da_gen_release(
+    points: np.ndarray,
+    normals: np.ndarray,
+    rng: np.random.Generator,
+    sigma: float,
+    blend: float,
+    parts: int = 64,
+    magnitude: tuple[float, float] = (0.06, 0.12),
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """MC4AD's DA-Gen as its release runs it (`dataset_preprocess.py: trainMerge, generate_pseudo_anomaly`):
+    one of the first parts / 2 of the release's sphere crops (`sphere_parts`) moves, D ~ U(magnitude) per
+    sample, while sigma and lambda (`blend`) are the caller's: the release draws them once per process, as
+    default arguments. The displacement is `da_gen`'s, about the part's seed."""
+    pts = points.astype(np.float64)
+    idx, seed = sphere_parts(pts, rng, parts, int(rng.integers(parts // 2)))
+    size = rng.uniform(*magnitude)
+    eta = rng.normal(size=3)
+    size *= rng.choice([-1.0, 1.0])
+    return _displaced(points, idx, _da_moves(pts[idx] - seed, normals[idx], eta, size, sigma, blend))
 
 
 def plain_bulge(
@@ -142,4 +186,4 @@ def missing_material(
     return moved.astype(points.dtype), correction.astype(points.dtype), ring, source
 
 
-GENERATORS = {"da-gen": da_gen, "bulge": plain_bulge}
+GENERATORS = {"da-gen": da_gen, "da-gen-release": da_gen_release, "bulge": plain_bulge}

@@ -375,6 +375,122 @@ def r3dad_network(release: dict) -> dict:
     }
 
 
+class Recorded:
+    """Draws of numpy's and Python's global random functions, recorded in call order while a release runs:
+    {name: [values]}; the test hands the same values to ad3d's function."""
+
+    def __init__(self, *names: str):
+        import random
+
+        self.draws = {name: [] for name in names}
+        self._targets = {name: (random if name.startswith("random.") else np.random) for name in names}
+        self._saved = {}
+
+    def __enter__(self):
+        for name, module in self._targets.items():
+            attr = name.split(".")[-1]
+            original = getattr(module, attr)
+            self._saved[name] = original
+
+            def wrapped(*a, _original=original, _name=name, **k):
+                value = _original(*a, **k)
+                self.draws[_name].append(np.copy(value))
+                return value
+
+            setattr(module, attr, wrapped)
+        return self
+
+    def __exit__(self, *exc):
+        for name, module in self._targets.items():
+            setattr(module, name.split(".")[-1], self._saved[name])
+
+
+@maker("r3dad_patch_gen")
+def r3dad_patch_gen(release: dict) -> dict:
+    """R3D-AD's Patch-Gen (alibalapour/r3d-ad @ 7b1d989, `utils/util.py: random_patch`; in the release but
+    never called by its training) on 600 points, patch of 40 points, scale 0.05: its draws (the viewpoint's
+    index, the sign, the magnitudes) recorded, and the moved cloud and mask."""
+    import random
+
+    util = module_from(release["r3dad"] / "utils" / "util.py", "r3dad_util")
+    rng = np.random.default_rng(14)
+    points = surface(rng, 600)
+    random.seed(14)
+    np.random.seed(14)
+    with Recorded("random.randint", "random.random", "np.random.rand") as rec:
+        moved, mask = util.random_patch(points, 40, 0.05)
+    # the viewpoint: the one of {-2, 0, 2}^3 whose rays through the patch points carry their displacements
+    views = np.array([(x, y, z) for x in (-2, 0, 2) for y in (-2, 0, 2) for z in (-2, 0, 2) if x or y or z], float)
+    patch = mask == 1
+    step = moved[patch] - points[patch]
+    step /= np.linalg.norm(step, axis=1, keepdims=True)
+    rays = points[patch][None] - views[:, None]
+    rays /= np.linalg.norm(rays, axis=2, keepdims=True)
+    viewpoint = views[np.argmax(np.abs(np.einsum("vpi,pi->vp", rays, step)).min(1))]
+    return {
+        "points": points,
+        "viewpoint": viewpoint,
+        "sign_draw": np.float64(rec.draws["random.random"][0]),
+        "magnitudes": rec.draws["np.random.rand"][0],
+        "moved": moved,
+        "mask": mask,
+    }
+
+
+@maker("mc4ad_da_gen")
+def mc4ad_da_gen(release: dict) -> dict:
+    """MC4AD's DA-Gen as its training runs it (hzzzzzhappy/MC4AD @ 27cf768 `code.zip`,
+    `datasets/AnomalyShapeNet/transform.py: SphereCropMask(64)`, then `dataset_preprocess.py: trainMerge`'s
+    choice of one of the first 32 parts and D ~ U(0.06, 0.12), and `Dataset.generate_pseudo_anomaly` with
+    sigma 0.05 and lambda 0.97, the values its default arguments would hold) on 2000 points with normals:
+    every draw recorded in order, and the moved cloud. `generate_pseudo_anomaly` is compiled from its file
+    (the module imports MinkowskiEngine)."""
+    import random
+
+    code = release["mc4ad"]
+    transform = module_from(code / "datasets" / "AnomalyShapeNet" / "transform.py", "mc4ad_transform")
+    fns = release_functions(
+        code / "datasets" / "AnomalyShapeNet" / "dataset_preprocess.py",
+        {"generate_pseudo_anomaly": "Dataset"},
+        random=random,
+    )
+    rng = np.random.default_rng(15)
+    points = surface(rng, 2000).astype(np.float64)
+    normals = rng.normal(size=points.shape) * 0.1 + np.array([0.0, 0.0, 1.0])
+    normals /= np.linalg.norm(normals, axis=1, keepdims=True)
+    sigma, blend = 0.05, 0.97
+    np.random.seed(15)
+    with Recorded("np.random.randint", "np.random.choice", "np.random.uniform", "np.random.randn") as rec:
+        data, centres = transform.SphereCropMask(part_num=64)({"coord": points, "mask": -np.ones(len(points))})
+        mask = data["mask"].astype(np.int32)
+        shift = np.random.choice(np.arange(0, 32), 1, replace=False)  # trainMerge
+        moving = np.isin(mask, shift)
+        moved = fns["generate_pseudo_anomaly"](
+            None,
+            points[moving],
+            normals[moving],
+            centres[shift[0]],
+            distance_to_move=np.random.uniform(0.06, 0.12),
+            sigma=sigma,
+            lambda_val=blend,
+        )
+    result = points.copy()
+    result[moving] = moved
+    return {
+        "points": points,
+        "normals": normals,
+        "sigma": np.float64(sigma),
+        "blend": np.float64(blend),
+        "centre_draws": np.array(rec.draws["np.random.randint"], np.int64),
+        "part": np.int64(shift[0]),
+        "distance": np.float64(rec.draws["np.random.uniform"][0]),
+        "eta": rec.draws["np.random.randn"][0],
+        "beta": np.float64(rec.draws["np.random.choice"][1]),
+        "moved": result,
+        "moving": moving,
+    }
+
+
 def release_functions(path: Path, names: dict[str, str | None], **extra) -> dict:
     """Functions defined in a release's file, compiled from that file on its own: {name: class or None}.
     For files whose imports (CUDA ops, training frameworks) cannot load here, while the functions we need

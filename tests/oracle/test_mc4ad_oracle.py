@@ -27,3 +27,33 @@ def test_training_loss_matches_model_fn(fixture):
     forces = torch.from_numpy(f["forces"])
     loss = corrective_force_loss(forces[:, :3], forces[:, 3:], torch.from_numpy(f["target"]), sym_weight=0.1)
     assert float(loss["total"]) == pytest.approx(float(f["loss"]), rel=1e-5)
+
+
+def test_release_da_gen_given_the_releases_draws_moves_what_it_moves(fixture):
+    # SphereCropMask(64), trainMerge's part and D, generate_pseudo_anomaly: the crops and the per-run sigma
+    # and lambda of generator='da-gen-release'; the displacement itself is the row already equal
+    from scripted import ScriptedDraws
+
+    from ad3d.synth.pseudo import da_gen_release
+
+    f = fixture("mc4ad_da_gen")
+    part = int(f["part"])
+    draws = ScriptedDraws(
+        integers=[part, *f["centre_draws"][: part + 1]],
+        uniform=[f["distance"]],
+        normal=[f["eta"]],
+        choice=[f["beta"]],
+    )
+    moved, offset, mask = da_gen_release(f["points"], f["normals"], draws, sigma=f["sigma"], blend=f["blend"])
+    assert draws.spent()
+    assert np.array_equal(mask, f["moving"])
+    np.testing.assert_allclose(moved, f["moved"], atol=1e-9)
+
+
+def test_paper_preset_uses_the_release_da_gen_with_sigma_and_lambda_fixed_for_the_run():
+    paper = ad3d.create("mc4ad", **preset("mc4ad", "paper"))
+    assert paper.generator == "da-gen-release"
+    draws = paper.run_draws()
+    assert draws == paper.run_draws()  # once per run: the same for every sample
+    assert 0 <= draws["sigma"] <= 0.08 and 0.95 <= draws["blend"] <= 1.0
+    assert paper.set_params(seed=1).run_draws() != draws  # another run, other draws

@@ -97,3 +97,20 @@ def test_encoder_denoiser_and_ddpm_sampling_match_the_release(fixture, monkeypat
         decoded = schedule.ddpm(denoise, torch.from_numpy(draws[0]), 200)
     assert not queue  # one draw per step from 200 to 2, none at the last
     np.testing.assert_allclose(decoded.numpy(), f["decoded"], atol=2e-5)  # 200 steps; schedule float64 vs float32
+
+
+def test_patch_gen_given_the_releases_draws_moves_what_random_patch_moves(fixture):
+    # utils/util.py random_patch: a row already equal, kept so (the release never calls it; ad3d trains with it)
+    from scripted import ScriptedDraws
+
+    from ad3d.synth.pseudo import VIEWPOINTS, patch_gen
+
+    f = fixture("r3dad_patch_gen")
+    view = int(np.flatnonzero((VIEWPOINTS == f["viewpoint"]).all(1))[0])
+    sign = 1.0 if f["sign_draw"] < 0.5 else -1.0  # the release: +scale when random.random() < 0.5
+    draws = ScriptedDraws(integers=[view], uniform=[f["magnitudes"]], choice=[sign])
+    points = f["points"]
+    moved, offset, mask = patch_gen(points, draws, patch_fraction=40 / len(points), scale=0.05)
+    assert draws.spent()
+    assert np.array_equal(mask, f["mask"] == 1)
+    np.testing.assert_allclose(moved, f["moved"], atol=1e-6)
