@@ -8,7 +8,7 @@ import torch
 
 import ad3d
 from ad3d.errors import ConfigError
-from ad3d.nn.cfp import corrective_force_loss
+from ad3d.nn.cfp import CFPNet, corrective_force_loss, voxel_representatives
 from ad3d.synth import plant
 from ad3d.types import Scan
 
@@ -143,6 +143,30 @@ def test_r3dad_loss_targets(objective, scans, monkeypatch):
 
 
 # --- MC4AD -------------------------------------------------------------------------------------
+def test_voxel_representatives_are_each_voxels_first_point_and_every_point_maps_to_its_own():
+    points = torch.tensor([[0.01, 0.01, 0.0], [0.5, 0.5, 0.5], [0.02, 0.0, 0.01], [0.51, 0.52, 0.5], [0.9, 0, 0]])
+    kept, voxel_of = voxel_representatives(points, 0.1)
+    assert torch.equal(kept, points[[0, 1, 4]])  # first point of each voxel, in input order
+    assert voxel_of.tolist() == [0, 1, 0, 1, 2]
+
+
+def test_voxel_shared_predictions_give_points_of_one_voxel_one_force():
+    torch.manual_seed(0)
+    cloud = torch.rand(1, 600, 3) * 2 - 1
+    net = CFPNet("point-unet", (8, 16, 16, 16, 16), (16, 16, 16, 16), k=8, voxel=0.25).eval()
+    with torch.no_grad():
+        f_in, _ = net(cloud)
+    _, voxel_of = voxel_representatives(cloud[0], 0.25)
+    same = voxel_of[:, None] == voxel_of[None]
+    assert same.sum() > 600  # some voxels hold several points
+    gaps = (f_in[0][:, None] - f_in[0][None]).abs().amax(-1)
+    assert gaps[same].max() == 0 and gaps[~same].max() > 0
+    per_point = CFPNet("point-unet", (8, 16, 16, 16, 16), (16, 16, 16, 16), k=8).eval()
+    with torch.no_grad():
+        own, _ = per_point(cloud)
+    assert (own[0][:, None] - own[0][None]).abs().amax(-1)[same].max() > 0  # per point: each its own
+
+
 def test_corrective_force_loss_by_hand():
     f_in = torch.tensor([[1.0, 0, 0], [0, 1, 0]])
     f_ex = torch.tensor([[1.0, 0, 0], [0, -1, 0]])

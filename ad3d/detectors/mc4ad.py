@@ -6,7 +6,9 @@ paper preset's generator='da-gen-release' crops and draws as the release does: s
 sigma and lambda once per run);
 the target is each point's correction back to the clean surface. Loss = L1 + negative cosine on the
 joint offset + sym_weight x the symmetric loss between the two forces. The backbone is a point U-Net on
-ad3d's fps/knn (ad3d.nn.point_unet) in place of MinkowskiEngine. Every input point is scored.
+ad3d's fps/knn (ad3d.nn.point_unet) in place of MinkowskiEngine's sparse-voxel U-Net; `voxel` > 0 (the paper
+preset: 0.03, the release's voxel in the unit-sphere frame) feeds it one point per occupied voxel and gives
+every point its voxel's prediction, as the release does. Every input point is scored.
 
 ad3d's extension (`missing`, not in the paper or release; 0 in the paper preset): a displacement target
 cannot describe a hole, crack or break, where the points that remain sit where they should. With
@@ -49,6 +51,7 @@ PRESETS = {
         "iterations": 150000,
         "patches": 1,
         "generator": "da-gen-release",
+        "voxel": 0.03,
         "missing": 0.0,
         "sym_weight": 0.1,
         "smooth_k": 1,
@@ -80,6 +83,7 @@ class MC4AD(NeuralDetector):
         encoder=(16, 32, 64, 128, 128),
         decoder=(96, 64, 48, 32),
         k: int = 16,
+        voxel: float = 0.0,
         num_points: int = 4096,
         generator: str = "da-gen",
         patches: int = 4,
@@ -116,7 +120,7 @@ class MC4AD(NeuralDetector):
             raise ConfigError(f"mc4ad object_reduce must be 'auto', 'mean' or 'top', got {self.object_reduce!r}")
         if self.force_norm not in (1, 2):
             raise ConfigError(f"mc4ad force_norm must be 1 (L1, as released) or 2 (L2), got {self.force_norm!r}")
-        return CFPNet(self.backbone, self.encoder, self.decoder, self.k)
+        return CFPNet(self.backbone, self.encoder, self.decoder, self.k, self.voxel)
 
     def _prepare(self, scans: list[Scan]) -> list[Scan]:
         from ad3d.synth.defects import surface_normals

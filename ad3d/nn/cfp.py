@@ -30,12 +30,29 @@ def corrective_force_loss(
     return {"total": overall + sym_weight * symmetric, "overall": overall, "symmetric": symmetric}
 
 
+def voxel_representatives(points: torch.Tensor, voxel: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(first point of each occupied voxel in input order, (N,) each point's voxel): the quantisation of
+    MinkowskiEngine's `sparse_quantize` as MC4AD's release feeds its sparse U-Net (features = the first
+    point's xyz, every point reading its voxel's prediction through v2p_index)."""
+    keys = torch.floor(points / voxel).to(torch.int64)
+    _, inverse = torch.unique(keys, dim=0, return_inverse=True)
+    first = torch.full((int(inverse.max()) + 1,), len(points), dtype=torch.int64, device=points.device)
+    first = first.scatter_reduce(0, inverse, torch.arange(len(points), device=points.device), reduce="amin")
+    order = torch.argsort(first)  # voxels in the order their first point comes
+    rank = torch.empty_like(order)
+    rank[order] = torch.arange(len(order), device=points.device)
+    return points[first[order]], rank[inverse]
+
+
 class CFPNet(nn.Module):
     """Backbone features -> PO3AD's head (Linear 32 no bias + BN + PReLU, 16 + BN + PReLU) -> 6 numbers:
-    the internal and the external force."""
+    the internal and the external force. voxel > 0: the backbone sees one point per occupied voxel of that
+    size (network-frame units) and every point takes its voxel's features, as the release's sparse-voxel
+    U-Net predicts per voxel (0: per point, ad3d's)."""
 
-    def __init__(self, backbone: str, encoder, decoder, k: int):
+    def __init__(self, backbone: str, encoder, decoder, k: int, voxel: float = 0.0):
         super().__init__()
+        self.voxel = float(voxel)
         from ad3d.nn.point_unet import BACKBONES
 
         if backbone not in BACKBONES:
@@ -54,6 +71,13 @@ class CFPNet(nn.Module):
 
     def forward(self, xyz: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, N, 3) -> internal, external forces, each (B, N, 3)."""
-        feats = self.backbone(xyz)
+        if self.voxel > 0:
+            shared = []
+            for cloud in xyz:  # occupied voxels differ per cloud
+                kept, voxel_of = voxel_representatives(cloud, self.voxel)
+                shared.append(self.backbone(kept[None])[0][voxel_of])
+            feats = torch.stack(shared)
+        else:
+            feats = self.backbone(xyz)
         out = self.head(feats.reshape(-1, feats.shape[-1])).reshape(*feats.shape[:-1], 6)
         return out[..., :3], out[..., 3:]
