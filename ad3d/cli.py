@@ -334,10 +334,14 @@ def _cmd_score(args) -> int:
             print(summary_line(path.name, result) + (f" -> {stem}.json" if stem != path.stem else ""))
 
     if det.learning_type == "zero-shot":  # every scan read first, then scored together
+        from ad3d.detectors.base import check_geometry
+
         batch = []
         for path, stem in zip(paths, names):
             try:
-                batch.append((path, stem, *read(path)))
+                scan, timings = read(path)
+                check_geometry(scan)  # a corrupt scan is left out here, not found inside the joint scoring
+                batch.append((path, stem, scan, timings))
             except Exception as e:  # one bad file never stops the batch: say which file and why, go on
                 fail(path, e)
         results = det.score_many([scan for _, _, scan, _ in batch], force=args.force) if batch else []

@@ -23,3 +23,7 @@ class ModelFormatError(Ad3dError, ValueError):
 
 class WeightsError(Ad3dError, ValueError):
     """A pretrained-weights file is missing, truncated, or not the checkpoint a backbone expects."""
+
+
+class ScoringError(Ad3dError, ValueError):
+    """Scoring a scan gave no usable number (NaN or inf): the scan is refused, never accepted."""

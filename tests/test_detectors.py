@@ -266,3 +266,35 @@ def test_scale_check_catches_a_model_for_another_part(fitted):
     with pytest.raises(ConfigError, match="size of the parts this model was trained on"):
         fitted.score(huge)  # the library refuses it as the CLI does
     assert len(fitted.score(huge, force=True).point_scores) == 500  # unless told to go on
+
+
+def test_a_corrupt_or_degenerate_scan_is_refused_by_name_never_scored(fitted, tmp_path):
+    from command import run_ad3d
+
+    from ad3d.errors import ScanFormatError
+    from ad3d.io import write_scan
+
+    good = Scan(points=np.random.default_rng(0).random((500, 3)).astype(np.float32) * 50, path="part.ply")
+    corrupt = good.points.copy()
+    corrupt[7] = [3.4e38, 0, 0]  # finite in float32, but every squared distance from it overflows
+    with pytest.raises(ScanFormatError, match=r"'part.ply' has a coordinate of 3.4e\+38"):
+        fitted.score(good.replace(points=corrupt), force=True)
+    with pytest.raises(ScanFormatError, match="all 500 points lie at one place"):
+        fitted.score(good.replace(points=np.ones((500, 3), np.float32)), force=True)
+    with pytest.raises(ScanFormatError, match="one place"):
+        ad3d.create("patchcore").fit([good, Scan(points=np.zeros((3, 3), np.float32))])
+    fitted.save(tmp_path / "m.ad3d")
+    write_scan(tmp_path / "bad.ply", good.replace(points=corrupt))
+    done = run_ad3d("score", tmp_path / "m.ad3d", tmp_path / "bad.ply", "--out", tmp_path / "out", "--force")
+    assert done.returncode == 2 and "bad.ply' has a coordinate" in done.stderr
+    assert not (tmp_path / "out" / "bad.json").exists()  # no ACCEPT, no bare NaN in a report
+
+
+def test_a_non_finite_score_is_refused_not_accepted(fitted, monkeypatch):
+    from ad3d.errors import ScoringError
+
+    monkeypatch.setattr(fitted, "threshold_", 1e9)  # calibrated so that any finite score would be accepted
+    monkeypatch.setattr(fitted, "_score", lambda scan: (np.full(len(scan), np.nan, np.float32), float("nan")))
+    scan = Scan(points=np.random.default_rng(1).random((300, 3)).astype(np.float32), path="x.ply")
+    with pytest.raises(ScoringError, match="'x.ply' a non-finite score .*300 of 300 point scores.*refused"):
+        fitted.score(scan, force=True)

@@ -15,8 +15,23 @@ import numpy as np
 
 from ad3d.detectors.regions import extract_regions
 from ad3d.detectors.registry import check_param_names, param_names
-from ad3d.errors import ConfigError
+from ad3d.errors import ConfigError, ScanFormatError, ScoringError
 from ad3d.types import AnomalyResult, Scan
+
+MAX_COORDINATE = 1e15  # beyond any scanner's range in any unit; squared float32 distances overflow near 1e19
+
+
+def check_geometry(scan: Scan) -> None:
+    """Refuse a scan no detector can score: all points at one place (nothing to compare), or a coordinate so
+    large that distances overflow (a corrupt point), rather than give it a meaningless score."""
+    where = f"'{scan.path}'" if scan.path else "the scan"
+    if len(scan) and float(np.abs(scan.points).max()) > MAX_COORDINATE:
+        raise ScanFormatError(
+            f"{where} has a coordinate of {float(np.abs(scan.points).max()):.3g}: beyond any scanner's range "
+            f"(a corrupt point?); remove it or rescale the scan"
+        )
+    if len(scan) and not np.ptp(scan.points, axis=0).any():
+        raise ScanFormatError(f"{where}: all {len(scan)} points lie at one place; there is no surface to score")
 
 
 class Detector:
@@ -65,6 +80,7 @@ class Detector:
             raise ConfigError(f"{self.name}: fit needs at least one normal scan")
         self.check_params()
         for scan in scans:
+            check_geometry(scan)
             self.check_modalities(scan)
         categories = {s.category for s in scans} - {None}
         self.category_ = categories.pop() if len(categories) == 1 else None
@@ -149,6 +165,7 @@ class Detector:
     def _check_scan(self, scan: Scan, force: bool) -> None:
         if len(scan) == 0:
             raise ConfigError(f"cannot score an empty scan{f' ({scan.path})' if scan.path else ''}")
+        check_geometry(scan)
         self.check_modalities(scan)
         if not force:
             self.check_scale(scan)
@@ -196,6 +213,12 @@ class Detector:
     def _result(self, scan: Scan, scores: np.ndarray, object_score: float, alignment, timings: dict) -> AnomalyResult:
         """The AnomalyResult of one scored scan. `scores` are per point, or an anomaly map on the organised
         grid (H, W) from which each point takes its pixel's value."""
+        finite = np.isfinite(scores)
+        if not finite.all() or not np.isfinite(object_score):
+            raise ScoringError(
+                f"{self.name} gave '{scan.path or 'the scan'}' a non-finite score (object {object_score}, "
+                f"{int((~finite).sum())} of {scores.size} point scores): refused, not accepted"
+            )
         image_scores = None
         if scores.ndim == 2:
             if scores.shape != scan.grid_shape:
