@@ -54,6 +54,8 @@ PRESETS = {
         "point_tokens": "m3dm",
         "scoring": "release",
         "warmup": 60,
+        "batch_size": 8,
+        "accumulate": 16,
         "queue_size": 60000,
         "proj_dim": 512,
     },
@@ -79,6 +81,8 @@ class LSFA(Detector):
         groups: int = 784,
         adapt: bool = True,
         iterations: int = 100,
+        batch_size: int = 2,
+        accumulate: int = 1,
         lr: float = 1e-3,
         proj_dim: int = 128,
         temperature: float = 1.0,
@@ -102,6 +106,7 @@ class LSFA(Detector):
         self.patches = patches
         self.point_features, self.point_weights, self.point_radius = point_features, point_weights, point_radius
         self.groups, self.adapt, self.iterations, self.lr = groups, adapt, iterations, lr
+        self.batch_size, self.accumulate = batch_size, accumulate
         self.proj_dim, self.temperature = proj_dim, temperature
         self.rotation_weight, self.compactness_weight, self.global_weight = (
             rotation_weight,
@@ -127,6 +132,8 @@ class LSFA(Detector):
             "point_tokens": self.point_tokens in ("patch-mean", "m3dm"),
             "scoring": self.scoring in ("ad3d", "release"),
             "iterations": self.iterations >= 0,
+            "batch_size": self.batch_size >= 1,
+            "accumulate": self.accumulate >= 1,
             "coreset_ratio": 0 < self.coreset_ratio <= 1,
             "groups": self.groups >= 1,
             "patches": self.patches >= 1,
@@ -234,21 +241,28 @@ class LSFA(Detector):
             }
 
     def _loss(self, net, batch: list[dict], rotated: list[dict], queues: dict, step: int, rng) -> torch.Tensor:
-        loss, means = 0.0, {m: [] for m in self.modalities}
+        """ad3d's: every term per scan, all averaged over the batch. losses='release': the InfoNCE terms once
+        over every patch of the batch (negatives from the other scans too), the compactness terms averaged
+        over the scans, the global term added, as `fusion_pretrain.py` sums them."""
         release = self.losses == "release"
         clamp = 50.0 if release else None
+        loss, compact, means = 0.0, [], {m: [] for m in self.modalities}
+        pooled = {"rgb": [], "xyz": [], "turned": []}  # losses='release': the batch's patches, pooled
         for item, turned in zip(batch, rotated):
             adapted = {m: net[m](torch.from_numpy(item[m]).float()[None])[0] for m in self.modalities}
             projected = {m: net[m].head(adapted[m]) for m in self.modalities}
             valid = torch.from_numpy(item["valid"])
-            if len(self.modalities) == 2 and valid.sum() > 1:
-                loss = loss + info_nce(projected["rgb"][valid], projected["xyz"][valid], self.temperature, release)
+            other = None
             if "rgb" in self.modalities and self.rotation_weight:
                 other = net["rgb"].head(net["rgb"](torch.from_numpy(turned["rgb"]).float()[None])[0])
-                pick = torch.from_numpy(rng.choice(len(other), max(2, len(other) // 6), replace=False))
-                loss = loss + self.rotation_weight * info_nce(
-                    projected["rgb"][pick], other[pick], self.temperature, release
-                )
+            if release:
+                if len(self.modalities) == 2:
+                    pooled["rgb"].append(projected["rgb"][valid])
+                    pooled["xyz"].append(projected["xyz"][valid])
+                if other is not None:
+                    pooled["turned"].append((projected["rgb"], other))
+            else:
+                loss = self._contrast(loss, projected.get("rgb"), projected.get("xyz"), valid, other, rng)
             mine = queues.setdefault(
                 item.get("category", ""), {m: {"local": [], "global": []} for m in self.modalities}
             )
@@ -257,10 +271,14 @@ class LSFA(Detector):
                 if step >= self.warmup and len(queue["local"]) and self.compactness_weight:
                     q_local = torch.from_numpy(np.concatenate(queue["local"]))
                     q_global = torch.from_numpy(np.stack(queue["global"]))
-                    loss = loss + self.compactness_weight * (
+                    term = self.compactness_weight * (
                         compactness(local, q_local, clamp)
                         + 0.4 * compactness(local.mean(0, keepdim=True), q_global, clamp)
                     )
+                    if release:
+                        compact.append(term)
+                    else:
+                        loss = loss + term
                 means[m].append(net[m].head(local.mean(0)))
                 queue["local"].append(local.detach().numpy())
                 queue["global"].append(local.mean(0).detach().numpy())
@@ -271,7 +289,26 @@ class LSFA(Detector):
             loss = loss + self.global_weight * info_nce(
                 torch.stack(means["rgb"]), torch.stack(means["xyz"]), self.temperature, release
             )
-        return loss / len(batch)
+        if not release:
+            return loss / len(batch)
+        rgb = torch.cat(pooled["rgb"]) if pooled["rgb"] else None
+        xyz = torch.cat(pooled["xyz"]) if pooled["xyz"] else None
+        turned = [torch.cat(side) for side in zip(*pooled["turned"])] if pooled["turned"] else (None, None)
+        everywhere = None if rgb is None else torch.ones(len(rgb), dtype=torch.bool)
+        loss = self._contrast(loss, rgb, xyz, everywhere, turned[1], rng, turned[0])
+        return loss + (sum(compact) / len(compact) if compact else 0.0)
+
+    def _contrast(self, loss, rgb, xyz, valid, other, rng, rgb_all=None):
+        """`loss` plus the local cross-modal InfoNCE over the patches that hold points, plus the rotation term
+        on a random sixth of the RGB patches (`rgb_all`, default `rgb`) against their block-rotated copies."""
+        release = self.losses == "release"
+        if rgb is not None and xyz is not None and valid.sum() > 1:
+            loss = loss + info_nce(rgb[valid], xyz[valid], self.temperature, release)
+        if other is not None:
+            mine = rgb if rgb_all is None else rgb_all
+            pick = torch.from_numpy(rng.choice(len(other), max(2, len(other) // 6), replace=False))
+            loss = loss + self.rotation_weight * info_nce(mine[pick], other[pick], self.temperature, release)
+        return loss
 
     def _train(self, train: list[dict], rotated: list[dict], held: list[dict], progress: bool) -> None:
         from tqdm import tqdm
@@ -282,12 +319,16 @@ class LSFA(Detector):
         queues: dict = {}  # category -> modality -> FIFO queues of local and global features
         best, best_state = float("inf"), copy.deepcopy(net.state_dict())
         for step in tqdm(range(self.iterations), desc="lsfa adapt", disable=not progress, leave=False):
-            pick = rng.choice(len(train), min(2, len(train)), replace=False)
             net.train()
-            loss = self._loss(net, [train[i] for i in pick], [rotated[i] for i in pick], queues, step, rng)
-            if torch.is_tensor(loss):  # point-only before the warm-up: no term applies yet
-                optimiser.zero_grad()
-                loss.backward()
+            optimiser.zero_grad()
+            stepped = False
+            for _ in range(self.accumulate):  # the release: 16 batches of 8 scans per step
+                pick = rng.choice(len(train), min(self.batch_size, len(train)), replace=False)
+                loss = self._loss(net, [train[i] for i in pick], [rotated[i] for i in pick], queues, step, rng)
+                if torch.is_tensor(loss):  # point-only before the warm-up: no term applies yet
+                    (loss / self.accumulate).backward()
+                    stepped = True
+            if stepped:
                 optimiser.step()
             if held and ((step + 1) % 25 == 0 or step + 1 == self.iterations):  # early stop on held-out normals
                 net.eval()
