@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import importlib
+import importlib.metadata
 import json
 import platform
 import sys
@@ -17,7 +17,8 @@ def _cmd_doctor(args) -> int:
     rows = [("ad3d", __version__), ("python", platform.python_version())]
     for mod in ("numpy", "scipy", "sklearn", "torch", "open3d", "trimesh", "tifffile", "plyfile", "pyvista"):
         try:
-            rows.append((mod, getattr(importlib.import_module(mod), "__version__", "?")))
+            module = importlib.import_module(mod)
+            rows.append((mod, getattr(module, "__version__", None) or importlib.metadata.version(mod)))
         except Exception as e:  # report, never crash: that is the point of doctor
             rows.append((mod, f"not available ({type(e).__name__}: {str(e).splitlines()[0][:60]})"))
     try:

@@ -331,3 +331,27 @@ def test_release_scoring_scales_by_the_releases_scalars_and_fuses_with_its_two_f
     assert result.image_scores.shape == scan.grid_shape and np.isfinite(result.point_scores).all()
     det.save(tmp_path / "r.ad3d")
     assert np.array_equal(ad3d.load(tmp_path / "r.ad3d").score(scan).point_scores, result.point_scores)
+
+
+def test_release_losses_draw_negatives_from_every_patch_of_the_batch(part):
+    train, _ = part
+    quiet = {"rotation_weight": 0.0, "compactness_weight": 0.0, "global_weight": 0.0}
+    for losses in ("ad3d", "release"):
+        det = ad3d.create("lsfa", losses=losses, **quiet, **TINY)
+        tokens = [det.tokens(s) for s in train[:2]]
+        det.dims_ = {m: tokens[0][m].shape[1] for m in det.modalities}
+        net = det._build_net()
+        with torch.no_grad():
+            loss = float(det._loss(net, tokens, tokens, {}, 0, np.random.default_rng(0)))
+            heads = [
+                {m: net[m].head(net[m](torch.from_numpy(t[m]).float()[None])[0]) for m in det.modalities}
+                for t in tokens
+            ]
+        rgb = [h["rgb"][torch.from_numpy(t["valid"])] for h, t in zip(heads, tokens)]
+        xyz = [h["xyz"][torch.from_numpy(t["valid"])] for h, t in zip(heads, tokens)]
+        if losses == "ad3d":  # each scan its own negatives, averaged
+            assert loss == pytest.approx(np.mean([float(info_nce(r, x)) for r, x in zip(rgb, xyz)]), rel=1e-5)
+        else:  # negatives from both scans' patches
+            assert loss == pytest.approx(float(info_nce(torch.cat(rgb), torch.cat(xyz), release=True)), rel=1e-5)
+    paper = ad3d.detectors.preset("lsfa", "paper")
+    assert paper["batch_size"] * paper["accumulate"] == 128  # 8 scans x 16 accumulated batches a step

@@ -330,3 +330,36 @@ def test_a_lock_left_by_a_killed_build_does_not_hang_the_next_load(tmp_path):
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert "removing a lock left by an interrupted build" in done.stderr and not (built / "lock").exists()
+
+
+def test_the_ninja_beside_this_python_builds_whatever_a_shell_finds_first(tmp_path):
+    """Another ninja first on PATH (the system's, an older one) would rebuild the whole cache: ninja starts
+    over when another version wrote its log. The build pins the one installed beside this Python."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    if not (Path(sys.executable).parent / "ninja").exists():
+        pytest.skip("no ninja installed beside this Python")
+    impostor = tmp_path / "bin"
+    impostor.mkdir()
+    marker = tmp_path / "used"
+    (impostor / "ninja").write_text(f"#!/bin/sh\ntouch {marker}\nexit 1\n")
+    (impostor / "ninja").chmod(0o755)
+    env = {**os.environ, "PATH": f"{impostor}{os.pathsep}{os.environ['PATH']}"}
+    code = "from ad3d.ops._ext import load_extension; assert load_extension() is not None"
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert not marker.exists()
+
+
+def test_doctor_reports_a_cached_build_without_loading_it(tmp_path, monkeypatch):
+    from ad3d.ops import _ext
+
+    monkeypatch.setenv("AD3D_CACHE", str(tmp_path))
+    monkeypatch.setattr(_ext, "_state", {})
+    assert _ext.extension_status().startswith("not built yet")
+    key = _ext.build_key(_ext._want_cuda())
+    (tmp_path / "ops" / key).mkdir(parents=True)
+    (tmp_path / "ops" / key / f"ad3d_ops_{key}.so").touch()
+    assert _ext.extension_status().startswith(f"built, cached in {tmp_path / 'ops' / key}")

@@ -7,6 +7,7 @@ switch), and a file lock keeps two processes from building the same key at once.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import sys
@@ -31,10 +32,12 @@ def _want_cuda() -> bool:
 
 
 def build_key(cuda: bool) -> str:
-    """Hash of every source and header, the flags and the torch version: a new key means a rebuild."""
+    """Hash of every source and header, the flags, the torch version and where this torch is installed (a
+    second environment with the same torch gets its own build rather than rebuilding the first's every
+    time it is switched to): a new key means a rebuild."""
     import torch
 
-    h = hashlib.sha256(f"{torch.__version__}|{cuda}|{CFLAGS}|{NVCC_FLAGS}".encode())
+    h = hashlib.sha256(f"{torch.__version__}|{Path(torch.__file__).parent}|{cuda}|{CFLAGS}|{NVCC_FLAGS}".encode())
     for name in CPU_SOURCES + CUDA_SOURCES + HEADERS:
         h.update((SOURCE_DIR / name).read_bytes())
     return h.hexdigest()[:16]
@@ -72,9 +75,18 @@ def _build(verbose: bool):
     build_dir = cache_dir() / "ops" / key
     build_dir.mkdir(parents=True, exist_ok=True)
     try:
-        with open(build_dir / ".lock", "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)  # one builder per key; the others wait, then load its result
+        with open(build_dir / ".lock", "w") as lock, _pinned_ninja():
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:  # one builder per key; the others wait, then load its result
+                print("ad3d.ops: waiting for another process that is building the kernels", file=sys.stderr)
+                fcntl.flock(lock, fcntl.LOCK_EX)
             _clear_stale_baton(build_dir)
+            if not built(build_dir, key):
+                print(
+                    "ad3d.ops: building the compiled kernels (first use with this torch; about a minute)",
+                    file=sys.stderr,
+                )
             staged = _stage(build_dir / "src")
             sources = [str(staged / s) for s in CPU_SOURCES + (CUDA_SOURCES if cuda else ())]
             module = load(
@@ -92,6 +104,25 @@ def _build(verbose: bool):
         return None
     _state["info"] = f"compiled ({'CPU + CUDA' if cuda else 'CPU'}) in {build_dir}"
     return module
+
+
+def built(build_dir: Path, key: str) -> bool:
+    """Whether this key's library is already in the cache (loading it then compiles nothing)."""
+    return (build_dir / f"ad3d_ops_{key}.so").exists()
+
+
+@contextlib.contextmanager
+def _pinned_ninja():
+    """The ninja installed beside this Python first on PATH while torch builds: ninja rebuilds everything
+    when another version wrote the build log, so whichever ninja a shell finds first must not decide."""
+    own = Path(sys.executable).parent
+    saved = os.environ.get("PATH", "")
+    if (own / "ninja").exists():
+        os.environ["PATH"] = f"{own}{os.pathsep}{saved}"
+    try:
+        yield
+    finally:
+        os.environ["PATH"] = saved
 
 
 def _clear_stale_baton(build_dir: Path) -> None:
@@ -125,4 +156,9 @@ def extension_status(build: bool = False) -> str:
             warnings.simplefilter("ignore")
             module = load_extension()
         return _state["info"] if module is not None else f"torch fallback ({_state['error']})"
+    from ad3d.cache import cache_dir
+
+    key = build_key(_want_cuda())
+    if built(cache_dir() / "ops" / key, key):
+        return f"built, cached in {cache_dir() / 'ops' / key} (loaded on first use)"
     return "not built yet (built on first use; `ad3d doctor --build` builds now)"
