@@ -149,7 +149,7 @@ def _check_out(path: str, want: str) -> None:
 
 def _cmd_fit(args) -> int:
     from ad3d.errors import ConfigError
-    from ad3d.pipeline import fit_category
+    from ad3d.pipeline import describe_calibration, fit_category
 
     params = _params(args.detector, args)
     if args.seed is not None:
@@ -170,11 +170,7 @@ def _cmd_fit(args) -> int:
         load_options=_load_options(args),
     )
     det.save(args.out)
-    calibrated = (
-        f"thresholds from {info['calibration_scans']} held-out normal scans (reject {det.threshold_:.4g})"
-        if det.threshold_ is not None
-        else "not calibrated (too few normal scans)"
-    )
+    calibrated = describe_calibration(det)
     print(
         f"{args.detector} fitted on {info['train_scans']} scans of '{args.category}' in {info['fit_s']:.1f} s; "
         f"{calibrated}; saved to {args.out}"

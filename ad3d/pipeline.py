@@ -22,6 +22,7 @@ EVAL_COLUMNS = [
     ("peak_mb", "peak MB", ".0f"),
     ("learned", "learned", "d"),
 ]
+MIN_HELD_OUT = 8  # held-out normal scans below which a cheap detector is calibrated out of fold
 METRIC_KEYS = ["object_auroc", "point_auroc", "aupro", "ap", "fit_s", "score_ms"]
 
 
@@ -50,14 +51,36 @@ def fit_category(
     progress: bool = False,
     load_options: dict | None = None,
 ) -> tuple[Detector, dict]:
-    """Fit on the normal training scans and calibrate thresholds on held-out normal scans (normal_splits)."""
+    """Fit on the normal training scans and calibrate thresholds on held-out normal scans (normal_splits);
+    with fewer than MIN_HELD_OUT of those, a detector that refits in seconds is calibrated out of fold over
+    every normal scan instead (`Detector.calibrate_out_of_fold`)."""
     train, held_out = normal_splits(root, format, category, load_options)
     start = time.perf_counter()
     det = create(detector, **params).fit(train, progress=progress)
     fit_s = time.perf_counter() - start
-    if held_out:
+    if det.cheap_refit and len(held_out) < MIN_HELD_OUT and len(train) + len(held_out) >= 2:
+        det.calibrate_out_of_fold(train + held_out, fpr=fpr)
+    elif held_out:
         det.calibrate(held_out, fpr=fpr)
-    return det, {"fit_s": fit_s, "train_scans": len(train), "calibration_scans": len(held_out)}
+    scans = det.calibration_["scans"] if det.calibration_ else 0
+    return det, {"fit_s": fit_s, "train_scans": len(train), "calibration_scans": scans}
+
+
+def describe_calibration(det: Detector) -> str:
+    """One line on what the thresholds rest on, with a warning when the normal scans are too few to estimate
+    the false-reject rate asked (a 1 % rate needs about 100: below that the threshold is the largest normal
+    score seen)."""
+    if det.threshold_ is None or not det.calibration_:
+        return "not calibrated (too few normal scans)"
+    cal = det.calibration_
+    line = f"thresholds from {cal['scans']} normal scans ({cal['method']}; reject {det.threshold_:.4g})"
+    needed = math.ceil(1 / cal["fpr"]) if cal.get("fpr") else 0
+    if cal["scans"] < needed:
+        line += (
+            f"; warning: a {cal['fpr']:.0%} false-reject rate needs about {needed} normal scans, so these "
+            f"thresholds are rough (more good scans make them firmer)"
+        )
+    return line
 
 
 def fit_joint(

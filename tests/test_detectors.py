@@ -259,6 +259,21 @@ def test_regions_are_connected_groups_in_scan_units():
     assert big.area == pytest.approx(b.sum() * 0.25)
 
 
+def test_regions_merge_patches_of_one_defect_and_drop_specks():
+    grid = np.stack(np.meshgrid(np.arange(40), np.arange(40), [0]), -1).reshape(-1, 3) * 0.5  # 1600 points
+    scores = np.zeros(len(grid))
+    left = np.linalg.norm(grid - [5, 5, 0], axis=1) < 1.6  # one defect scored in two patches, 2 mm apart
+    right = np.linalg.norm(grid - [10, 5, 0], axis=1) < 1.6
+    speck = np.flatnonzero(np.linalg.norm(grid - [15, 15, 0], axis=1) < 0.6)  # 5 points
+    scores[left | right] = 1.0
+    scores[speck[:3]] = 1.0  # 3 points: under 0.25 % of 1600
+    assert len(extract_regions(grid, scores, 0.5, merge=0.0)) == 2  # the patches alone; the speck is dropped
+    (merged,) = extract_regions(grid, scores, 0.5, merge=0.1)  # 10 % of the 27.6 mm diagonal joins them
+    assert len(merged.indices) == (left | right).sum()
+    scores[speck] = 1.0
+    assert len(extract_regions(grid, scores, 0.5, merge=0.0)) == 3  # 5 points: kept
+
+
 def test_scale_check_catches_a_model_for_another_part(fitted):
     huge = Scan(points=np.random.default_rng(0).random((500, 3)) * 100)
     with pytest.raises(ConfigError, match="size of the parts this model was trained on"):
@@ -298,3 +313,27 @@ def test_a_non_finite_score_is_refused_not_accepted(fitted, monkeypatch):
     scan = Scan(points=np.random.default_rng(1).random((300, 3)).astype(np.float32), path="x.ply")
     with pytest.raises(ScoringError, match="'x.ply' a non-finite score .*300 of 300 point scores.*refused"):
         fitted.score(scan, force=True)
+
+
+def test_out_of_fold_calibration_scores_each_normal_scan_by_a_model_that_never_saw_it(fitted, synth_root, tmp_path):
+    from ad3d.pipeline import describe_calibration, fit_category
+
+    normal = list(ds.load("anomaly-shapenet", synth_root, "idler_riser0", "train"))
+    fitted.save(tmp_path / "m.ad3d")
+    det = ad3d.load(tmp_path / "m.ad3d").calibrate_out_of_fold(normal, fpr=0.01)
+    by_hand = [
+        ad3d.create("patchcore", num_centres=1024).fit(normal[:i] + normal[i + 1 :]).score(normal[i]).object_score
+        for i in range(len(normal))
+    ]
+    assert det.threshold_ == pytest.approx(max(by_hand))  # fewer than 100 scans: the 99 % quantile is the max
+    assert det.calibration_ == {"scans": len(normal), "method": f"out-of-fold over {len(normal)} folds", "fpr": 0.01}
+    assert np.array_equal(det.bank_, fitted.bank_)  # the model itself is left as fitted
+    assert "warning: a 1% false-reject rate needs about 100 normal scans" in describe_calibration(det)
+    det.save(tmp_path / "c.ad3d")
+    assert ad3d.load(tmp_path / "c.ad3d").calibration_ == det.calibration_
+    cheap, info = fit_category("patchcore", {"num_centres": 1024}, synth_root, "anomaly-shapenet", "idler_riser0")
+    assert cheap.calibration_["method"].startswith("out-of-fold") and info["calibration_scans"] == len(normal)
+    learned, info = fit_category(
+        "r3dad", {"iterations": 2, "eval_every": 1}, synth_root, "anomaly-shapenet", "idler_riser0"
+    )
+    assert learned.calibration_["method"] == "held-out normal scans" and info["calibration_scans"] == 1

@@ -34,6 +34,17 @@ def check_geometry(scan: Scan) -> None:
         raise ScanFormatError(f"{where}: all {len(scan)} points lie at one place; there is no surface to score")
 
 
+def _checked_rates(
+    fpr: float = 0.01, review_fpr: float | None = 0.05, point_fpr: float = 0.005, point_review_fpr: float | None = 0.02
+) -> dict:
+    """The calibration's false-reject rates, each checked to lie in (0, 1) (a review rate None or 0: no review)."""
+    rates = {"fpr": fpr, "review_fpr": review_fpr, "point_fpr": point_fpr, "point_review_fpr": point_review_fpr}
+    for name, value in rates.items():
+        if (value or "review" not in name) and not 0 < (value or 0) < 1:
+            raise ConfigError(f"{name} must lie in (0, 1), got {value}")
+    return rates
+
+
 class Detector:
     """Base class: subclasses define __init__ (params only), _fit(scans), and _score(scan) (one-class)
     or _score_batch(scans) (zero-shot)."""
@@ -50,6 +61,8 @@ class Detector:
     point_review_threshold_: float | None = None
     category_: str | None = None
     train_diag_: float | None = None
+    calibration_: dict | None = None  # what the thresholds rest on: {"scans": N, "method": ...}
+    cheap_refit: ClassVar[bool] = False  # fits in seconds: calibration may refit per fold (calibrate_out_of_fold)
     reference_: np.ndarray | None = None  # the part's reference cloud, for detectors with align=True
 
     # --- parameters -------------------------------------------------------------------------
@@ -85,6 +98,7 @@ class Detector:
         categories = {s.category for s in scans} - {None}
         self.category_ = categories.pop() if len(categories) == 1 else None
         self.threshold_ = self.review_threshold_ = self.point_threshold_ = self.point_review_threshold_ = None
+        self.calibration_ = None
         self.train_diag_ = (
             float(np.median([np.linalg.norm(np.ptp(s.points, axis=0)) for s in scans])) if scans else None
         )
@@ -282,17 +296,37 @@ class Detector:
         of the normal point scores (these form the regions), uncertain above the (1 - point_review_fpr)
         quantile, normal below. A review rate not above its reject rate (or None) gives a two-way split.
         """
-        rates = (
-            (("fpr", fpr), ("point_fpr", point_fpr))
-            + ((("review_fpr", review_fpr),) if review_fpr else ())
-            + ((("point_review_fpr", point_review_fpr),) if point_review_fpr else ())
-        )
-        for name, value in rates:
-            if not 0 < value < 1:
-                raise ConfigError(f"{name} must lie in (0, 1), got {value}")
+        rates = _checked_rates(fpr=fpr, review_fpr=review_fpr, point_fpr=point_fpr, point_review_fpr=point_review_fpr)
         results = self.score_many(normal_scans)
         if not results:
             raise ConfigError("calibrate needs at least one normal scan")
+        self._set_thresholds(results, **rates)
+        self.calibration_ = {"scans": len(results), "method": "held-out normal scans", "fpr": fpr}
+        return self
+
+    def calibrate_out_of_fold(self, normal_scans: Iterable[Scan], folds: int = 5, **rates) -> Detector:
+        """The thresholds of `calibrate`, from out-of-fold scores: the normal scans (the training scans may
+        be among them) split into `folds` folds (one scan each when fewer), each fold scored by a copy of
+        this detector fitted on the other folds. For a line with 2-8 good scans and a detector that fits in
+        seconds: every scan counts, and no score comes from a model that saw its scan. The fitted model is
+        left as it is. `rates` as in `calibrate`."""
+        self._check_fitted()
+        scans, rates = list(normal_scans), _checked_rates(**rates)
+        if len(scans) < 2:
+            raise ConfigError(f"out-of-fold calibration needs at least 2 normal scans, got {len(scans)}")
+        k = min(folds, len(scans))
+        results = []
+        for fold in range(k):
+            rest = [s for i, s in enumerate(scans) if i % k != fold]
+            results += self.clone().fit(rest).score_many(scans[fold::k])
+        self._set_thresholds(results, **rates)
+        self.calibration_ = {"scans": len(scans), "method": f"out-of-fold over {k} folds", "fpr": rates["fpr"]}
+        return self
+
+    def _set_thresholds(
+        self, results: list[AnomalyResult], fpr: float, review_fpr: float | None, point_fpr: float, point_review_fpr
+    ) -> None:
+        """The three-way thresholds from scores of normal scans (see `calibrate`)."""
         objects = np.array([r.object_score for r in results])
         points = np.concatenate([r.point_scores for r in results])
         self.threshold_ = float(np.quantile(objects, 1 - fpr, method="higher"))
@@ -305,7 +339,6 @@ class Detector:
             if point_review_fpr and point_review_fpr > point_fpr
             else None
         )
-        return self
 
     def thresholds(self) -> dict[str, float | None]:
         """The calibrated three-way thresholds (None where uncalibrated)."""

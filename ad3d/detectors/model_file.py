@@ -39,6 +39,7 @@ def save(det: Detector, path: str | Path) -> None:
         "train_diag": det.train_diag_,
         "state": {a: getattr(det, a) for a in det._state_scalars},
         "thresholds": det.thresholds(),
+        "calibration": det.calibration_,
         "backbones": det.fingerprints(),
     }
     header = json.loads(json.dumps(header))  # the exact values a reader will see (tuples become lists)
@@ -113,6 +114,7 @@ def load(path: str | Path) -> Detector:
     thresholds = header["thresholds"]
     det.threshold_, det.review_threshold_ = thresholds.get("reject"), thresholds.get("review")
     det.point_threshold_, det.point_review_threshold_ = thresholds.get("point"), thresholds.get("point_review")
+    det.calibration_ = header.get("calibration")
     return det
 
 

@@ -26,6 +26,7 @@ class PatchCore(Detector):
     modalities = ("xyz",)
     _state_arrays = ("bank_",)
     _state_scalars = ("radius_",)
+    cheap_refit = True
 
     def __init__(
         self,

@@ -23,11 +23,20 @@ def point_spacing(points: np.ndarray, sample: int = 20000) -> float:
 
 
 def extract_regions(
-    points: np.ndarray, scores: np.ndarray, threshold: float, *, min_points: int = 3, link: float = 2.5
+    points: np.ndarray,
+    scores: np.ndarray,
+    threshold: float,
+    *,
+    min_points: int = 3,
+    link: float = 2.5,
+    merge: float = 0.03,
+    min_share: float = 0.0025,
 ) -> list[DefectRegion]:
-    """Regions of points with score >= threshold, joined when closer than `link` x the point spacing.
-
-    Largest first. area is a surface estimate: points x spacing².
+    """Regions of points with score >= threshold, largest first. Points join when closer than `link` x the
+    point spacing, or than `merge` x the part's diagonal (one defect scored in patches is one region);
+    regions under `min_share` of the scan's surface (and under `min_points` points) are dropped as specks.
+    area is a surface estimate: points x spacing²; the defaults make 4,096-point scans keep regions of 10
+    points or more, and join hot points less than 3 % of the part's size apart.
     """
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components
@@ -37,13 +46,16 @@ def extract_regions(
     if len(hot) < min_points:
         return []
     spacing = point_spacing(points)
-    pairs = cKDTree(points[hot]).query_pairs(max(link * spacing, 1e-12), output_type="ndarray")
+    diagonal = float(np.linalg.norm(np.ptp(points, axis=0)))
+    reach = max(link * spacing, merge * diagonal, 1e-12)
+    pairs = cKDTree(points[hot]).query_pairs(reach, output_type="ndarray")
     graph = coo_matrix((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])), shape=(len(hot), len(hot)))
     _, comp = connected_components(graph, directed=False)
+    smallest = max(min_points, int(np.ceil(min_share * len(points))))
     regions = []
     for c in np.unique(comp):
         idx = hot[comp == c]
-        if len(idx) < min_points:
+        if len(idx) < smallest:
             continue
         pts = points[idx]
         lo, hi = pts.min(0), pts.max(0)
