@@ -43,6 +43,9 @@ def _cmd_datasets(args) -> int:
     from ad3d import datasets
     from ad3d.errors import DatasetError
 
+    if args.format is None:
+        args.format = datasets.guess_format(args.root)
+        print(f"format: {args.format} (from the folders; --format chooses)", file=sys.stderr)
     if args.action == "list":
         for cat in datasets.categories(args.format, args.root):
             print(cat)
@@ -568,6 +571,25 @@ def _cmd_bench(args) -> int:
     return 2 if counts["failed"] else 0
 
 
+def _add_detector_options(parser, detector_help: str, default: str | None = None) -> None:
+    """--detector, --param and --preset, declared once for fit, score and eval."""
+    from ad3d import available
+
+    names = ", ".join(available())
+    parser.add_argument(
+        "--detector",
+        default=default,
+        metavar="NAME",
+        help=f"{detector_help}: {names}" + (f" (default {default})" if default else ""),
+    )
+    parser.add_argument("--param", action="append", metavar="KEY=VALUE", help="detector parameter (repeatable)")
+    parser.add_argument("--preset", help="the detector's named parameter set: cpu | paper (see the detector's docs)")
+
+
+def _add_quiet(parser) -> None:
+    parser.add_argument("--quiet", action="store_true", help="no progress bars or per-scan lines")
+
+
 def _add_preprocess(parser) -> None:
     parser.add_argument(
         "--preprocess",
@@ -590,13 +612,13 @@ def build_parser() -> argparse.ArgumentParser:
     ds = sub.add_parser("datasets", help="list, describe or verify a local copy of a benchmark")
     ds.add_argument("action", choices=("list", "describe", "verify"))
     ds.add_argument("root", help="dataset root folder")
-    ds.add_argument("--format", required=True, help="mvtec3d | real3d | anomaly-shapenet | folder")
+    ds.add_argument("--format", help="mvtec3d | real3d | anomaly-shapenet | folder (default: told by the folders)")
     ds.add_argument("--json", action="store_true", help="print JSON instead of a table")
     ds.add_argument("--quiet", action="store_true", help="no progress bar")
     ds.set_defaults(run=_cmd_datasets)
 
     fit = sub.add_parser("fit", help="fit a detector on the normal scans of one category and save it")
-    fit.add_argument("--detector", default="patchcore")
+    _add_detector_options(fit, "the detector to fit", default="patchcore")
     fit.add_argument("--data", required=True, help="dataset root")
     fit.add_argument("--format", required=True, help="mvtec3d | real3d | anomaly-shapenet | folder")
     fit.add_argument("--category", help="the category (with --joint: comma-separated, default all)")
@@ -604,39 +626,33 @@ def build_parser() -> argparse.ArgumentParser:
         "--out", required=True, help="model file to write (with --joint: a folder, one model per category)"
     )
     fit.add_argument("--joint", action="store_true", help="one fit over all categories (lsfa: one shared adaptor)")
-    fit.add_argument("--param", action="append", metavar="KEY=VALUE", help="detector parameter (repeatable)")
-    fit.add_argument("--preset", help="named parameter set of the detector (r3dad, mc4ad: cpu | paper)")
     fit.add_argument("--fpr", type=float, default=0.01, help="false-positive rate of the reject threshold")
-    fit.add_argument("--seed", type=int)
+    fit.add_argument("--seed", type=int, help="random seed of the detector (default: its own, 0)")
     _add_preprocess(fit)
-    fit.add_argument("--quiet", action="store_true")
+    _add_quiet(fit)
     fit.set_defaults(run=_cmd_fit)
 
     score = sub.add_parser("score", help="score scans with a saved model: PLY + JSON report per scan")
     score.add_argument("model", help="a model from `ad3d fit` (or, with --detector, the first scan)")
     score.add_argument("scans", nargs="*", help="scan files or folders of them")
-    score.add_argument("--detector", help="a zero-shot detector (musc) instead of a model: the scans score each other")
-    score.add_argument("--param", action="append", metavar="KEY=VALUE", help="with --detector: its parameters")
-    score.add_argument("--preset", help="with --detector: a named parameter set")
+    _add_detector_options(score, "a zero-shot detector instead of a model, the scans scoring each other")
     score.add_argument("--out", required=True, help="output folder")
     score.add_argument("--fail-on-anomaly", action="store_true", help="exit 1 when a scan is rejected")
     score.add_argument("--force", action="store_true", help="score even scans far off the training size")
     _add_preprocess(score)
-    score.add_argument("--quiet", action="store_true")
+    _add_quiet(score)
     score.set_defaults(run=_cmd_score)
 
     ev = sub.add_parser("eval", help="metric table of a saved model, or of a detector fitted per category")
     ev.add_argument("model", nargs="?")
-    ev.add_argument("--detector", help="fit this detector per category instead of loading a model")
+    _add_detector_options(ev, "fit this detector per category instead of loading a model")
     ev.add_argument("--data", required=True)
     ev.add_argument("--format", required=True)
     ev.add_argument("--category", help="category (comma-separated with --detector; default: all)")
-    ev.add_argument("--param", action="append", metavar="KEY=VALUE")
-    ev.add_argument("--preset", help="named parameter set of the detector (r3dad, mc4ad: cpu | paper)")
     ev.add_argument("--out", help="folder for eval.json and eval.md")
     ev.add_argument("--joint", action="store_true", help="one fit over all categories (lsfa: one shared adaptor)")
     _add_preprocess(ev)
-    ev.add_argument("--quiet", action="store_true")
+    _add_quiet(ev)
     ev.set_defaults(run=_cmd_eval)
 
     view = sub.add_parser("view", help="show a scored scan (PLY from `ad3d score`) or any scan")
@@ -651,7 +667,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="synthesise a small dataset, fit the baseline, print the table")
     demo.add_argument("--out", default="runs/demo", help="output folder")
     demo.add_argument("--meshes", help="folder of meshes to use instead of the shipped demo parts")
-    demo.add_argument("--quiet", action="store_true")
+    _add_quiet(demo)
     demo.set_defaults(run=_cmd_demo)
 
     synth = sub.add_parser("synth", help="write a semi-synthetic dataset with planted defects")
@@ -691,7 +707,7 @@ def build_parser() -> argparse.ArgumentParser:
     pretrain.add_argument("--iterations", type=int, help="training steps (default: the preset's)")
     pretrain.add_argument("--per-source", type=int, default=8, help="clouds drawn from each file")
     pretrain.add_argument("--seed", type=int, default=0)
-    pretrain.add_argument("--quiet", action="store_true")
+    _add_quiet(pretrain)
     pretrain.set_defaults(run=_cmd_pretrain)
 
     bench = sub.add_parser("bench", help="sweep detectors x categories x seeds (resumable; pool or Ray) and report")
@@ -708,11 +724,17 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--ray", metavar="local|auto|ADDRESS", help="run the jobs on Ray (pip install 'ad3d[bench]')")
     bench.add_argument("--retry-failed", action="store_true", help="run failed jobs again (finished ones never)")
     bench.add_argument("--no-report", action="store_true")
-    bench.add_argument("--quiet", action="store_true")
+    _add_quiet(bench)
     bench.set_defaults(run=_cmd_bench)
 
-    weights = sub.add_parser("weights", help="which pretrained backbones are usable here (files, sizes, sha256)")
-    weights.add_argument("--json", action="store_true")
+    weights = sub.add_parser(
+        "weights",
+        help="which pretrained backbones are usable here (files, sizes, sha256)",
+        description="Pretrained weights are never downloaded: each backbone reads its file from the folder that "
+        "the AD3D_WEIGHTS environment variable names (or the path a detector's *_weights parameter gives). "
+        "This lists, per backbone, the file it expects there and whether it is present.",
+    )
+    weights.add_argument("--json", action="store_true", help="print JSON instead of a table")
     weights.set_defaults(run=_cmd_weights)
     return parser
 

@@ -209,3 +209,23 @@ def test_loaders_take_the_released_benchmarks_quirks(tmp_path):
     write_gt_txt(real / "gt" / "482_bulge_cut.txt", pts, labels, " ", None)
     scan = ds.load("real3d", tmp_path / "real", "seahorse", "test")[0]
     assert scan.defect_type == "bulge" and scan.label == 1 and np.array_equal(scan.labels, labels)
+
+
+@pytest.mark.parametrize(
+    "make, expected",
+    [
+        (make_real3d, "real3d"),
+        (lambda root: make_anomaly_shapenet(root, v2=True), "anomaly-shapenet"),
+        (lambda root: make_anomaly_shapenet(root, v2=False), "anomaly-shapenet"),
+        (make_mvtec3d, "mvtec3d"),
+    ],
+)
+def test_the_layout_is_told_by_the_folders(tmp_path, make, expected):
+    make(tmp_path)
+    assert ds.guess_format(tmp_path) == expected
+
+
+def test_a_folder_of_no_known_layout_asks_for_the_format(tmp_path):
+    (tmp_path / "parts" / "train").mkdir(parents=True)
+    with pytest.raises(DatasetError, match="cannot tell the layout .* give --format"):
+        ds.guess_format(tmp_path)

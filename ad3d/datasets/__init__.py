@@ -23,7 +23,17 @@ _FORMATS: dict[str, ModuleType] = {
     "anomaly-shapenet": anomaly_shapenet,
     "folder": folder,
 }
-__all__ = ["FORMATS", "Dataset", "SampleRef", "load", "categories", "describe", "verify", "transfer_labels"]
+__all__ = [
+    "FORMATS",
+    "Dataset",
+    "SampleRef",
+    "load",
+    "categories",
+    "describe",
+    "verify",
+    "transfer_labels",
+    "guess_format",
+]
 FORMATS = tuple(_FORMATS)
 
 
@@ -41,6 +51,23 @@ def _root(root: str | os.PathLike) -> Path:
     if not path.is_dir():
         raise DatasetError(f"dataset root '{path}' is not a directory")
     return path
+
+
+def guess_format(root: str | os.PathLike) -> str:
+    """The benchmark layout of `root`, from its folders alone: MVTec 3D-AD (an `xyz` folder per defect
+    type), Anomaly-ShapeNet (`pcd/` or `new_pcd/`, or a `GT` folder per category), Real3D-AD (a `gt`
+    folder per category). Raises DatasetError when no layout or several fit."""
+    path = _root(root)
+    if any(path.glob("*/*/*/xyz")):
+        return "mvtec3d"
+    if any((path / name).is_dir() for name in anomaly_shapenet.COLLECTIONS):
+        return "anomaly-shapenet"
+    labels = {p.name for p in path.glob("*/*") if p.is_dir() and p.name.lower() == "gt"}
+    if labels == {"GT"}:
+        return "anomaly-shapenet"
+    if labels == {"gt"}:
+        return "real3d"
+    raise DatasetError(f"cannot tell the layout of '{path}' from its folders; give --format ({', '.join(FORMATS)})")
 
 
 def categories(format: str, root: str | os.PathLike) -> list[str]:
