@@ -77,8 +77,9 @@ def describe_calibration(det: Detector) -> str:
     needed = math.ceil(1 / cal["fpr"]) if cal.get("fpr") else 0
     if cal["scans"] < needed:
         line += (
-            f"; warning: a {cal['fpr']:.0%} false-reject rate needs about {needed} normal scans, so these "
-            f"thresholds are rough (more good scans make them firmer)"
+            f"; warning: a {cal['fpr']:.0%} false-reject rate needs about {needed} normal scans to be read off "
+            f"their scores; from {cal['scans']} the scan thresholds are prediction bounds (Student's t), wide "
+            f"on purpose: expect more scans to land in review until more good scans are added"
         )
     return line
 

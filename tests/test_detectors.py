@@ -325,10 +325,14 @@ def test_out_of_fold_calibration_scores_each_normal_scan_by_a_model_that_never_s
         ad3d.create("patchcore", num_centres=1024).fit(normal[:i] + normal[i + 1 :]).score(normal[i]).object_score
         for i in range(len(normal))
     ]
-    assert det.threshold_ == pytest.approx(max(by_hand))  # fewer than 100 scans: the 99 % quantile is the max
+    from scipy.stats import t
+
+    n, mean, sd = len(by_hand), np.mean(by_hand), np.std(by_hand, ddof=1)
+    assert det.threshold_ == pytest.approx(mean + t.ppf(0.99, n - 1) * sd * np.sqrt(1 + 1 / n))  # a t bound
     assert det.calibration_ == {"scans": len(normal), "method": f"out-of-fold over {len(normal)} folds", "fpr": 0.01}
     assert np.array_equal(det.bank_, fitted.bank_)  # the model itself is left as fitted
     assert "warning: a 1% false-reject rate needs about 100 normal scans" in describe_calibration(det)
+    assert "prediction bounds (Student's t)" in describe_calibration(det)
     det.save(tmp_path / "c.ad3d")
     assert ad3d.load(tmp_path / "c.ad3d").calibration_ == det.calibration_
     cheap, info = fit_category("patchcore", {"num_centres": 1024}, synth_root, "anomaly-shapenet", "idler_riser0")
@@ -337,3 +341,17 @@ def test_out_of_fold_calibration_scores_each_normal_scan_by_a_model_that_never_s
         "r3dad", {"iterations": 2, "eval_every": 1}, synth_root, "anomaly-shapenet", "idler_riser0"
     )
     assert learned.calibration_["method"] == "held-out normal scans" and info["calibration_scans"] == 1
+
+
+def test_scan_bounds_are_quantiles_when_the_scans_suffice_and_t_bounds_below():
+    from scipy.stats import t
+
+    from ad3d.detectors.base import scan_bound
+
+    many = np.random.default_rng(0).normal(10, 2, 400)
+    assert scan_bound(many, 0.01) == np.quantile(many, 0.99, method="higher")  # 400 >= 1 / 0.01
+    few = np.array([9.0, 10.0, 11.0, 12.0])
+    expected = 10.5 + t.ppf(0.95, 3) * np.std(few, ddof=1) * np.sqrt(1.25)
+    assert scan_bound(few, 0.05) == pytest.approx(expected) and scan_bound(few, 0.05) > few.max()
+    assert scan_bound(few, 0.01) > scan_bound(few, 0.05)  # review below reject, even from four scans
+    assert scan_bound(np.array([3.0]), 0.01) == 3.0

@@ -45,6 +45,20 @@ def _checked_rates(
     return rates
 
 
+def scan_bound(scores: np.ndarray, rate: float) -> float:
+    """The score a new normal scan exceeds with probability `rate`, from normal scans' scores: their empirical
+    (1 - rate) quantile when they are enough for it (at least 1 / rate), else the normal-theory prediction
+    bound mean + t(1 - rate, n - 1) s sqrt(1 + 1 / n) (Student's t): a handful of scans gives a wide bound,
+    not the largest score seen. One scan: its score."""
+    n = len(scores)
+    if n >= np.ceil(1 / rate) or n < 2:
+        return float(np.quantile(scores, 1 - rate, method="higher"))
+    from scipy.stats import t
+
+    spread = float(np.std(scores, ddof=1)) * np.sqrt(1 + 1 / n)
+    return float(np.mean(scores) + t.ppf(1 - rate, n - 1) * spread)
+
+
 class Detector:
     """Base class: subclasses define __init__ (params only), _fit(scans), and _score(scan) (one-class)
     or _score_batch(scans) (zero-shot)."""
@@ -329,10 +343,8 @@ class Detector:
         """The three-way thresholds from scores of normal scans (see `calibrate`)."""
         objects = np.array([r.object_score for r in results])
         points = np.concatenate([r.point_scores for r in results])
-        self.threshold_ = float(np.quantile(objects, 1 - fpr, method="higher"))
-        self.review_threshold_ = (
-            float(np.quantile(objects, 1 - review_fpr, method="higher")) if review_fpr and review_fpr > fpr else None
-        )
+        self.threshold_ = scan_bound(objects, fpr)
+        self.review_threshold_ = scan_bound(objects, review_fpr) if review_fpr and review_fpr > fpr else None
         self.point_threshold_ = float(np.quantile(points, 1 - point_fpr, method="higher"))
         self.point_review_threshold_ = (
             float(np.quantile(points, 1 - point_review_fpr, method="higher"))
