@@ -345,6 +345,12 @@ def _cmd_score(args) -> int:
             except Exception as e:  # one bad file never stops the batch: say which file and why, go on
                 fail(path, e)
         results = det.score_many([scan for _, _, scan, _ in batch], force=args.force) if batch else []
+        if results and det.threshold_ is None and not args.quiet:
+            print(
+                f"{det.name}: decisions from the batch's own scores ({len(results)} scans, most assumed good)"
+                if results[0].decision
+                else f"{det.name}: fewer than 3 scans, too few to judge each other: scores only"
+            )
         for (path, stem, scan, timings), result in zip(batch, results):
             try:
                 result.timings.update(timings, score_peak_mb=peak_mb())

@@ -133,8 +133,10 @@ def test_score_a_folder_with_musc_and_no_model(tmp_path, shared_data, capsys):
     assert code == 0, capsys.readouterr().err
     import json
 
-    reports = {p.stem: json.loads(p.read_text())["object_score"] for p in (tmp_path / "out").glob("*.json")}
+    written = {p.stem: json.loads(p.read_text()) for p in (tmp_path / "out").glob("*.json")}
+    reports = {stem: r["object_score"] for stem, r in written.items()}
     assert len(reports) == 5 and max(reports, key=reports.get) == "odd"
+    assert all(r["decision"] in ("accept", "review", "reject") for r in written.values())  # judged by the batch
     code = cli.main(["score", "--detector", "patchcore", str(tmp_path), "--out", str(tmp_path / "o2")])
     assert code == 2 and "needs training" in capsys.readouterr().err
     with pytest.raises(ConfigError, match="give it a set of scans"):
@@ -213,3 +215,15 @@ def test_point_mae_features_are_the_encoder_blocks_on_the_ipg_groups_and_pin_the
     assert fpfh_views.shape[1] == 64 and fpfh_views.shape[2] != 48  # the default stays FPFH
     results = det.fit([]).score_many(scans)
     assert all(np.isfinite(r.point_scores).all() and len(r.point_scores) == len(s) for r, s in zip(results, scans))
+
+
+def test_an_uncalibrated_zero_shot_batch_is_judged_by_its_own_scores():
+    det = ad3d.create("musc")
+    scans = [Scan(points=np.random.default_rng(i).random((200, 3)).astype(np.float32)) for i in range(5)]
+    objects = [1.0, 1.1, 0.9, 1.05, 5.0]  # four alike, one far off
+    scored = [(np.full(200, 0.1 * (i + 1), np.float32), obj) for i, obj in enumerate(objects)]
+    judge = det._judged_by_batch(scans, scored)
+    assert 1.1 < judge.review_threshold_ < judge.threshold_ < 5.0
+    points = np.concatenate([p for p, _ in scored])
+    assert judge.point_threshold_ == pytest.approx(np.quantile(points, 0.995))
+    assert judge.calibration_["method"].startswith("the batch itself") and det.threshold_ is None  # not kept

@@ -233,10 +233,38 @@ class Detector:
         moved = [self.aligned(s) for s in scans]
         scored = self._score_batch([m for m, _ in moved])
         timings = {"score_s": (time.perf_counter() - start) / max(1, len(scans))}
+        judge = self if self.threshold_ is not None or len(scans) < 3 else self._judged_by_batch(scans, scored)
         return [
-            self._result(scan, scores, obj, alignment, dict(timings))
+            judge._result(scan, scores, obj, alignment, dict(timings))
             for scan, (scores, obj), (_, alignment) in zip(scans, scored, moved)
         ]
+
+    def _judged_by_batch(self, scans: list[Scan], scored: list, rates: dict | None = None) -> Detector:
+        """A copy of this uncalibrated zero-shot detector with thresholds from the batch's own scores, most
+        scans assumed good (MuSc's premise), at `calibrate`'s default rates: for scans the robust bound
+        median + z(1 - rate) x 1.4826 MAD of the object scores, for points the quantiles of all the batch's
+        point scores (plenty, and mostly normal). Not kept: the next batch has its own."""
+        from scipy.stats import norm
+
+        rates = _checked_rates(**(rates or {}))
+
+        def bound(values: np.ndarray, rate: float) -> float:
+            centre = float(np.median(values))
+            spread = 1.4826 * float(np.median(np.abs(values - centre))) or float(np.std(values))
+            return centre + float(norm.ppf(1 - rate)) * spread
+
+        objects = np.array([obj for _, obj in scored], dtype=np.float64)
+        points = np.concatenate(
+            [s.reshape(-1)[scan.grid_index] if s.ndim == 2 else s for scan, (s, _) in zip(scans, scored)]
+        ).astype(np.float64)
+        judge = copy.copy(self)
+        judge.threshold_ = bound(objects, rates["fpr"])
+        judge.review_threshold_ = bound(objects, rates["review_fpr"]) if rates["review_fpr"] else None
+        judge.point_threshold_ = float(np.quantile(points, 1 - rates["point_fpr"]))
+        review = rates["point_review_fpr"]
+        judge.point_review_threshold_ = float(np.quantile(points, 1 - review)) if review else None
+        judge.calibration_ = {"scans": len(scans), "method": "the batch itself (median + z MAD)", "fpr": rates["fpr"]}
+        return judge
 
     def _result(self, scan: Scan, scores: np.ndarray, object_score: float, alignment, timings: dict) -> AnomalyResult:
         """The AnomalyResult of one scored scan. `scores` are per point, or an anomaly map on the organised
