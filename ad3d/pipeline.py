@@ -158,12 +158,11 @@ def evaluate_dataset(
     load_options: dict | None = None,
     joint: bool = False,
 ) -> list[dict]:
-    """Fit and evaluate per category, one `ad3d bench` job each, run here; one row each. A zero-shot
-    detector is not fitted: it scores each category's test scans together, as its protocol prescribes.
-    joint: one fit over all the categories (fit_joint), then each category scored; fit_s is the joint fit's."""
+    """Fit and evaluate per category (`fit_and_score`, as every `ad3d bench` job does); one row each. A
+    zero-shot detector is not fitted: it scores each category's test scans together, as its protocol
+    prescribes. joint: one fit over all the categories (fit_joint), then each category scored; fit_s is the
+    joint fit's."""
     from tqdm import tqdm
-
-    from ad3d.bench.job import Job, run_job
 
     cats = categories or datasets.categories(format, root)
     if not cats:
@@ -174,15 +173,35 @@ def evaluate_dataset(
             {**score_split(fitted[cat], root, format, cat, load_options=load_options)[0], **info, "joint": True}
             for cat in cats
         ]
-    preprocess = (load_options or {}).get("preprocess", "none")
-    params = dict(params)
-    seed = params.pop("seed", 0)
     rows = []
     for cat in tqdm(cats, desc=f"eval {detector}", unit="category", disable=not progress):
-        job = Job(detector, str(root), format, cat, seed=seed, params=params, preprocess=preprocess)
-        row, _ = run_job(job, raise_errors=True, details=False)
-        rows.append(row)
+        started = time.perf_counter()
+        row = fit_and_score(detector, params, root, format, cat, load_options=load_options)[0]
+        rows.append({"category": cat, **row, "wall_s": time.perf_counter() - started})
     return rows
+
+
+def fit_and_score(
+    detector: str,
+    params: dict,
+    root,
+    format: str,
+    category: str,
+    *,
+    fpr: float = 0.01,
+    load_options: dict | None = None,
+) -> tuple[dict, Detector, list, list]:
+    """One category end to end, as `ad3d eval` and every `ad3d bench` job run it: fit on the normal scans
+    and calibrate (a zero-shot detector: nothing to fit), then score the test split. Returns (the metric
+    row with the fit's facts and the thresholds, the detector, the test scans, their results)."""
+    from ad3d.detectors.registry import detector_class
+
+    if detector_class(detector).learning_type == "zero-shot":  # test scans score each other
+        det, info = create(detector, **params).fit([]), {"fit_s": 0.0, "train_scans": 0, "calibration_scans": 0}
+    else:
+        det, info = fit_category(detector, params, root, format, category, fpr=fpr, load_options=load_options)
+    row, test, results = score_split(det, root, format, category, load_options=load_options)
+    return {**row, **info, "threshold": det.threshold_, "thresholds": det.thresholds()}, det, test, results
 
 
 def parse_params(pairs: list[str] | None) -> dict:

@@ -97,31 +97,21 @@ def run_job(job: Job, *, raise_errors: bool = False, details: bool = True) -> tu
 def _fit_and_score(job: Job, details: dict | None) -> dict:
     import torch
 
-    from ad3d.detectors import create
     from ad3d.detectors.registry import detector_class, param_names
-    from ad3d.pipeline import fit_category, score_split
+    from ad3d.pipeline import fit_and_score
 
     if job.cpus:  # the same thread count wherever the job runs: the same numbers
         torch.set_num_threads(job.cpus)
     takes_seed = "seed" in param_names(detector_class(job.detector))  # a third-party detector may have none
     params = {**job.params, "seed": job.seed} if takes_seed else dict(job.params)
     load_options = {} if job.preprocess == "none" else {"preprocess": job.preprocess}
-    if detector_class(job.detector).learning_type == "zero-shot":  # test scans score each other; nothing fitted
-        det, info = create(job.detector, **params).fit([]), {"fit_s": 0.0, "train_scans": 0, "calibration_scans": 0}
-    else:
-        det, info = fit_category(
-            job.detector, params, job.data, job.format, job.category, fpr=job.fpr, load_options=load_options
-        )
-    row, test, results = score_split(det, job.data, job.format, job.category, load_options=load_options)
+    row, _, test, results = fit_and_score(
+        job.detector, params, job.data, job.format, job.category, fpr=job.fpr, load_options=load_options
+    )
     if details is not None:
         details.update(curves(test, results))
         details.update(extremes(test, results))
-    return {
-        **row,
-        **info,
-        "threshold": det.threshold_,
-        "thresholds": det.thresholds(),
-    }
+    return row
 
 
 def curves(test: list, results: list) -> dict:
