@@ -98,6 +98,8 @@ def test_pool_scoring_equals_batch_scoring_and_is_deterministic(shared_data):
     assert np.array_equal(grown.point_scores, alone.point_scores)
     again = ad3d.create("musc", **params).fit([]).score_many([odd, *pool])[0]
     assert np.array_equal(again.point_scores, batch.point_scores)
+    unfitted = ad3d.create("musc", **params).score_many([odd, *pool])[0]  # zero-shot: no fit([]) needed
+    assert np.array_equal(unfitted.point_scores, batch.point_scores)
     from ad3d.metrics import auroc
 
     assert auroc(odd.labels, batch.point_scores) > 0.7  # the bulge stands out (0.76 when written)

@@ -226,8 +226,7 @@ class Detector:
                 self.score(s, force=force)
                 for s in tqdm(scans, desc=f"{self.name} score", disable=not progress, leave=False)
             ]
-        self._check_fitted()
-        for scan in scans:
+        for scan in scans:  # a zero-shot detector needs no fit: the scans score each other
             self._check_scan(scan, force)
         start = time.perf_counter()
         moved = [self.aligned(s) for s in scans]
