@@ -35,6 +35,7 @@ def save(det: Detector, path: str | Path) -> None:
         "version": MODEL_VERSION,
         "detector": det.name,
         "params": det.get_params(),
+        "tuple_params": sorted(k for k, v in det.get_params().items() if isinstance(v, tuple)),  # JSON has lists
         "category": det.category_,
         "train_diag": det.train_diag_,
         "state": {a: getattr(det, a) for a in det._state_scalars},
@@ -93,7 +94,8 @@ def load(path: str | Path) -> Detector:
     except ConfigError:
         raise ModelFormatError(f"cannot load model '{path}': unknown detector {header['detector']!r}") from None
     try:
-        det = cls(**header["params"])
+        tuples = set(header.get("tuple_params", ()))
+        det = cls(**{k: tuple(v) if k in tuples and isinstance(v, list) else v for k, v in header["params"].items()})
         det.check_params()
     except (TypeError, ConfigError) as e:
         raise ModelFormatError(f"cannot load model '{path}': parameters do not fit {cls.name} ({e})") from None
@@ -181,6 +183,12 @@ def _check_header(path: Path, header: dict) -> None:
     kinds = {"detector": str, "params": dict, "state": dict, "thresholds": dict, "sha256": str}
     if not isinstance(header.get("backbones", []), list):
         raise bad("'backbones' is not a list")
+    tuples = header.get("tuple_params", [])
+    if not (isinstance(tuples, list) and all(isinstance(k, str) for k in tuples)):
+        raise bad("'tuple_params' is not a list of parameter names")
+    calibration = header.get("calibration")
+    if calibration is not None and not (isinstance(calibration, dict) and number(calibration.get("scans"))):
+        raise bad("'calibration' is not a record of the scans the thresholds rest on")
     for key, kind in kinds.items():
         if not isinstance(header.get(key), kind):
             raise bad(f"'{key}' is missing or not a {kind.__name__}")

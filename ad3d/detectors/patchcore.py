@@ -23,6 +23,7 @@ from ad3d.types import Scan
 @register
 class PatchCore(Detector):
     name = "patchcore"
+    PRESETS = {"cpu": {}}  # no paper preset: PatchCore was published for images; its point-cloud use varies
     modalities = ("xyz",)
     _state_arrays = ("bank_",)
     _state_scalars = ("radius_",)
