@@ -5,55 +5,23 @@ zero-shot one scoring a batch with no fit."""
 
 import numpy as np
 import pytest
+from test_neural_detectors import TINY, box_scan
 
 import ad3d
 from ad3d.detectors.registry import detector_class, preset
 from ad3d.errors import ConfigError
-from ad3d.types import Scan
 
-QUICK = {
+QUICK = {  # small enough to fit in seconds; the learned detectors as their own tests run them
+    **TINY,
     "patchcore": {"num_points": 1024, "num_centres": 128},
-    "r3dad": {
-        "num_points": 256,
-        "latent": 16,
-        "encoder_widths": (16, 32),
-        "denoiser_widths": (32, 32),
-        "iterations": 4,
-        "batch_size": 2,
-        "eval_every": 2,
-        "sample_steps": 3,
-        "device": "cpu",
-        "align": False,
-    },
-    "mc4ad": {
-        "encoder": (8, 16, 16),
-        "decoder": (16, 8),
-        "num_points": 512,
-        "iterations": 4,
-        "batch_size": 2,
-        "eval_every": 2,
-        "device": "cpu",
-        "align": False,
-    },
     "musc": {"num_groups": 64, "group_size": 16, "grow_step": 8, "search_size": 32},
     "lsfa": {"modalities": ("xyz",), "iterations": 4, "warmup": 2, "groups": 64},
 }
 
 
-def part(seed: int) -> Scan:
-    """A sampled box surface with a shallow ridge: a small stand-in part."""
-    import trimesh
-
-    mesh = trimesh.creation.box((0.8, 0.6, 0.4))
-    pts, faces = trimesh.sample.sample_surface(mesh, 1200, seed=seed)
-    pts = np.asarray(pts, np.float32)
-    pts[:, 2] += 0.01 * np.sin(8 * pts[:, 0]) * (pts[:, 2] > 0.19)
-    return Scan(points=pts, normals=np.asarray(mesh.face_normals[faces], np.float32), category="box")
-
-
 @pytest.fixture(scope="module")
 def scans():
-    return [part(s) for s in range(5)]
+    return [box_scan(seed=s) for s in range(5)]
 
 
 def test_every_registered_detector_has_a_contract_entry():
