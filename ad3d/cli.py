@@ -212,61 +212,6 @@ def _fit_joint(args, params: dict) -> int:
     return 0
 
 
-def _scan_paths(inputs: list[str]) -> list:
-    from pathlib import Path
-
-    from ad3d.errors import ScanFormatError
-    from ad3d.io import SCAN_SUFFIXES
-
-    paths = []
-    for item in inputs:
-        p = Path(item)
-        if p.is_dir():
-            found = sorted(f for f in p.iterdir() if f.is_file() and f.suffix.lower() in SCAN_SUFFIXES)
-            if not found:
-                raise ScanFormatError(f"cannot read '{p}': folder holds no scan files ({' '.join(SCAN_SUFFIXES)})")
-            paths += found
-        else:
-            paths.append(p)
-    return paths
-
-
-def result_names(paths: list) -> list[str]:
-    """One distinct output name per scan: its stem, or, where stems collide, the stem with its suffix
-    and then its parent folders' names (A/part.pcd, A/part.txt, B/part.pcd -> A_part_pcd, part_txt,
-    B_part_pcd), so no result overwrites another."""
-    from collections import Counter
-
-    def name(p, depth: int) -> str:  # stem_suffix, with the last depth - 1 parent folder names in front
-        folders = list(p.absolute().parent.parts[1:])[-(depth - 1) :] if depth > 1 else []
-        return "_".join(folders + [f"{p.stem}_{p.suffix.lstrip('.').lower()}"])
-
-    names = [p.stem for p in paths]
-    for depth in range(1, 64):
-        clash = {n for n, c in Counter(names).items() if c > 1}
-        if not clash:
-            return names
-        names = [name(p, depth) if n in clash else n for p, n in zip(paths, names)]
-    return [f"{n}_{i}" for i, n in enumerate(names)]
-
-
-def _check_outputs(out, paths: list, names: list[str]) -> None:
-    """Refuse, before any work, a result that would replace an input."""
-    import os
-
-    from ad3d.errors import ConfigError
-
-    inputs = {os.path.realpath(p): p for p in paths}  # realpath, unlike resolve(), takes a symlink loop
-    for stem in names:
-        for suffix in (".ply", ".json"):
-            target = os.path.realpath(out / f"{stem}{suffix}")
-            if target in inputs:
-                raise ConfigError(
-                    f"result '{out / (stem + suffix)}' would overwrite the input '{inputs[target]}'; "
-                    "choose another --out. Nothing was scored"
-                )
-
-
 def _load_options(args) -> dict:
     """Dataset-loader options from the command line (--preprocess plane: MVTec 3D-AD background removal),
     checked against the format before any work."""
@@ -283,13 +228,10 @@ def _load_options(args) -> dict:
 
 
 def _cmd_score(args) -> int:
-    import time
-    from pathlib import Path
-
     from ad3d.detectors import load
     from ad3d.errors import ConfigError
-    from ad3d.io import read_scan
-    from ad3d.report import peak_mb, summary_line, write_result
+    from ad3d.report import summary_line
+    from ad3d.score_files import score_files
 
     _check_out(args.out, "folder")
     if args.detector:  # a zero-shot detector needs no model: the inputs score each other
@@ -298,95 +240,37 @@ def _cmd_score(args) -> int:
         det = create(args.detector, **_params(args.detector, args))
         if det.learning_type != "zero-shot":
             raise ConfigError(f"--detector {args.detector} needs training: fit a model with `ad3d fit` and pass it")
-        det.fit([])
         inputs = [args.model, *args.scans]
     else:
         det, inputs = load(args.model), args.scans
     if not inputs:
         raise ConfigError("no scans given: ad3d score MODEL SCAN... (or --detector musc SCAN...)")
-    out = Path(args.out)
-    paths = _scan_paths(inputs)
-    names = result_names(paths)
-    _check_outputs(out, paths, names)
-    failed = anomalous = 0
 
-    def fail(path, error) -> None:
-        nonlocal failed
-        failed += 1
-        print(f"ad3d: {_per_file_error(path, error)}", file=sys.stderr)
-        if args.debug:
-            raise error
-
-    def read(path):
-        started = time.perf_counter()
-        scan = read_scan(path)
-        if args.preprocess == "plane":
-            from ad3d.preprocess import remove_background_plane
-
-            scan = remove_background_plane(scan)
-        return scan, {"read_s": time.perf_counter() - started, "read_peak_mb": peak_mb()}
-
-    def finish(path, stem, scan, result) -> None:
-        nonlocal anomalous
-        write_result(out, stem, scan, result, det.name, det.thresholds())
-        anomalous += bool(result.is_anomalous)
+    def said(path, stem, result) -> None:
         if not args.quiet:
             print(summary_line(path.name, result) + (f" -> {stem}.json" if stem != path.stem else ""))
 
-    if det.learning_type == "zero-shot":  # every scan read first, then scored together
-        from ad3d.detectors.base import check_geometry
-
-        batch = []
-        for path, stem in zip(paths, names):
-            try:
-                scan, timings = read(path)
-                check_geometry(scan)  # a corrupt scan is left out here, not found inside the joint scoring
-                batch.append((path, stem, scan, timings))
-            except Exception as e:  # one bad file never stops the batch: say which file and why, go on
-                fail(path, e)
-        results = det.score_many([scan for _, _, scan, _ in batch], force=args.force) if batch else []
-        if results and det.threshold_ is None and not args.quiet:
-            print(
-                f"{det.name}: decisions from the batch's own scores ({len(results)} scans, most assumed good)"
-                if results[0].decision
-                else f"{det.name}: fewer than 3 scans, too few to judge each other: scores only"
-            )
-        for (path, stem, scan, timings), result in zip(batch, results):
-            try:
-                result.timings.update(timings, score_peak_mb=peak_mb())
-                finish(path, stem, scan, result)
-            except Exception as e:
-                fail(path, e)
-    else:
-        for path, stem in zip(paths, names):
-            try:
-                scan, timings = read(path)
-                result = det.score(scan, force=args.force)
-                result.timings.update(timings, score_peak_mb=peak_mb())
-                finish(path, stem, scan, result)
-            except Exception as e:  # one bad file never stops the batch: say which file and why, go on
-                fail(path, e)
-    if failed:
+    summary = score_files(
+        det,
+        inputs,
+        args.out,
+        force=args.force,
+        preprocess=args.preprocess,
+        on_result=said,
+        on_error=lambda path, line: print(f"ad3d: {line}", file=sys.stderr),
+        raise_errors=args.debug,
+    )
+    if summary.batch_note and not args.quiet:
+        print(summary.batch_note)
+    if summary.failed:
+        total = len(summary.failed) + len(summary.scored)
         print(
-            f"{len(paths) - failed} of {len(paths)} scans scored, {failed} failed (see the lines above); "
-            f"results in {out}",
+            f"{len(summary.scored)} of {total} scans scored, {len(summary.failed)} failed (see the lines above); "
+            f"results in {args.out}",
             file=sys.stderr,
         )
         return 2
-    return 1 if args.fail_on_anomaly and anomalous else 0
-
-
-def _per_file_error(path, error: Exception) -> str:
-    """The one line for a scan that could not be scored: the reader's own message, or the file and cause."""
-    from ad3d.errors import Ad3dError
-
-    if isinstance(error, Ad3dError):
-        return str(error)
-    if isinstance(error, MemoryError):
-        return f"cannot score '{path}': out of memory"
-    if isinstance(error, OSError):
-        return f"cannot score '{path}': {error.strerror or error}"
-    return f"cannot score '{path}': {type(error).__name__}: {error}"
+    return 1 if args.fail_on_anomaly and summary.rejected else 0
 
 
 def _cmd_eval(args) -> int:

@@ -3,6 +3,7 @@
 import pickle
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -355,3 +356,18 @@ def test_scan_bounds_are_quantiles_when_the_scans_suffice_and_t_bounds_below():
     assert scan_bound(few, 0.05) == pytest.approx(expected) and scan_bound(few, 0.05) > few.max()
     assert scan_bound(few, 0.01) > scan_bound(few, 0.05)  # review below reject, even from four scans
     assert scan_bound(np.array([3.0]), 0.01) == 3.0
+
+
+def test_score_files_is_the_library_side_of_ad3d_score(fitted, synth_root, tmp_path):
+    from ad3d.score_files import score_files
+
+    good = ds.load("anomaly-shapenet", synth_root, "idler_riser0", "test")[4].path
+    (tmp_path / "broken.pcd").write_text("not a point cloud")
+    heard, out, stem = [], tmp_path / "out", Path(good).stem
+    summary = score_files(fitted, [good, tmp_path / "broken.pcd"], out, on_result=lambda *a: heard.append(a))
+    assert [name for _, name, _ in summary.scored] == [stem] and len(heard) == 1
+    assert (out / f"{stem}.json").exists() and (out / f"{stem}.ply").exists()
+    ((path, line),) = summary.failed
+    assert path.name == "broken.pcd" and "broken.pcd" in line  # one line naming the file
+    with pytest.raises(ConfigError, match="would overwrite the input"):
+        score_files(fitted, [out / f"{stem}.ply"], out)
