@@ -353,7 +353,11 @@ def _cmd_view(args) -> int:
     if args.gt:
         gt = scan.labels if scan.labels is not None else scan.fields.get("label")
         if gt is None:
-            raise ConfigError(f"'{path}' has no per-point ground truth (no label property)")
+            raise ConfigError(
+                f"'{path}' has no per-point ground truth (no label property): a result keeps the labels only "
+                "of a scan that carried them (a PLY with a label property, a dataset scan scored through the "
+                "library); drop --gt for this one"
+            )
     regions = extract_regions(scan.points, scores, threshold) if scores is not None and threshold is not None else None
     interactive = not (args.screenshot or args.html)
     render(
