@@ -120,7 +120,7 @@ def render(
         _add_overlay(plotter, scan, scores, threshold, gt, regions, point_size)
         plotter.add_text(title, font_size=10)
         Path(html).parent.mkdir(parents=True, exist_ok=True)
-        plotter.export_html(str(html))
+        plotter.trame.export_html(str(html))  # Plotter.export_html is deprecated (PyVista 0.47+)
         plotter.close()
     if show:
         if not has_display():
