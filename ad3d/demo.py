@@ -21,7 +21,7 @@ def run_demo(
 ) -> list[dict]:
     """Write data/, models/, reports/, images/ and eval.{json,md} under `out`; return the table rows."""
     from ad3d import datasets
-    from ad3d.pipeline import EVAL_COLUMNS, evaluate_category, fit_category, with_mean
+    from ad3d.pipeline import EVAL_COLUMNS, fit_category, score_split, with_mean
     from ad3d.report import format_table, markdown_table
     from ad3d.synth import make_dataset
     from ad3d.synth.dataset import MESH_SUFFIXES
@@ -43,10 +43,11 @@ def run_demo(
     rows = []
     say(f"2/3 fitting {detector} per part and scoring the test scans")
     for cat in datasets.categories("anomaly-shapenet", out / "data"):
-        det, info = fit_category(detector, {}, out / "data", "anomaly-shapenet", cat)
+        det, info = fit_category(detector, {}, out / "data", "anomaly-shapenet", cat, progress=not quiet)
         det.save(out / "models" / f"{cat}.ad3d")
-        rows.append({**evaluate_category(det, out / "data", "anomaly-shapenet", cat), "fit_s": info["fit_s"]})
-        _write_reports(det, out, cat)
+        row, test, results = score_split(det, out / "data", "anomaly-shapenet", cat, progress=not quiet)
+        rows.append({**row, "fit_s": info["fit_s"]})
+        _write_reports(det, out, cat, test, results)
     table = with_mean(rows)
     (out / "eval.json").write_text(json.dumps({"detector": detector, "rows": table}, indent=2))
     (out / "eval.md").write_text(
@@ -57,15 +58,14 @@ def run_demo(
     return table
 
 
-def _write_reports(det, out: Path, cat: str) -> None:
-    """PLY + JSON per test scan, and an overlay image of the highest-scored defective scan."""
-    from ad3d import datasets
+def _write_reports(det, out: Path, cat: str, test: list, results: list) -> None:
+    """PLY + JSON per test scan (the results the table was computed from: nothing scored twice), and an
+    overlay image of the highest-scored defective scan."""
     from ad3d.report import write_result
     from ad3d.viewers import render
 
     best = None
-    for scan in datasets.load("anomaly-shapenet", out / "data", cat, "test"):
-        result = det.score(scan)
+    for scan, result in zip(test, results):
         write_result(out / "reports" / cat, Path(scan.path).stem, scan, result, det.name, det.thresholds())
         if scan.label == 1 and (best is None or result.object_score > best[1].object_score):
             best = (scan, result)
