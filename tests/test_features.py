@@ -211,6 +211,11 @@ def test_pretraining_lowers_the_loss_and_writes_weights_the_backbone_takes(tmp_p
     finally:
         del pretrain.PRESETS["tiny"]
     assert done["clouds"] == 4 and done["loss_last"] < 0.5 * done["loss_first"]
+    with pytest.raises(ConfigError, match="at least 1 iteration"):  # refused before any work
+        pretrain.pretrain_point_mae(folder, tmp_path / "x.safetensors", iterations=0)
+    with pytest.raises(ConfigError, match=r"\.safetensors file"):
+        pretrain.pretrain_point_mae(folder, tmp_path / "w.pth")
+    assert not (tmp_path / "x.safetensors").exists() and not (tmp_path / "w.pth").exists()
     net = point_backbone("point-mae", weights=tmp_path / "w.safetensors", num_group=16, group_size=16)
     assert net.config.trans_dim == 48 and net.blocks == (0, 1)  # the architecture came with the file
     assert net(np.random.default_rng(1).random((300, 3))).features.shape == (16, 48 * len(net.blocks))

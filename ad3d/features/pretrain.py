@@ -83,7 +83,11 @@ def pretrain_point_mae(
     if preset not in PRESETS:
         raise ConfigError(f"point-mae has no preset {preset!r}; presets: {', '.join(PRESETS)}")
     setup = PRESETS[preset]
-    steps = iterations or setup["iterations"]
+    steps = setup["iterations"] if iterations is None else int(iterations)
+    if steps < 1:
+        raise ConfigError(f"pretraining needs at least 1 iteration, got {iterations}; nothing was written")
+    if Path(out).suffix != ".safetensors":
+        raise ConfigError(f"write the weights to a .safetensors file (ad3d reads that), not '{out}'")
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
     clouds = torch.from_numpy(np.stack(training_clouds(Path(folder), setup["points"], per_source, seed)))
