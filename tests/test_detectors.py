@@ -371,3 +371,15 @@ def test_score_files_is_the_library_side_of_ad3d_score(fitted, synth_root, tmp_p
     assert path.name == "broken.pcd" and "broken.pcd" in line  # one line naming the file
     with pytest.raises(ConfigError, match="would overwrite the input"):
         score_files(fitted, [out / f"{stem}.ply"], out)
+
+
+def test_what_is_not_a_scan_is_refused_in_words(fitted):
+    points = np.random.default_rng(0).random((100, 3))
+    with pytest.raises(ConfigError, match="expected a Scan .* got ndarray"):
+        fitted.score(points)
+    with pytest.raises(ConfigError, match="expected a Scan .* got NoneType"):
+        fitted.score(None)
+    with pytest.raises(ConfigError, match="fit takes a list of Scans, got NoneType"):
+        ad3d.create("patchcore").fit(None)
+    with pytest.raises(ConfigError, match="score_many takes a list of Scans, got Scan"):
+        fitted.score_many(Scan(points=points))

@@ -22,8 +22,13 @@ MAX_COORDINATE = 1e15  # beyond any scanner's range in any unit; squared float32
 
 
 def check_geometry(scan: Scan) -> None:
-    """Refuse a scan no detector can score: all points at one place (nothing to compare), or a coordinate so
-    large that distances overflow (a corrupt point), rather than give it a meaningless score."""
+    """Refuse a scan no detector can score: not a Scan at all, all points at one place (nothing to compare),
+    or a coordinate so large that distances overflow (a corrupt point), rather than give it a meaningless
+    score."""
+    if not isinstance(scan, Scan):
+        raise ConfigError(
+            f"expected a Scan (ad3d.io.read_scan(path), or Scan(points=array)), got {type(scan).__name__}"
+        )
     where = f"'{scan.path}'" if scan.path else "the scan"
     if len(scan) and float(np.abs(scan.points).max()) > MAX_COORDINATE:
         raise ScanFormatError(
@@ -57,6 +62,13 @@ def scan_bound(scores: np.ndarray, rate: float) -> float:
 
     spread = float(np.std(scores, ddof=1)) * np.sqrt(1 + 1 / n)
     return float(np.mean(scores) + t.ppf(1 - rate, n - 1) * spread)
+
+
+def _scan_list(scans, what: str) -> list[Scan]:
+    """`scans` as a list, refusing one Scan, an array or None where several scans are expected."""
+    if scans is None or isinstance(scans, (Scan, np.ndarray, str)):
+        raise ConfigError(f"{what} takes a list of Scans, got {type(scans).__name__}")
+    return list(scans)
 
 
 class Detector:
@@ -102,7 +114,7 @@ class Detector:
     def fit(self, scans: Iterable[Scan], progress: bool = False) -> Detector:
         """Learn from normal scans only; returns self. A zero-shot detector only keeps them as an
         optional reference pool (none is allowed: it then scores sets of scans with score_many)."""
-        scans = list(scans)
+        scans = _scan_list(scans, "fit")
         if not scans and self.learning_type != "zero-shot":
             raise ConfigError(f"{self.name}: fit needs at least one normal scan")
         self.check_params()
@@ -191,9 +203,9 @@ class Detector:
             setattr(self, a, tensors[a])
 
     def _check_scan(self, scan: Scan, force: bool) -> None:
+        check_geometry(scan)
         if len(scan) == 0:
             raise ConfigError(f"cannot score an empty scan{f' ({scan.path})' if scan.path else ''}")
-        check_geometry(scan)
         self.check_modalities(scan)
         if not force:
             self.check_scale(scan)
@@ -220,7 +232,7 @@ class Detector:
         others and the reference pool), which is its primary use."""
         from tqdm import tqdm
 
-        scans = list(scans)
+        scans = _scan_list(scans, "score_many")
         if self.learning_type != "zero-shot":
             return [
                 self.score(s, force=force)
