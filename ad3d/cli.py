@@ -412,12 +412,13 @@ def _cmd_weights(args) -> int:
         print(json.dumps(rows, indent=2))
         return 0
     for row in rows:
-        found = (
-            f"{row['file']} ({row['size'] / 2**20:.1f} MiB, sha256 {row['sha256'][:16]})"
-            if row["sha256"]
-            else f"missing: {row['file']} (official: {row['source']})"
-        )
-        print(f"{row['name']:<20} {'usable ' if row['sha256'] else 'absent '} {found}")
+        if row["problem"]:
+            state, found = "unusable", f"{row['file']}: {row['problem']}"
+        elif row["sha256"]:
+            state, found = "usable ", f"{row['file']} ({row['size'] / 2**20:.1f} MiB, sha256 {row['sha256'][:16]})"
+        else:
+            state, found = "absent ", f"missing: {row['file']} (official: {row['source']})"
+        print(f"{row['name']:<20} {state} {found}")
     return 0
 
 

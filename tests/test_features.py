@@ -272,3 +272,20 @@ def test_point_mae_raw_frame_reads_the_points_as_they_are():
     assert np.abs(raw(points).features - sphere(points).features).max() > 1e-2
     with pytest.raises(ConfigError, match="frame"):
         PointMAEBackbone(random_init=True, frame="metres", **shape)
+
+
+def test_weights_status_calls_an_empty_file_or_a_code_running_pickle_unusable(tmp_path, monkeypatch):
+    import pickle
+
+    from ad3d.features.weights import KNOWN, status
+
+    class Payload:
+        def __reduce__(self):
+            return (print, ("ran",))
+
+    (tmp_path / KNOWN["dino-vitb8"].file).write_bytes(b"")
+    (tmp_path / KNOWN["point-mae"].file).write_bytes(pickle.dumps({"base_model": Payload()}))
+    monkeypatch.setenv("AD3D_WEIGHTS", str(tmp_path))
+    rows = {r["name"]: r for r in status()}
+    assert rows["dino-vitb8"]["problem"] and rows["point-mae"]["problem"]  # present, but not weights
+    assert rows["efficientnet-lite0"]["problem"] is None  # the shipped file loads

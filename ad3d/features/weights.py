@@ -151,16 +151,26 @@ def match_keys(path: Path, state: dict, expected: dict, what: str) -> None:
 
 
 def status() -> list[dict]:
-    """Each known backbone's weights as found now: name, file, size, sha256 (None where missing), source."""
+    """Each known backbone's weights as found now: name, file, size, sha256 (None where missing), source, and
+    `problem`: why a present file cannot be used (None when it loads: read as the backbone would read it,
+    weights only, so a 0-byte file or a pickle that would run code is reported, not called usable)."""
     rows = []
     for name, known in KNOWN.items():
         found = next((p for p in candidates(name) if p.is_file()), None)
+        problem = None
+        if found is not None:
+            try:
+                if not read_state_dict(found, name):
+                    problem = "holds no tensors"
+            except WeightsError as e:
+                problem = str(e)
         rows.append(
             {
                 "name": name,
                 "file": str(found) if found else known.file,
                 "size": found.stat().st_size if found else None,
                 "sha256": sha256(found) if found else None,
+                "problem": problem,
                 "source": known.source,
                 "licence": known.licence,
             }
