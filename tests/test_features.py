@@ -289,3 +289,22 @@ def test_weights_status_calls_an_empty_file_or_a_code_running_pickle_unusable(tm
     rows = {r["name"]: r for r in status()}
     assert rows["dino-vitb8"]["problem"] and rows["point-mae"]["problem"]  # present, but not weights
     assert rows["efficientnet-lite0"]["problem"] is None  # the shipped file loads
+
+
+def test_a_point_mae_header_is_checked_against_its_tensors_before_anything_is_built(tmp_path):
+    import json
+
+    from safetensors.torch import save_file
+
+    from ad3d.nn.point_mae import PointMAE, PointMAEConfig
+
+    config = PointMAEConfig(**TINY_MAE)
+    state = {f"MAE_encoder.{k}": v for k, v in PointMAE(config).MAE_encoder.state_dict().items()}
+    for claim, why in (
+        ({**config.as_dict(), "depth": 300000}, "claims 300000 blocks, its tensors hold 2"),
+        ("{", "not JSON"),
+    ):
+        path = tmp_path / "w.safetensors"
+        save_file(state, str(path), metadata={"point_mae": claim if isinstance(claim, str) else json.dumps(claim)})
+        with pytest.raises(WeightsError, match=why):
+            point_backbone("point-mae", weights=path, num_group=16, group_size=16)

@@ -36,8 +36,27 @@ def encoder_state(path: Path) -> tuple[dict, dict]:
         from safetensors import safe_open
 
         with safe_open(str(path), "pt") as f:
-            arch = json.loads((f.metadata() or {}).get("point_mae", "{}"))
+            try:
+                arch = json.loads((f.metadata() or {}).get("point_mae", "{}"))
+            except json.JSONDecodeError as e:
+                raise WeightsError(f"weights file '{path}': its point_mae metadata is not JSON ({e})") from None
+        if not isinstance(arch, dict):
+            raise WeightsError(f"weights file '{path}': its point_mae metadata is not a record")
+    _check_arch(path, arch, encoder)
     return encoder, arch
+
+
+def _check_arch(path: Path, arch: dict, encoder: dict) -> None:
+    """The architecture a file's header claims against its tensors, before anything is built from it (a
+    header claiming 300,000 blocks must not allocate them)."""
+    depth = len({k.split(".")[2] for k in encoder if k.startswith("blocks.blocks.")})
+    if "depth" in arch and arch["depth"] != depth:
+        raise WeightsError(f"weights file '{path}': its header claims {arch['depth']} blocks, its tensors hold {depth}")
+    norm = encoder.get("norm.weight")
+    if "trans_dim" in arch and norm is not None and arch["trans_dim"] != norm.shape[0]:
+        raise WeightsError(
+            f"weights file '{path}': its header claims width {arch['trans_dim']}, its tensors are {norm.shape[0]} wide"
+        )
 
 
 class PointMAEBackbone:
