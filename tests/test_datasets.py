@@ -229,3 +229,24 @@ def test_a_folder_of_no_known_layout_asks_for_the_format(tmp_path):
     (tmp_path / "parts" / "train").mkdir(parents=True)
     with pytest.raises(DatasetError, match="cannot tell the layout .* give --format"):
         ds.guess_format(tmp_path)
+
+
+@pytest.mark.parametrize("mode", ["P", "LA", "1", "I;16", "RGBA"])
+def test_mvtec3d_colour_images_in_any_png_mode_are_read_as_their_colours(tmp_path, mode):
+    from PIL import Image
+
+    make_mvtec3d(tmp_path)
+    png = sorted(tmp_path.glob("*/test/hole/rgb/*.png"))[0]
+    rgb = np.asarray(Image.open(png).convert("RGB"))
+    saved = Image.fromarray(rgb)
+    if mode == "I;16":
+        grey = np.asarray(saved.convert("L")).astype(np.uint16) * 257  # 16-bit grey, full range
+        Image.fromarray(grey).save(png)
+        expected = np.repeat((grey >> 8).astype(np.uint8)[:, :, None], 3, axis=2)
+    else:
+        converted = saved.convert(mode) if mode != "P" else saved.quantize(16)
+        converted.save(png)
+        expected = np.asarray(Image.open(png).convert("RGB"))  # palette images through their palette
+    loaded = [s.image for s in ds.load("mvtec3d", tmp_path, "cable_gland", "test")]
+    assert all(image.dtype == np.uint8 and image.shape[2] == 3 for image in loaded)
+    assert any(np.array_equal(image, expected) for image in loaded), mode

@@ -25,7 +25,9 @@ def categories(root: Path) -> list[str]:
     return [c for c in list_dirs(root) if any((root / c / s).is_dir() for s in SPLITS)]
 
 
-def _read_png(path: Path) -> np.ndarray:
+def _read_png(path: Path, colour: bool) -> np.ndarray:
+    """A PNG as (H, W, 3) uint8 RGB (colour) or (H, W) grey values (a mask), whatever mode it was saved in:
+    palette images through their palette (not their indices), 16-bit grey scaled to 8 bits, alpha dropped."""
     from PIL import Image, UnidentifiedImageError
 
     from ad3d.io._common import check_readable, fail
@@ -33,8 +35,14 @@ def _read_png(path: Path) -> np.ndarray:
     check_readable(path)
     try:
         with Image.open(path) as im:
-            return np.asarray(im)
-    except (UnidentifiedImageError, OSError) as e:
+            if im.mode.startswith("I"):  # 16- or 32-bit grey
+                grey = np.asarray(im).astype(np.int64)
+                if not colour:
+                    return grey
+                eight = (grey >> 8 if grey.max() > 255 else grey).clip(0, 255).astype(np.uint8)
+                return np.repeat(eight[:, :, None], 3, axis=2)
+            return np.asarray(im.convert("RGB" if colour else "L"))
+    except (UnidentifiedImageError, OSError, ValueError) as e:
         raise fail(path, f"not a readable PNG ({e})") from None
 
 
@@ -49,16 +57,12 @@ def _load(ref: SampleRef, category: str, preprocess: str) -> Scan:
     image = colors = mask = None
     rgb_path = ref.extra.get("rgb")
     if rgb_path is not None:
-        image = _read_png(rgb_path)
-        if image.ndim == 2:
-            image = np.repeat(image[:, :, None], 3, axis=2)
-        image = image[:, :, :3]
+        image = _read_png(rgb_path, colour=True)
         if image.shape[:2] != (h, w):
             raise fail(rgb_path, f"rgb image is {image.shape[1]}x{image.shape[0]}, xyz is {w}x{h}")
         colors = image.reshape(-1, 3)[grid_index]
     if ref.gt_path is not None:
-        gt = _read_png(ref.gt_path)
-        gt = gt if gt.ndim == 2 else gt[..., 0]
+        gt = _read_png(ref.gt_path, colour=False)
         if gt.shape != (h, w):
             raise fail(ref.gt_path, f"gt mask is {gt.shape[1]}x{gt.shape[0]}, xyz is {w}x{h}")
         mask = gt > 0
