@@ -8,7 +8,7 @@ import pytest
 from test_neural_detectors import TINY, box_scan
 
 import ad3d
-from ad3d.detectors.registry import detector_class, preset
+from ad3d.detectors.registry import BUILTIN, detector_class, preset
 from ad3d.errors import ConfigError
 
 QUICK = {  # small enough to fit in seconds; the learned detectors as their own tests run them
@@ -24,8 +24,9 @@ def scans():
     return [box_scan(seed=s) for s in range(5)]
 
 
-def test_every_registered_detector_has_a_contract_entry():
-    assert sorted(QUICK) == ad3d.available()
+def test_every_builtin_detector_has_a_contract_entry():
+    # ad3d.available() also lists what other tests register for themselves; ad3d's own are BUILTIN
+    assert sorted(QUICK) == sorted(BUILTIN) and set(BUILTIN) <= set(ad3d.available())
 
 
 @pytest.mark.parametrize("name", sorted(QUICK))
