@@ -120,6 +120,8 @@ def _cmd_synth(args) -> int:
         seed=args.seed,
         image_size=args.image_size,
         acquisition=acquisition,
+        defect_size=args.defect_size,
+        defect_height=args.defect_height,
         progress=not args.quiet,
     )
     total = sum(v["train"] + v["good"] + v["anomalous"] for v in summary.values())
@@ -481,6 +483,17 @@ def _add_detector_options(parser, detector_help: str, default: str | None = None
     parser.add_argument("--preset", help="the detector's named parameter set: cpu | paper (see the detector's docs)")
 
 
+def _share_range(text: str) -> tuple[float, float]:
+    """'LOW,HIGH' (two numbers) as a range; one number: that value alone."""
+    try:
+        values = [float(v) for v in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected LOW,HIGH (two numbers), got {text!r}") from None
+    if len(values) not in (1, 2):
+        raise argparse.ArgumentTypeError(f"expected LOW,HIGH (two numbers), got {text!r}")
+    return (values[0], values[-1])
+
+
 def _add_quiet(parser) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress bars or per-scan lines")
 
@@ -578,6 +591,20 @@ def build_parser() -> argparse.ArgumentParser:
         "--defects",
         help="comma-separated subset of bulge,dent,crack,hole,cut,concavity,broken,"
         "scratch,combo,contamination (contamination: mvtec3d only)",
+    )
+    synth.add_argument(
+        "--defect-size",
+        type=_share_range,
+        default=(0.01, 0.08),
+        metavar="LOW,HIGH",
+        help="share of a scan's points each defect covers (default 0.01,0.08; subtle: 0.002,0.01)",
+    )
+    synth.add_argument(
+        "--defect-height",
+        type=_share_range,
+        metavar="LOW,HIGH",
+        help="bulge, dent, concavity and scratch heights as a share of the part's size (default: "
+        "proportional to the defect's radius; subtle: 0.002,0.008)",
     )
     synth.add_argument("--seed", type=int, default=0)
     real = synth.add_argument_group("acquisition (realistic by default; 0 turns an effect off)")

@@ -14,6 +14,7 @@ BUILTIN = {
     "mc4ad": "ad3d.detectors.mc4ad:MC4AD",
     "musc": "ad3d.detectors.musc:MuSc",
     "lsfa": "ad3d.detectors.lsfa:LSFA",
+    "simple3d": "ad3d.detectors.simple3d:Simple3D",
 }
 _REGISTERED: dict[str, type] = {}
 

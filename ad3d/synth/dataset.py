@@ -87,6 +87,7 @@ def _write_mvtec(
     points: int,
     size: int,
     acquisition: Acquisition,
+    place=plant,
 ) -> None:
     """MVTec 3D-AD layout: <cat>/{train,validation}/good and <cat>/test/<type>, xyz tiff + rgb + gt png."""
     import tifffile
@@ -122,7 +123,7 @@ def _write_mvtec(
             save("test", "good", k, scan, colors)
             continue
         for _ in range(30):  # re-plant until the defect faces the camera: >= 0.5 % of the part's pixels
-            bad = plant(scan.replace(colors=colors), kind, rng)
+            bad = place(scan.replace(colors=colors), kind, rng)
             xyz, _, mask = camera.project(bad, bad.colors)
             if mask.sum() >= max(10, 0.005 * (xyz[..., 2] > 0).sum()):
                 break
@@ -142,6 +143,8 @@ def make_dataset(
     seed: int = 0,
     image_size: int = 128,
     acquisition: Acquisition | None = None,
+    defect_size: tuple[float, float] = (0.01, 0.08),
+    defect_height: tuple[float, float] | None = None,
     progress: bool = False,
 ) -> dict:
     """Write the dataset to `out` (which must not exist or be empty); return counts per category.
@@ -152,10 +155,19 @@ def make_dataset(
     The dataset is assembled in a temporary folder beside `out` and moved into place at the end, so a
     failure leaves nothing behind. Defects default to the five geometric kinds, plus colour
     contamination for the RGB-D layout (mvtec3d, organised scans of image_size x image_size pixels).
+    defect_size: the share of a scan's points a defect covers; defect_height: heights and depths as a share
+    of the part's size (see `plant`): (0.001, 0.008) with a small defect_size makes subtle defects.
     """
+    from functools import partial
+
     from tqdm import tqdm
 
     acquisition = Acquisition() if acquisition is None else acquisition
+    if not 0 < defect_size[0] <= defect_size[1] < 0.5:
+        raise ConfigError(f"defect size {defect_size} must be shares of the points, 0 < low <= high < 0.5")
+    if defect_height is not None and not 0 < defect_height[0] <= defect_height[1] < 1:
+        raise ConfigError(f"defect height {defect_height} must be shares of the part's size, 0 < low <= high < 1")
+    place = partial(plant, fraction=defect_size, height=defect_height)
     if layout not in LAYOUTS:
         raise ConfigError(f"unknown synth layout {layout!r}; expected one of {', '.join(LAYOUTS)}")
     if not sources:
@@ -180,7 +192,7 @@ def make_dataset(
             plan = [("good", k) for k in range(good)] + [(d, k) for d in defects for k in range(per_defect)]
             summary[cat] = {"train": train, "good": good, "anomalous": per_defect * len(defects)}
             if layout == "mvtec3d":
-                _write_mvtec(staging, cat, source, rng, plan, train, points, image_size, acquisition)
+                _write_mvtec(staging, cat, source, rng, plan, train, points, image_size, acquisition, place)
                 continue
             draw = lambda: _draw(source, acquisition.point_count(points, rng), int(rng.integers(2**31)))  # noqa: E731
             for k in range(train):
@@ -188,7 +200,7 @@ def make_dataset(
                 _write(layout, staging, cat, "train", _names(layout, cat, "train", "", k, 0), scan)
             serial = 0
             for kind, k in plan:
-                scan = draw() if kind == "good" else plant(draw(), kind, rng)
+                scan = draw() if kind == "good" else place(draw(), kind, rng)
                 if layout == "real3d" and acquisition.partial:
                     scan = partial_view(scan, rng)
                 scan = acquisition.finish(scan, rng)

@@ -51,24 +51,28 @@ def _anchor(points: np.ndarray, rng: np.random.Generator, fraction: float):
     return centre, dist, float(np.quantile(dist, fraction))
 
 
-def _bump(scan, rng, fraction, sign):
+def _size(pts: np.ndarray) -> float:
+    return float(np.linalg.norm(np.ptp(pts, axis=0)))
+
+
+def _bump(scan, rng, fraction, sign, height=None):
     pts = scan.points.astype(np.float64)
     _, dist, radius = _anchor(pts, rng, fraction)
     weight = np.clip(1.0 - (dist / radius) ** 2, 0.0, 1.0) ** 2
     direction = _unit((surface_normals(scan)[weight > 0] * weight[weight > 0, None]).sum(0))
-    height = sign * rng.uniform(0.2, 0.4) * radius
+    height = sign * (rng.uniform(0.2, 0.4) * radius if height is None else rng.uniform(*height) * _size(pts))
     moved = pts + (height * weight)[:, None] * direction
     return None, moved, (weight > 0).astype(np.uint8), scan.colors
 
 
-def _hole(scan, rng, fraction):
+def _hole(scan, rng, fraction, height=None):
     pts = scan.points.astype(np.float64)
     _, dist, radius = _anchor(pts, rng, fraction)
     keep = dist >= radius
     return keep, pts[keep], (dist[keep] < 1.3 * radius).astype(np.uint8), None
 
 
-def _crack(scan, rng, fraction):
+def _crack(scan, rng, fraction, height=None):
     pts = scan.points.astype(np.float64)
     centre, _, radius = _anchor(pts, rng, 4 * fraction)
     normal = _unit(surface_normals(scan)[np.linalg.norm(pts - centre, axis=1) <= radius].mean(0))
@@ -80,7 +84,7 @@ def _crack(scan, rng, fraction):
     return keep, pts[keep], (off_chord[keep] < 2 * width).astype(np.uint8), None
 
 
-def _cut(scan, rng, fraction):
+def _cut(scan, rng, fraction, height=None):
     pts = scan.points.astype(np.float64)
     side = (pts - pts.mean(0)) @ _unit(rng.normal(size=3))
     removed_share = rng.uniform(0.05, 0.15)
@@ -90,19 +94,19 @@ def _cut(scan, rng, fraction):
     return keep, pts[keep], (side[keep] > edge).astype(np.uint8), None
 
 
-def _concavity(scan, rng, fraction):
+def _concavity(scan, rng, fraction, height=None):
     pts = scan.points.astype(np.float64)
     _, dist, radius = _anchor(pts, rng, fraction)
     floor = rng.uniform(0.4, 0.7)  # the flat bottom's share of the radius
     ramp = np.clip((dist / radius - floor) / (1 - floor), 0.0, 1.0)
     weight = np.where(dist < radius, 0.5 * (1 + np.cos(np.pi * ramp)), 0.0)
     direction = _unit((surface_normals(scan)[weight > 0] * weight[weight > 0, None]).sum(0))
-    depth = rng.uniform(0.08, 0.16) * radius
+    depth = rng.uniform(0.08, 0.16) * radius if height is None else rng.uniform(*height) * _size(pts)
     moved = pts - (depth * weight)[:, None] * direction
     return None, moved, (weight > 0).astype(np.uint8), scan.colors
 
 
-def _broken(scan, rng, fraction):
+def _broken(scan, rng, fraction, height=None):
     pts = scan.points.astype(np.float64)
     centred = pts - pts.mean(0)
     corner = pts[np.argmax(centred @ _unit(rng.normal(size=3)))]  # an extreme point: on an edge or corner
@@ -114,7 +118,7 @@ def _broken(scan, rng, fraction):
     return keep, pts[keep], (dist[keep] < 1.3 * radius).astype(np.uint8), None
 
 
-def _scratch(scan, rng, fraction):
+def _scratch(scan, rng, fraction, height=None):
     pts = scan.points.astype(np.float64)
     centre, near, radius = _anchor(pts, rng, 6 * fraction)
     normals = surface_normals(scan)
@@ -124,17 +128,17 @@ def _scratch(scan, rng, fraction):
     off_chord = np.linalg.norm(pts - (centre + along[:, None] * tangent), axis=1)
     width = max(float(np.quantile(off_chord, fraction / 3)), 1e-9)  # a thin groove: about a third of fraction
     profile = np.clip(1.0 - (off_chord / width) ** 2, 0.0, 1.0) * (np.abs(along) < radius)
-    depth = rng.uniform(0.6, 1.2) * width
+    depth = rng.uniform(0.6, 1.2) * width if height is None else rng.uniform(*height) * _size(pts)
     moved = pts - (depth * profile)[:, None] * normals
     return None, moved, (profile > 0).astype(np.uint8), scan.colors
 
 
-def _combo(scan, rng, fraction):
+def _combo(scan, rng, fraction, height=None):
     first, second = rng.choice(len(SINGLE), size=2, replace=False)
-    keep1, pts, labels1, colors = _PLANTERS[SINGLE[first]](scan, rng, fraction / 2)
+    keep1, pts, labels1, colors = _PLANTERS[SINGLE[first]](scan, rng, fraction / 2, height)
     kept = scan.subset(keep1) if keep1 is not None else scan
     middle = kept.replace(points=pts, colors=colors if colors is not None else kept.colors)
-    keep2, pts, labels2, colors = _PLANTERS[SINGLE[second]](middle, rng, fraction / 2)
+    keep2, pts, labels2, colors = _PLANTERS[SINGLE[second]](middle, rng, fraction / 2, height)
     labels1 = labels1 if keep2 is None else labels1[keep2]
     if keep1 is None:
         keep = keep2
@@ -145,7 +149,7 @@ def _combo(scan, rng, fraction):
     return keep, pts, labels1 | labels2, colors
 
 
-def _contamination(scan, rng, fraction):
+def _contamination(scan, rng, fraction, height=None):
     if scan.colors is None:
         raise ValueError("contamination needs a scan with colours")
     pts = scan.points.astype(np.float64)
@@ -159,8 +163,8 @@ def _contamination(scan, rng, fraction):
 
 
 _PLANTERS = {
-    "bulge": lambda s, r, f: _bump(s, r, f, +1.0),
-    "dent": lambda s, r, f: _bump(s, r, f, -1.0),
+    "bulge": lambda s, r, f, h: _bump(s, r, f, +1.0, h),
+    "dent": lambda s, r, f, h: _bump(s, r, f, -1.0, h),
     "hole": _hole,
     "crack": _crack,
     "cut": _cut,
@@ -172,17 +176,26 @@ _PLANTERS = {
 }
 
 
-def plant(scan: Scan, kind: str, seed=None, fraction: tuple[float, float] = (0.01, 0.08)) -> Scan:
+def plant(
+    scan: Scan,
+    kind: str,
+    seed=None,
+    fraction: tuple[float, float] = (0.01, 0.08),
+    height: tuple[float, float] | None = None,
+) -> Scan:
     """A copy of `scan` with one defect of `kind` planted: label 1, per-point `labels`, `defect_type`.
 
-    seed: an int or a numpy Generator; the same seed plants the same defect.
+    seed: an int or a numpy Generator; the same seed plants the same defect. fraction: the share of the
+    points the defect covers (drawn from this range). height: for the kinds that move the surface (bulge,
+    dent, concavity, scratch), the height or depth as a share of the part's size (bounding-box diagonal),
+    drawn from this range; None: proportional to the defect's own radius (bold defects).
     """
     if kind not in _PLANTERS:
         raise ValueError(f"unknown defect {kind!r}; expected one of {', '.join(DEFECTS)}")
     if len(scan) < 50:
         raise ValueError(f"a scan of {len(scan)} points is too small to plant a defect on")
     rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
-    keep, points, labels, colors = _PLANTERS[kind](scan, rng, float(rng.uniform(*fraction)))
+    keep, points, labels, colors = _PLANTERS[kind](scan, rng, float(rng.uniform(*fraction)), height)
     if keep is not None and keep.dtype == bool:
         keep = np.flatnonzero(keep)
     take = (lambda a: None if a is None else a[keep]) if keep is not None else (lambda a: a)

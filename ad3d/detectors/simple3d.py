@@ -1,0 +1,153 @@
+"""Simple3D (Cheng et al., AAAI 2026; hustCYQ/MiniShift-Simple3D): training-free, for dense scans with subtle
+defects. Per point, multi-scale neighbourhood descriptors (MSND: FPFH over the k nearest points at several k,
+concatenated); per FPS centre, their mean over its `group_size` nearest points (local feature spatial
+aggregation, LFSA); a coreset memory bank of the normal scans' centre features. Score: distance of each
+centre's feature to its nearest bank entry, carried to every point (inverse squared distance of the 3
+nearest centres), then averaged over `smooth_k` points around `smooth_centres` FPS centres and carried back
+(the release's score smoothing); object score: mean of the `top_k` highest point scores.
+
+Dense scans: descriptors are computed on an evenly thinned copy of at most `max_points` points (one point per
+occupied voxel, the voxel sized to fit), every point of the scan is scored. Memory: the neighbour graph holds
+max_points x (max(scales) + 1) distances and indices (12 bytes each): 38 MB at the defaults. Defaults and
+the `paper` preset (the release's settings, every point) are in docs/detectors/simple3d.md.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ad3d.detectors.base import Detector
+from ad3d.detectors.memory_bank import coreset_bank, nearest_distances
+from ad3d.detectors.registry import register
+from ad3d.types import Scan
+
+PRESETS = {
+    "cpu": {},
+    # the release's command line (--num_group 4096 --group_size 128 --max_nn 40 --use_MSND --use_LFSA, num_MSND 2
+    # repeats the 80-neighbour scale), Open3D's unoriented normals of 10 neighbours, every point kept
+    "paper": {
+        "max_points": 0,
+        "scales": (40, 80, 80, 120),
+        "normals": "open3d",
+        "num_centres": 4096,
+        "group_size": 128,
+    },
+}
+
+
+def thin(points: np.ndarray, max_points: int) -> np.ndarray:
+    """Sorted indices of at most `max_points` evenly spread points, at least 90 % of that when the search
+    finds such a grid: the first point in each occupied cell of a voxel grid, the voxel resized (as on a
+    surface, count ~ 1 / voxel^2) until the count fits. All points when there are no more than max_points."""
+    if max_points <= 0 or len(points) <= max_points:
+        return np.arange(len(points))
+    lo = points.min(0)
+    voxel = float(np.linalg.norm(np.ptp(points, axis=0))) / np.sqrt(max_points)
+    best = np.zeros(1, dtype=np.int64)
+    for _ in range(12):
+        cells = np.floor((points - lo) / voxel).astype(np.int64)
+        keys = (cells[:, 0] * 2_097_152 + cells[:, 1]) * 2_097_152 + cells[:, 2]
+        first = np.unique(keys, return_index=True)[1]
+        if len(first) <= max_points:
+            best = max(best, np.sort(first), key=len)
+            if len(first) >= 0.9 * max_points:
+                break
+        voxel *= np.sqrt(len(first) / (0.95 * max_points))
+    return best
+
+
+@register
+class Simple3D(Detector):
+    name = "simple3d"
+    PRESETS = PRESETS
+    modalities = ("xyz",)
+    _state_arrays = ("bank_",)
+    cheap_refit = True
+
+    def __init__(
+        self,
+        max_points: int = 65536,
+        scales: tuple[int, ...] = (16, 32),
+        normal_k: int = 10,
+        normals: str = "outward",
+        num_centres: int = 4096,
+        group_size: int = 32,
+        coreset_ratio: float = 0.05,
+        smooth_centres: int = 1024,
+        smooth_k: int = 12,
+        top_k: int = 80,
+        align: bool = False,
+        device: str = "cpu",
+        seed: int = 0,
+    ):
+        self.max_points = max_points
+        self.scales = scales
+        self.normal_k = normal_k
+        self.normals = normals
+        self.num_centres = num_centres
+        self.group_size = group_size
+        self.coreset_ratio = coreset_ratio
+        self.smooth_centres = smooth_centres
+        self.smooth_k = smooth_k
+        self.top_k = top_k
+        self.align = align
+        self.device = device
+        self.seed = seed
+        self.bank_ = None
+
+    def check_params(self) -> None:
+        from ad3d.errors import ConfigError
+
+        checks = {
+            "max_points": self.max_points >= 0,
+            "scales": len(self.scales) >= 1 and all(int(k) >= 1 for k in self.scales),
+            "normal_k": self.normal_k >= 3,
+            "normals": self.normals in ("outward", "open3d"),
+            "num_centres": self.num_centres >= 1,
+            "group_size": self.group_size >= 1,
+            "coreset_ratio": 0 < self.coreset_ratio <= 1,
+            "smooth_centres": self.smooth_centres >= 0,
+            "smooth_k": self.smooth_k >= 1,
+            "top_k": self.top_k >= 0,
+        }
+        for name, ok in checks.items():
+            if not ok:
+                raise ConfigError(f"simple3d {name}={getattr(self, name)!r} is out of range")
+
+    def centre_features(self, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(centres (C, 3), LFSA features (C, 33 * len(scales))): MSND on the thinned scan, averaged over
+        each FPS centre's group_size nearest points."""
+        from ad3d import ops
+        from ad3d.features.msnd import msnd
+
+        work = np.ascontiguousarray(points[thin(points, self.max_points)], dtype=np.float32)
+        feats = torch.from_numpy(msnd(work, tuple(int(k) for k in self.scales), self.normal_k, self.normals))
+        pts = torch.from_numpy(work)
+        centres = ops.fps(pts, min(self.num_centres, len(work)))
+        groups = ops.knn(pts[centres], pts, min(self.group_size, len(work)))[1]
+        return work[centres.numpy()], feats[groups].mean(1).numpy()
+
+    def _fit(self, scans: list[Scan], progress: bool) -> None:
+        from tqdm import tqdm
+
+        feats = [
+            self.centre_features(s.points)[1]
+            for s in tqdm(scans, desc="simple3d fit", disable=not progress, leave=False)
+        ]
+        self.bank_ = coreset_bank(np.concatenate(feats), self.coreset_ratio, self.seed, self.device)
+
+    def _score(self, scan: Scan) -> tuple[np.ndarray, float]:
+        from ad3d import ops
+
+        centres, feats = self.centre_features(scan.points)
+        nearest = torch.from_numpy(nearest_distances(feats, self.bank_, self.device)).double()
+        pts = torch.from_numpy(np.ascontiguousarray(scan.points, dtype=np.float32))
+        scores = ops.interpolate(pts, torch.from_numpy(centres), nearest, power=2)
+        if self.smooth_centres > 0 and len(pts) > 1:
+            anchors = pts[ops.fps(pts, min(self.smooth_centres, len(pts)))]
+            groups = ops.knn(anchors, pts, min(self.smooth_k, len(pts)))[1]
+            scores = ops.interpolate(pts, anchors, scores[groups].mean(1), power=2)
+        scores = scores.float().numpy()
+        k = len(scores) if self.top_k == 0 else min(self.top_k, len(scores))
+        return scores, float(np.mean(np.partition(scores, len(scores) - k)[-k:]))

@@ -1,0 +1,90 @@
+"""Scoring time and peak memory against points per scan: simple3d beside patchcore (both at their defaults).
+
+    python benchmarks/simple3d_scale.py [--points 10000,100000,500000,1000000] [--device cpu] [--preset cpu]
+
+Scans are noisy samplings of a shipped CAD part (datasets/demo/idler_riser.STL); each model is fitted on
+three samplings of the same size as the scans it scores. Every (detector, size) runs in a fresh process: it
+loads the saved model, scores the scan once to warm up, then times a second score; peak RSS is the
+process's, so it includes the interpreter, torch and the scan itself (shown alone in the 'idle' column).
+Goal (issue 25): a 500k-point scan scored by simple3d in under 2 s on the 2-core development machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+PART = Path(__file__).resolve().parents[1] / "datasets" / "demo" / "idler_riser.STL"
+
+
+def sampled(points: int, seed: int):
+    from ad3d.io import read_scan
+    from ad3d.synth.acquisition import add_noise
+
+    return add_noise(read_scan(PART, sample=points, seed=seed), 0.0005, np.random.default_rng(seed))
+
+
+def child(model: str, points: int) -> None:
+    """Load, score twice, print {score_s, idle_mb, peak_mb} as JSON (run in a fresh process)."""
+    import ad3d
+
+    scan = sampled(points, 99)
+    det = ad3d.load(model)
+    idle = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    det.score(scan)
+    started = time.perf_counter()
+    det.score(scan)
+    seconds = time.perf_counter() - started
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"score_s": seconds, "idle_mb": idle, "peak_mb": peak}))
+
+
+def main() -> None:
+    import ad3d
+    from ad3d.detectors.registry import preset
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--points", default="10000,100000,500000,1000000")
+    ap.add_argument("--detectors", default="simple3d,patchcore")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--preset", default="cpu", help="simple3d's preset (paper: every point, the release's sizes)")
+    ap.add_argument("--child", nargs=2, metavar=("MODEL", "POINTS"), help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child:
+        return child(args.child[0], int(args.child[1]))
+    work = Path(tempfile.mkdtemp(prefix="ad3d-s3d-scale-"))
+    print(f"{'points':>9} {'detector':<10} {'score s':>8} {'idle MB':>8} {'peak MB':>8}", flush=True)
+    for points in (int(p) for p in args.points.split(",")):
+        train = [sampled(points, s) for s in range(3)]
+        timing = {}
+        for name in args.detectors.split(","):
+            params = {"device": args.device}
+            if name == "simple3d":
+                params.update(preset(name, args.preset))
+            model = work / f"{name}-{points}.ad3d"
+            ad3d.create(name, **params).fit(train).save(model)
+            run = subprocess.run(
+                [sys.executable, __file__, "--child", str(model), str(points)], capture_output=True, text=True
+            )
+            if run.returncode:
+                sys.exit(run.stderr)
+            row = json.loads(run.stdout.strip().splitlines()[-1])
+            timing[name] = row["score_s"]
+            print(
+                f"{points:>9,} {name:<10} {row['score_s']:>8.2f} {row['idle_mb']:>8.0f} {row['peak_mb']:>8.0f}",
+                flush=True,
+            )
+        if {"simple3d", "patchcore"} <= set(timing):
+            print(f"{'':>9} simple3d / patchcore time: {timing['simple3d'] / timing['patchcore']:.2f}x", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,130 @@
+"""Simple3D: FPFH/MSND against hand-worked histograms and Open3D, LFSA as group means, the thinning that keeps
+dense scans affordable, and a subtle planted defect on a dense scan."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import ad3d
+from ad3d.detectors.simple3d import thin
+from ad3d.features.msnd import fpfh_knn, msnd, neighbour_graph, pca_normals
+from ad3d.types import Scan
+
+
+def _bins(feature: np.ndarray) -> dict[int, float]:
+    return {int(i): round(float(feature[i]), 4) for i in np.flatnonzero(feature)}
+
+
+def test_fpfh_of_a_flat_patch_is_the_flat_histogram():
+    # every pair on a plane with normals +z: alpha = atan2(0, 1) = 0 -> bin 5; phi = v.n2 = 0 -> bin 11 + 5;
+    # theta = n1.d = 0 -> bin 22 + 5; SPFH 100 in each, FPFH = SPFH + renormalised neighbours' SPFH = 200
+    grid = np.stack(np.meshgrid(np.arange(5.0), np.arange(5.0)), -1).reshape(-1, 2)
+    points = np.c_[grid, np.zeros(len(grid))] + np.c_[np.random.default_rng(0).normal(0, 0.01, (25, 2)), np.zeros(25)]
+    normals = np.tile([0.0, 0.0, 1.0], (25, 1))
+    dist2, idx = neighbour_graph(points, 6)
+    feats = fpfh_knn(points, normals, dist2, idx)
+    assert all(_bins(f) == {5: 200.0, 16: 200.0, 27: 200.0} for f in feats)
+
+
+def test_fpfh_of_a_tilted_pair_by_hand():
+    # p1 = 0, n1 = z; p2 = x, n2 = (0, .6, .8): d.n1 = d.n2 = 0 (no swap, theta 0 -> bin 27); v = d x n1 = -y,
+    # w = n1 x v = x: phi = v.n2 = -0.6 -> floor(11 * 0.4 / 2) = 2 -> bin 13; alpha = atan2(w.n2, n1.n2) =
+    # atan2(0, .8) = 0 -> bin 5. The same from p2's side, so each point's FPFH is 200 in bins 5, 13 and 27.
+    points = np.array([[0.0, 0, 0], [1.0, 0, 0]])
+    normals = np.array([[0.0, 0, 1], [0.0, 0.6, 0.8]])
+    dist2, idx = neighbour_graph(points, 1)
+    feats = fpfh_knn(points, normals, dist2, idx)
+    assert _bins(feats[0]) == _bins(feats[1]) == {5: 200.0, 13: 200.0, 27: 200.0}
+
+
+@pytest.mark.parametrize("k", [1, 12, 40])
+def test_fpfh_equals_open3d_given_the_same_normals_and_neighbours(k):
+    import open3d as o3d
+
+    rng = np.random.default_rng(k)
+    p = rng.normal(size=(2000, 3))
+    p = p / np.linalg.norm(p, axis=1, keepdims=True) * [3, 2, 1] + rng.normal(0, 0.01, p.shape)
+    normals = rng.normal(size=p.shape)  # random normals: no exact ties between |n1.d| and |n2.d|
+    normals /= np.linalg.norm(normals, axis=1, keepdims=True)
+    cloud = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(p))
+    cloud.normals = o3d.utility.Vector3dVector(normals)
+    ref = np.asarray(
+        o3d.pipelines.registration.compute_fpfh_feature(cloud, o3d.geometry.KDTreeSearchParamKNN(k + 1)).data
+    ).T
+    ours = fpfh_knn(p, normals, *neighbour_graph(p, k))
+    np.testing.assert_allclose(ours, ref, atol=1e-3)
+
+
+def test_msnd_concatenates_one_fpfh_per_scale_and_normals_point_outwards():
+    rng = np.random.default_rng(1)
+    p = rng.normal(size=(1500, 3))
+    p /= np.linalg.norm(p, axis=1, keepdims=True)
+    graph = neighbour_graph(p, 24)
+    normals = pca_normals(p, graph[1], 10)
+    assert np.all(np.einsum("ij,ij->i", normals, p) > 0.95)  # a sphere's normals are its radii, outwards
+    feats = msnd(p, (8, 24, 24), normal_k=10)  # k counts the point itself, as Open3D's max_nn does
+    assert feats.shape == (1500, 99)
+    np.testing.assert_array_equal(feats[:, 33:66], feats[:, 66:])  # a repeated scale repeats its block
+    np.testing.assert_allclose(feats[:, :33], fpfh_knn(p, normals, graph[0][:, :8], graph[1][:, :8]), atol=1e-4)
+    np.testing.assert_allclose(feats[:, :33].reshape(-1, 3, 11).sum(2), 200.0, rtol=1e-4)  # SPFH + neighbours
+
+
+def test_lfsa_is_the_mean_of_each_centres_group():
+    rng = np.random.default_rng(2)
+    p = rng.normal(size=(600, 3)).astype(np.float32)
+    p /= np.linalg.norm(p, axis=1, keepdims=True)
+    det = ad3d.create("simple3d", max_points=0, scales=(8,), num_centres=5, group_size=600)
+    centres, feats = det.centre_features(p)
+    assert centres.shape == (5, 3) and feats.shape == (5, 33)
+    whole = msnd(p, (8,), 10).mean(0)  # a group of every point: each centre's feature is the mean of all
+    np.testing.assert_allclose(feats, np.tile(whole, (5, 1)), rtol=1e-5)
+    det = ad3d.create("simple3d", max_points=0, scales=(8,), num_centres=5, group_size=1)
+    centres, feats = det.centre_features(p)  # a group of one: the centre's own descriptor
+    rows = [int(np.flatnonzero((p == c).all(1))[0]) for c in centres]
+    np.testing.assert_allclose(feats, msnd(p, (8,), 10)[rows], rtol=1e-5)
+
+
+def test_thinning_keeps_an_even_cover_of_at_most_max_points():
+    rng = np.random.default_rng(3)
+    p = rng.uniform(0, 1, (200_000, 3)) * [1, 1, 0.001]
+    kept = thin(p, 5000)
+    assert 4000 <= len(kept) <= 5000 and np.all(np.diff(kept) > 0)
+    gaps = torch.from_numpy(p.astype(np.float32))
+    from ad3d import ops
+
+    dist2 = ops.knn(gaps, gaps[torch.from_numpy(kept)], 1)[0]
+    assert float(dist2.max().sqrt()) < 3 / np.sqrt(len(kept))  # no point far from a kept one
+    np.testing.assert_array_equal(thin(p[:100], 5000), np.arange(100))
+
+
+def _dense_part(seed: int, n: int = 200_000) -> Scan:
+    import trimesh
+
+    mesh = trimesh.creation.capsule(height=1.0, radius=0.4)
+    pts = trimesh.sample.sample_surface(mesh, n, seed=seed)[0]
+    pts = pts + np.random.default_rng(seed).normal(0, 0.0005, pts.shape)
+    return Scan(points=np.asarray(pts, np.float32), category="capsule")
+
+
+def test_a_subtle_defect_on_half_a_percent_of_a_dense_scan_is_found():
+    from sklearn.metrics import roc_auc_score
+
+    from ad3d.synth.defects import plant
+
+    det = ad3d.create("simple3d").fit([_dense_part(s) for s in range(3)])
+    good = det.score(_dense_part(10))
+    defective = plant(_dense_part(11), "bulge", seed=0, fraction=(0.005, 0.005), height=(0.008, 0.008))
+    assert 0.004 < defective.labels.mean() < 0.006
+    bad = det.score(defective)
+    assert bad.object_score > 1.5 * good.object_score
+    assert roc_auc_score(defective.labels, bad.point_scores) > 0.95
+
+
+def test_paper_preset_is_the_released_setting():
+    from ad3d.detectors.registry import preset
+
+    det = ad3d.create("simple3d", **preset("simple3d", "paper"))
+    assert det.scales == (40, 80, 80, 120) and det.num_centres == 4096 and det.group_size == 128
+    assert det.max_points == 0 and det.normals == "open3d" and det.coreset_ratio == 0.05 and det.top_k == 80
