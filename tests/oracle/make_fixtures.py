@@ -718,6 +718,58 @@ def m3dm_point_tokens(release: dict) -> dict:
     }
 
 
+@maker("simple3d_scores")
+def simple3d_scores(release: dict) -> dict:
+    """Simple3D (hustCYQ/MiniShift-Simple3D @ bece29a) as its README runs it on Anomaly-ShapeNet, at small sizes:
+    `feature_extractors/FPFH.py: get_fpfh_features` (Open3D normals of 10 points, MSND with num_MSND 2, LFSA) for
+    3 training and 2 test clouds of 3000 points (max_nn 10, 256 centres of 32 points), then `features.py:
+    compute_anomay_scores` (nearest bank distance, interpolation, the 1024-centre smoothing, mean of the top 80)
+    against the uncompressed bank: the release's coreset projects at random, unseeded. CUDA ops stood in
+    (`cuda_stand_ins`), `.cuda()` the identity, cv2 (used only to save pictures) an empty module."""
+    import trimesh
+
+    cuda_stand_ins()
+    sys.modules.setdefault("cv2", types.ModuleType("cv2"))
+    for name in [m for m in sys.modules if m.split(".")[0] in ("utils", "data", "feature_extractors")]:
+        del sys.modules[name]  # other releases' packages of the same names
+    sys.path.insert(0, str(release["simple3d"].resolve()))
+    original = torch.Tensor.cuda
+    torch.Tensor.cuda = lambda self, *a, **k: self
+    try:
+        from feature_extractors.FPFH import FPFHFeatures
+
+        args = types.SimpleNamespace(
+            dataset="shapenet", device="cpu", max_nn=10, num_group=256, group_size=32, use_MSND=True, num_MSND=2,
+            use_LFSA=True, vis_save=False, feature="FPFH",
+        )
+        method = FPFHFeatures(args=args)
+        mesh = trimesh.creation.capsule(height=1.0, radius=0.4)
+        rng = np.random.default_rng(25)
+        clouds = []
+        for seed in range(5):
+            pts = trimesh.sample.sample_surface(mesh, 3000, seed=seed)[0] + rng.normal(0, 0.003, (3000, 3))
+            clouds.append(pts.astype(np.float32))
+        bump = np.linalg.norm(clouds[4] - clouds[4][0], axis=1) < 0.15
+        clouds[4][bump] += 0.05 * unit(clouds[4][bump] * [1, 1, 0] + [0, 0, 1e-6])
+        features, centres = [], []
+        for cloud in clouds:
+            feats, _, _, centre = method.get_features(torch.from_numpy(cloud.astype(np.float64))[None])
+            features.append(feats.numpy())
+            centres.append(centre[0].numpy())
+        method.patch_lib = torch.from_numpy(np.concatenate(features[:3]))
+        for cloud in clouds[3:]:
+            method.predict(torch.from_numpy(cloud.astype(np.float64))[None], torch.zeros(1, 1, 3000), 0)
+    finally:
+        torch.Tensor.cuda = original
+    return {
+        "clouds": np.stack(clouds),
+        "features": np.stack(features),
+        "centres": np.stack(centres),
+        "point_scores": np.stack(method.predictions),
+        "object_scores": np.array([float(s) for s in method.image_preds], np.float32),
+    }
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--musc", type=Path, required=True, help="checkout of HUST-SLOW/MuSc-V2 @ b5e911d")
@@ -725,6 +777,7 @@ def main(argv=None) -> None:
     parser.add_argument("--r3dad", type=Path, required=True, help="checkout of alibalapour/r3d-ad @ 7b1d989")
     parser.add_argument("--lsfa", type=Path, required=True, help="checkout of yuanpengtu/LSFA @ a8dd6d7")
     parser.add_argument("--m3dm", type=Path, required=True, help="checkout of nomewang/M3DM @ 62b7f46")
+    parser.add_argument("--simple3d", type=Path, required=True, help="checkout of hustCYQ/MiniShift-Simple3D @ bece29a")
     parser.add_argument("--only", nargs="*", default=None, help="fixture names (default: all)")
     args = parser.parse_args(argv)
     # torchvision's compiled ops are not needed (only its transforms are): skip their registration, which
@@ -734,7 +787,7 @@ def main(argv=None) -> None:
     HERE.mkdir(exist_ok=True)
     for name in args.only or MAKERS:
         torch.manual_seed(0)
-        arrays = MAKERS[name]({key: getattr(args, key) for key in ("musc", "mc4ad", "r3dad", "lsfa", "m3dm")})
+        arrays = MAKERS[name]({key: getattr(args, key) for key in ("musc", "mc4ad", "r3dad", "lsfa", "m3dm", "simple3d")})
         np.savez_compressed(HERE / f"{name}.npz", **arrays)
         print(f"wrote {name}.npz: {', '.join(f'{k} {np.shape(v)}' for k, v in arrays.items())}")
 
