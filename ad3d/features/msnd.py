@@ -7,6 +7,7 @@ dense scan does not pay Open3D's per-scale KD-tree passes.
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import torch
@@ -107,18 +108,20 @@ def spfh(bins: torch.Tensor, k: int) -> torch.Tensor:
     return hist.scatter_add_(1, flat, torch.full(flat.shape, 100.0 / k, dtype=torch.float32)) if k else hist
 
 
-def fpfh_from_spfh(own: torch.Tensor, dist2: torch.Tensor, idx: torch.Tensor, chunk: int = 16384) -> torch.Tensor:
-    """(N, 33) FPFH: SPFH(p) + per-angle renormalised sum over the neighbours q of SPFH(q) / |p - q|^2."""
-    out = torch.empty_like(own)
-    for start in range(0, len(own), chunk):
-        rows = slice(start, min(start + chunk, len(own)))
-        d2 = dist2[rows, 1:]
-        weight = torch.where(d2 > 0, 1.0 / d2.clamp_min(1e-30), torch.zeros_like(d2))
-        summed = torch.einsum("nk,nkf->nf", weight, own[idx[rows, 1:]]).view(-1, 3, BINS)
-        per_angle = summed.sum(2, keepdim=True)
-        scale = torch.where(per_angle != 0, 100.0 / per_angle.clamp_min(1e-30), torch.zeros_like(per_angle))
-        out[rows] = (summed * scale).view(-1, 3 * BINS) + own[rows]
-    return out
+def fpfh_from_spfh(own: torch.Tensor, dist2: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """(N, 33) FPFH: SPFH(p) + per-angle renormalised sum over the neighbours q of SPFH(q) / |p - q|^2 (one
+    sparse N x N product: no N x k x 33 gather)."""
+    n, k = idx.shape[0], idx.shape[1] - 1
+    d2 = dist2[:, 1:]
+    weight = torch.where(d2 > 0, 1.0 / d2.clamp_min(1e-30), torch.zeros_like(d2))
+    rows = torch.arange(0, n * k + 1, k, dtype=torch.int64)
+    with warnings.catch_warnings():  # "sparse CSR tensor support is in beta"
+        warnings.simplefilter("ignore", UserWarning)
+        neighbours = torch.sparse_csr_tensor(rows, idx[:, 1:].reshape(-1), weight.reshape(-1), (n, n))
+    summed = (neighbours @ own).view(n, 3, BINS)
+    per_angle = summed.sum(2, keepdim=True)
+    scale = torch.where(per_angle != 0, 100.0 / per_angle.clamp_min(1e-30), torch.zeros_like(per_angle))
+    return (summed * scale).view(n, 3 * BINS) + own
 
 
 def fpfh_knn(points: np.ndarray, normals: np.ndarray, dist2: torch.Tensor, idx: torch.Tensor) -> np.ndarray:
