@@ -7,9 +7,10 @@ nearest centres), then averaged over `smooth_k` points around `smooth_centres` F
 (the release's score smoothing); object score: mean of the `top_k` highest point scores.
 
 Dense scans: descriptors are computed on an evenly thinned copy of at most `max_points` points (one point per
-occupied voxel, the voxel sized to fit), every point of the scan is scored. Memory: the neighbour graph holds
-max_points x (max(scales) + 1) distances and indices (12 bytes each): 38 MB at the defaults. Defaults and
-the `paper` preset (the release's settings, every point) are in docs/detectors/simple3d.md.
+occupied voxel, the voxel sized to fit), every point of the scan is scored. Memory grows with max_points x
+max(scales) (the neighbour graph, 12 bytes an entry: 50 MB at the defaults) and with the scan's size (its
+scores); measured in docs/detectors/simple3d.md with the defaults and the `paper` preset (the release's
+settings, every point).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ PRESETS = {
     "paper": {
         "max_points": 0,
         "scales": (40, 80, 80, 120),
+        "normal_k": 10,
         "normals": "open3d",
         "num_centres": 4096,
         "group_size": 128,
@@ -67,12 +69,12 @@ class Simple3D(Detector):
 
     def __init__(
         self,
-        max_points: int = 65536,
-        scales: tuple[int, ...] = (16, 32),
-        normal_k: int = 10,
+        max_points: int = 16384,
+        scales: tuple[int, ...] = (64, 128, 256),
+        normal_k: int = 30,
         normals: str = "outward",
         num_centres: int = 4096,
-        group_size: int = 32,
+        group_size: int = 64,
         coreset_ratio: float = 0.05,
         smooth_centres: int = 1024,
         smooth_k: int = 12,

@@ -739,8 +739,16 @@ def simple3d_scores(release: dict) -> dict:
         from feature_extractors.FPFH import FPFHFeatures
 
         args = types.SimpleNamespace(
-            dataset="shapenet", device="cpu", max_nn=10, num_group=256, group_size=32, use_MSND=True, num_MSND=2,
-            use_LFSA=True, vis_save=False, feature="FPFH",
+            dataset="shapenet",
+            device="cpu",
+            max_nn=10,
+            num_group=256,
+            group_size=32,
+            use_MSND=True,
+            num_MSND=2,
+            use_LFSA=True,
+            vis_save=False,
+            feature="FPFH",
         )
         method = FPFHFeatures(args=args)
         mesh = trimesh.creation.capsule(height=1.0, radius=0.4)
@@ -787,7 +795,9 @@ def main(argv=None) -> None:
     HERE.mkdir(exist_ok=True)
     for name in args.only or MAKERS:
         torch.manual_seed(0)
-        arrays = MAKERS[name]({key: getattr(args, key) for key in ("musc", "mc4ad", "r3dad", "lsfa", "m3dm", "simple3d")})
+        arrays = MAKERS[name](
+            {key: getattr(args, key) for key in ("musc", "mc4ad", "r3dad", "lsfa", "m3dm", "simple3d")}
+        )
         np.savez_compressed(HERE / f"{name}.npz", **arrays)
         print(f"wrote {name}.npz: {', '.join(f'{k} {np.shape(v)}' for k, v in arrays.items())}")
 
