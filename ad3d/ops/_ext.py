@@ -79,7 +79,8 @@ def _build(verbose: bool):
             try:
                 fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:  # one builder per key; the others wait, then load its result
-                print("ad3d.ops: waiting for another process that is building the kernels", file=sys.stderr)
+                if not built(build_dir, key):  # (an already built library is only being loaded: no news)
+                    print("ad3d.ops: waiting for another process that is building the kernels", file=sys.stderr)
                 fcntl.flock(lock, fcntl.LOCK_EX)
             _clear_stale_baton(build_dir)
             if not built(build_dir, key):
