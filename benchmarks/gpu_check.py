@@ -6,7 +6,7 @@ trained, scored, saved and loaded on the GPU beside the same on the CPU.
     python benchmarks/gpu_check.py detectors [--iterations 60]
 
 With the ops tests (`pytest tests/test_ops.py`, whose CUDA cases run where torch sees a GPU) and
-`python benchmarks/ops.py --device cuda`, this is what was run on an H200 (README, Ops).
+`python benchmarks/ops.py --device cuda`, this is what was run on an H200 (docs/ops.md).
 """
 
 from __future__ import annotations

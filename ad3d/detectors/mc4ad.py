@@ -15,7 +15,7 @@ cannot describe a hole, crack or break, where the points that remain sit where t
 probability `missing` a training sample first loses a patch of material and its rim learns a pull
 across the gap (ad3d.synth.pseudo.missing_material). Point scores are averaged over `smooth_k`
 neighbours (the release: none). The CPU preset also sets sym_weight=0: at a CPU training budget the
-symmetric loss cost P-AUROC on every development part (README); the two forces are then only averaged.
+symmetric loss cost P-AUROC on every development part (docs/results.md); the two forces are then only averaged.
 All three were chosen on a development set; `--preset paper` restores the release's choices.
 Object score: the mean point score (the release) or the mean of the top `top_fraction`; 'auto'
 chooses between them on held-out normal scans with pseudo-defects, never on test labels (ties: top).

@@ -22,7 +22,7 @@ too, so it does not). With location_norm (aligned scans), each point's raw score
 normal score at that place of the part, learned from the training scans at fit. Scores are averaged
 over `smooth_k` neighbours and carried to every input point. Object score (object_score='top') = mean of the top
 `top_fraction` of the scores averaged over only `object_smooth_k` neighbours: wide smoothing helps
-localisation but blurs the peak that separates scans (measured on a development set; see the README).
+localisation but blurs the peak that separates scans (measured on a development set; see docs/results.md).
 On realistic scans (sensor noise) the top 3 % beat the top 1 % on the development set (O-AUROC 0.722
 vs 0.678). The paper preset scores as the release (alibalapour/r3d-ad, a fork of the authors' commit
 7b1d989: evaluation/evaluation_metrics.py ROC_AP): object_score='reweighted', PatchCore's reweighted max
