@@ -174,3 +174,33 @@ def test_synth_mvtec3d_layout_reads_back_with_visible_masks(tmp_path, shared_dat
     assert np.abs(dirty.colors[dirty.labels == 1].astype(int).mean(0) - clean.colors.astype(int).mean(0)).max() > 5
     assert ds.verify("mvtec3d", tmp_path / "mv")[0]["problems"] == []
     assert np.asarray(Image.open(tmp_path / "mv/cracker_box/test/good/gt/000.png")).max() == 0
+
+
+@pytest.mark.parametrize("kind,sign", [("bulge", 1), ("dent", -1), ("concavity", -1), ("scratch", -1)])
+def test_subtle_defects_have_the_height_asked_as_a_share_of_the_part(bottle, kind, sign):
+    size = float(np.linalg.norm(np.ptp(bottle.points, axis=0)))
+    for seed in range(3):
+        scan = plant(bottle, kind, seed, fraction=(0.005, 0.005), height=(0.004, 0.004))
+        along = np.einsum("ij,ij->i", scan.points - bottle.points, bottle.normals)
+        peak = along[np.argmax(np.abs(along))]
+        assert sign * peak > 0 and abs(peak) == pytest.approx(0.004 * size, rel=0.25)  # the normals vary a little
+        low, high = (0.001, 0.02) if kind == "scratch" else (0.002, 0.008)  # a scratch: a third of the share, long
+        assert low < scan.labels.mean() < high
+
+
+def test_synth_takes_defect_size_and_height_and_refuses_nonsense(tmp_path, shared_data):
+    from ad3d.cli import main
+
+    source = shared_data / "meshes" / "cad" / "round.stl"
+    with pytest.raises(ConfigError, match="defect height"):
+        make_dataset([source], "anomaly-shapenet", tmp_path / "a", defect_height=(0.5, 2.0))
+    with pytest.raises(ConfigError, match="defect size"):
+        make_dataset([source], "anomaly-shapenet", tmp_path / "b", defect_size=(0.2, 0.1))
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+    args = ["synth", str(source), "--format", "anomaly-shapenet", "--out", str(tmp_path / "c"), "--points", "3000"]
+    args += ["--train", "1", "--good", "1", "--per-defect", "1", "--defects", "bulge"]
+    assert main([*args, "--defect-size", "0.004,0.006", "--defect-height", "0.003,0.005", "--quiet"]) == 0
+    (bulge,) = [s for s in ds.load("anomaly-shapenet", tmp_path / "c", "round0", "test") if s.label == 1]
+    assert 0.002 < bulge.labels.mean() < 0.01
+    with pytest.raises(SystemExit):
+        main([*args[:-8], "--out", str(tmp_path / "d"), "--defect-size", "small"])
