@@ -305,3 +305,16 @@ def test_ray_gives_a_gpu_to_the_jobs_that_train_on_one_when_the_cluster_has_some
     assert ray_resources(job("mc4ad", device="cpu"), 4)["num_gpus"] == 0  # asked to stay on the CPU
     assert ray_resources(job("patchcore"), 4)["num_gpus"] == 0  # its default device is the CPU
     assert ray_resources(job("musc"), 4)["num_gpus"] == 0  # no device parameter
+
+
+def test_a_sweep_over_two_datasets_is_summarised_per_dataset():
+    from ad3d.bench.report import per_dataset_labels
+
+    rows = [
+        {"label": "pc", "data": "runs/R2", "seed": 0, "status": "ok", "object_auroc": 0.9},
+        {"label": "pc", "data": "runs/DENSE", "seed": 0, "status": "ok", "object_auroc": 0.5},
+    ]
+    split = per_dataset_labels(rows)
+    assert [r["label"] for r in split] == ["pc @ R2", "pc @ DENSE"]
+    assert [s["object_auroc"][0] for s in summarise(split)] == [0.9, 0.5]  # never their mean
+    assert per_dataset_labels(rows[:1]) == rows[:1]  # one dataset: labels as they were

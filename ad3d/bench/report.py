@@ -56,6 +56,14 @@ def spread(values: list[float]) -> tuple[float, float | None] | None:
     return float(np.mean(values)), float(np.std(values, ddof=1)) if len(values) > 1 else None
 
 
+def per_dataset_labels(rows: list[dict]) -> list[dict]:
+    """The rows, each label suffixed with its dataset's folder name when the sweep ran on more than one
+    dataset, so that every table summarises a detector on one dataset, never averages across them."""
+    if len({r.get("data") for r in rows}) < 2:
+        return rows
+    return [{**r, "label": f"{r['label']} @ {Path(str(r.get('data'))).name}"} for r in rows]
+
+
 def labels_in_order(rows: list[dict]) -> list[str]:
     return list(dict.fromkeys(r["label"] for r in rows))
 
@@ -345,7 +353,7 @@ tr.failed td{background:#fde2e2}img{max-width:100%}.thumbs{display:flex;flex-wra
 def write_report(folder) -> tuple[Path, Path]:
     """Write `report.html` and `report.md` into the sweep folder; returns their paths."""
     store = ResultsStore(folder)
-    rows = store.rows()
+    rows = per_dataset_labels(store.rows())
     if not rows:
         raise ConfigError(f"no results in '{store.table}': run the sweep first (ad3d bench run --out {folder})")
     spec_path = store.folder / "sweep.json"
