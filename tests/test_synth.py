@@ -72,9 +72,14 @@ def test_combo_plants_two_different_kinds_and_keeps_both_labels(bottle, monkeypa
     from ad3d.synth import defects
 
     def labeller(i):
-        return lambda scan, rng, fraction: (None, scan.points, (np.arange(len(scan)) % 8 == i).astype(np.uint8), None)
+        return lambda scan, rng, fraction, height: (
+            None,
+            scan.points,
+            (np.arange(len(scan)) % 8 == i).astype(np.uint8),
+            None,
+        )
 
-    def remover(scan, rng, fraction):  # drops every point with an odd index, labels those divisible by 4
+    def remover(scan, rng, fraction, height):  # drops every point with an odd index, labels those divisible by 4
         keep = np.arange(len(scan)) % 2 == 0
         return keep, scan.points[keep], (np.arange(len(scan))[keep] % 4 == 0).astype(np.uint8), None
 
