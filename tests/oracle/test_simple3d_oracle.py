@@ -14,15 +14,11 @@ from ad3d.types import Scan
 
 
 def release_like() -> ad3d.detectors.Detector:
-    return ad3d.create(
-        "simple3d",
-        max_points=0,
-        scales=(10, 20, 20, 30),
-        normals="open3d",
-        num_centres=256,
-        group_size=32,
-        coreset_ratio=1.0,
-    )
+    """The paper preset at the fixture's sizes, the whole bank kept."""
+    from ad3d.detectors.registry import preset
+
+    sizes = {"scales": (10, 20, 20, 30), "num_centres": 256, "group_size": 32, "coreset_ratio": 1.0}
+    return ad3d.create("simple3d", **{**preset("simple3d", "paper"), **sizes})
 
 
 def test_centres_and_lfsa_features_are_the_releases(fixture):
