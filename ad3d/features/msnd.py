@@ -1,7 +1,7 @@
 """Multi-scale neighbourhood descriptors (MSND, Simple3D): FPFH over the k nearest points at several k,
 concatenated. FPFH here is Open3D's definition (Rusu et al. with Open3D's 1/d^2 weights and its SPFH
-self term) computed from one shared kNN graph in vectorised torch, so the scales cost one search and a
-dense scan does not pay Open3D's per-scale KD-tree passes.
+self term) computed from one shared kNN graph in vectorised float32 torch, so the scales cost one search and
+a dense scan does not pay Open3D's per-scale KD-tree passes.
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ def open3d_normals(points: np.ndarray, k: int) -> np.ndarray:
     """(N, 3) normals as the Simple3D release estimates them: Open3D's, from k neighbours, left unoriented."""
     import open3d as o3d
 
-    cloud = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(np.asarray(points, dtype=np.float32)))
+    cloud = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(np.asarray(points, dtype=np.float64)))
     cloud.estimate_normals(o3d.geometry.KDTreeSearchParamKNN(k))
     return np.asarray(cloud.normals)
 
