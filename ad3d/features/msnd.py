@@ -137,14 +137,11 @@ def msnd(
     scales: tuple[int, ...] = (40, 80, 120),
     normal_k: int = 10,
     normals: str = "outward",
-    graph: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> np.ndarray:
     """(N, 33 * len(scales)) multi-scale neighbourhood descriptors: for each k in `scales`, FPFH over the k
     nearest points, the point itself included (Open3D's max_nn; a k may repeat, as the release's three-scale
-    setting does); normals from `normal_k` points: "outward" (pca_normals) or "open3d" (open3d_normals).
-    graph: a precomputed neighbour_graph with at least max(scales, normal_k) columns."""
-    widest = max(max(scales), normal_k)
-    dist2, idx = graph if graph is not None else neighbour_graph(points, widest - 1)
+    setting does); normals from `normal_k` points: "outward" (pca_normals) or "open3d" (open3d_normals)."""
+    dist2, idx = neighbour_graph(points, max(max(scales), normal_k) - 1)
     normal = pca_normals(points, idx, normal_k) if normals == "outward" else open3d_normals(points, normal_k)
     pts = torch.from_numpy(np.asarray(points, dtype=np.float32))
     bins = pair_bins(pts, torch.from_numpy(np.asarray(normal, dtype=np.float32)), idx[:, : max(scales)])
