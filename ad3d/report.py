@@ -32,6 +32,7 @@ def result_json(scan: Scan, result: AnomalyResult, detector: str) -> dict:
                 "bbox_max": r.bbox_max.tolist(),
                 "area": r.area,
                 "max_score": r.max_score,
+                "max_deviation": r.max_deviation,
             }
             for r in result.regions
         ],

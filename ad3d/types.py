@@ -121,6 +121,7 @@ class DefectRegion:
     extent: np.ndarray
     area: float
     max_score: float
+    max_deviation: float | None = None  # signed, scan units: the largest departure from the nominal surface
 
 
 @dataclass(frozen=True, eq=False)
@@ -137,6 +138,7 @@ class AnomalyResult:
     timings: dict[str, float] = field(default_factory=dict)
     point_decisions: np.ndarray | None = None  # per point 0 normal, 1 uncertain, 2 defective (once calibrated)
     alignment: dict | None = None  # transform onto the part's reference, residual, fitness, ok (aligning detectors)
+    deviations: np.ndarray | None = None  # per point, signed distance to the nominal surface (scan units; deviation)
 
     def __post_init__(self) -> None:
         scores = np.asarray(self.point_scores, dtype=np.float32)

@@ -115,7 +115,7 @@ class Detector:
         """Learn from normal scans only; returns self. A zero-shot detector only keeps them as an
         optional reference pool (none is allowed: it then scores sets of scans with score_many)."""
         scans = _scan_list(scans, "fit")
-        if not scans and self.learning_type != "zero-shot":
+        if not scans and self.learning_type != "zero-shot" and not self.fits_without_scans():
             raise ConfigError(f"{self.name}: fit needs at least one normal scan")
         self.check_params()
         for scan in scans:
@@ -130,6 +130,10 @@ class Detector:
         )
         self._fit(self._fit_reference(scans), progress)
         return self
+
+    def fits_without_scans(self) -> bool:
+        """Whether fit([]) can learn what scoring needs (a detector measuring against a given reference)."""
+        return False
 
     def check_modalities(self, scan: Scan) -> None:
         """Refuse a scan that lacks what this detector reads (colour for an 'rgb' detector)."""
@@ -221,11 +225,11 @@ class Detector:
         start = time.perf_counter()
         moved, alignment = self.aligned(scan)
         timings = {"align_s": time.perf_counter() - start} if alignment is not None else {}
-        scores, object_score = (
+        scores, object_score, *deviations = (
             self._score_batch([moved])[0] if self.learning_type == "zero-shot" else self._score(moved)
         )
         timings["score_s"] = time.perf_counter() - start
-        return self._result(scan, scores, object_score, alignment, timings)
+        return self._result(scan, scores, object_score, alignment, timings, *deviations)
 
     def score_many(self, scans: Iterable[Scan], progress: bool = False, *, force: bool = False) -> list[AnomalyResult]:
         """Score several scans: one by one, or, for a zero-shot detector, together (each against the
@@ -277,9 +281,18 @@ class Detector:
         judge.calibration_ = {"scans": len(scans), "method": "the batch itself (median + z MAD)", "fpr": rates["fpr"]}
         return judge
 
-    def _result(self, scan: Scan, scores: np.ndarray, object_score: float, alignment, timings: dict) -> AnomalyResult:
+    def _result(
+        self,
+        scan: Scan,
+        scores: np.ndarray,
+        object_score: float,
+        alignment,
+        timings: dict,
+        deviations: np.ndarray | None = None,
+    ) -> AnomalyResult:
         """The AnomalyResult of one scored scan. `scores` are per point, or an anomaly map on the organised
-        grid (H, W) from which each point takes its pixel's value."""
+        grid (H, W) from which each point takes its pixel's value; `deviations`, from a detector that measures
+        them, the signed distance of every point to the part's nominal surface (scan units)."""
         finite = np.isfinite(scores)
         if not finite.all() or not np.isfinite(object_score):
             raise ScoringError(
@@ -305,7 +318,7 @@ class Detector:
         regions, point_decisions = [], None
         if self.point_threshold_ is not None:
             started = time.perf_counter()
-            regions = extract_regions(scan.points, scores, self.point_threshold_)
+            regions = extract_regions(scan.points, scores, self.point_threshold_, deviations=deviations)
             uncertain = (
                 self.point_review_threshold_ if self.point_review_threshold_ is not None else self.point_threshold_
             )
@@ -324,10 +337,12 @@ class Detector:
             timings=timings,
             point_decisions=point_decisions,
             alignment=None if alignment is None else alignment.as_dict(),
+            deviations=deviations,
         )
 
-    def _score(self, scan: Scan) -> tuple[np.ndarray, float]:
-        """One-class detectors: (point scores or an (H, W) map, object score) of one scan."""
+    def _score(self, scan: Scan) -> tuple:
+        """One-class detectors: (point scores or an (H, W) map, object score) of one scan; a detector that
+        measures adds a third item, each point's signed deviation from the nominal surface (scan units)."""
         raise NotImplementedError
 
     def _score_batch(self, scans: list[Scan]) -> list[tuple[np.ndarray, float]]:

@@ -31,12 +31,14 @@ def extract_regions(
     link: float = 2.5,
     merge: float = 0.03,
     min_share: float = 0.0025,
+    deviations: np.ndarray | None = None,
 ) -> list[DefectRegion]:
     """Regions of points with score >= threshold, largest first. Points join when closer than `link` x the
     point spacing, or than `merge` x the part's diagonal (one defect scored in patches is one region);
     regions under `min_share` of the scan's surface (and under `min_points` points) are dropped as specks.
     area is a surface estimate: points x spacing²; the defaults make 4,096-point scans keep regions of 10
-    points or more, and join hot points less than 3 % of the part's size apart.
+    points or more, and join hot points less than 3 % of the part's size apart. With `deviations` (signed, per
+    point, scan units) each region carries the one of largest magnitude among its points as max_deviation.
     """
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components
@@ -68,6 +70,7 @@ def extract_regions(
                 extent=hi - lo,
                 area=float(len(idx) * spacing**2),
                 max_score=float(scores[idx].max()),
+                max_deviation=None if deviations is None else float(deviations[idx][np.abs(deviations[idx]).argmax()]),
             )
         )
     return sorted(regions, key=lambda r: -len(r.indices))

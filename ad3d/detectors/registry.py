@@ -15,6 +15,7 @@ BUILTIN = {
     "musc": "ad3d.detectors.musc:MuSc",
     "lsfa": "ad3d.detectors.lsfa:LSFA",
     "simple3d": "ad3d.detectors.simple3d:Simple3D",
+    "deviation": "ad3d.detectors.deviation:Deviation",
 }
 _REGISTERED: dict[str, type] = {}
 

@@ -9,6 +9,7 @@ the real benchmark, so every detector is measured through the same path as on re
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -24,6 +25,7 @@ from ad3d.synth.defects import GEOMETRIC, plant
 from ad3d.types import Scan
 
 LAYOUTS = ("anomaly-shapenet", "real3d", "mvtec3d")
+MANIFEST = "defects.json"  # at the dataset root: per test scan file, the planted defect's kind and height
 MESH_SUFFIXES = (".obj", ".stl", ".off", ".ply")
 
 
@@ -47,24 +49,34 @@ def _draw(source: Path, points: int, seed: int) -> Scan:
     return scan.subset(np.sort(take))
 
 
-def _write(layout: str, root: Path, cat: str, role: str, name: str, scan: Scan) -> None:
+def _write(layout: str, root: Path, cat: str, role: str, name: str, scan: Scan) -> Path:
+    """Write one scan (and its ground truth) in the layout; return the scan file's path."""
     from ad3d.io import write_pcd
 
     if layout == "anomaly-shapenet":
         base = root / "pcd" / cat
         folder = {"train": "train", "test": "test"}[role]
-        write_pcd(base / folder / f"{name}.pcd", scan)
+        path = base / folder / f"{name}.pcd"
+        write_pcd(path, scan)
         if scan.label == 1:
             rows = np.column_stack([scan.points, scan.labels])
             (base / "GT").mkdir(parents=True, exist_ok=True)
             np.savetxt(base / "GT" / f"{name}.txt", rows, fmt=["%.6f", "%.6f", "%.6f", "%d"], delimiter=",")
-    else:
-        base = root / cat
-        write_pcd(base / role / f"{name}.pcd", scan)
-        if scan.label == 1:
-            rows = np.column_stack([scan.points, scan.labels])
-            (base / "gt").mkdir(parents=True, exist_ok=True)
-            np.savetxt(base / "gt" / f"{name}.txt", rows, fmt=["%.6f", "%.6f", "%.6f", "%d"], delimiter=" ")
+        return path
+    base = root / cat
+    path = base / role / f"{name}.pcd"
+    write_pcd(path, scan)
+    if scan.label == 1:
+        rows = np.column_stack([scan.points, scan.labels])
+        (base / "gt").mkdir(parents=True, exist_ok=True)
+        np.savetxt(base / "gt" / f"{name}.txt", rows, fmt=["%.6f", "%.6f", "%.6f", "%d"], delimiter=" ")
+    return path
+
+
+def planted_record(scan: Scan) -> dict:
+    """What the manifest keeps of a test scan's planted defect: its kind and, for the kinds that move the
+    surface, its signed height in scan units (the truth a measured max_deviation is checked against)."""
+    return {"kind": scan.defect_type or "good", "height": scan.meta.get("defect_height")}
 
 
 def _names(layout: str, cat: str, role: str, kind: str, k: int, serial: int) -> str:
@@ -87,7 +99,8 @@ def _write_mvtec(
     points: int,
     size: int,
     acquisition: Acquisition,
-    place=plant,
+    place,
+    record: dict,
 ) -> None:
     """MVTec 3D-AD layout: <cat>/{train,validation}/good and <cat>/test/<type>, xyz tiff + rgb + gt png."""
     import tifffile
@@ -107,6 +120,8 @@ def _write_mvtec(
         for sub in ("xyz", "rgb") + (("gt",) if split == "test" else ()):
             (folder / sub).mkdir(parents=True, exist_ok=True)
         tifffile.imwrite(folder / "xyz" / f"{k:03d}.tiff", xyz, photometric="rgb")
+        if split == "test":
+            record[f"{cat}/test/{kind}/xyz/{k:03d}.tiff"] = planted_record(scan)
         Image.fromarray(rgb).save(folder / "rgb" / f"{k:03d}.png")
         if split == "test":
             Image.fromarray((mask * 255).astype(np.uint8)).save(folder / "gt" / f"{k:03d}.png")
@@ -182,7 +197,7 @@ def make_dataset(
     out.parent.mkdir(parents=True, exist_ok=True)
     remove_leftovers(out)
     staging = Path(tempfile.mkdtemp(prefix=staging_prefix(out), dir=out.parent))
-    summary = {}
+    summary, record = {}, {}
     try:
         for c, source in enumerate(tqdm(sources, desc="synth", unit="category", disable=not progress)):
             cat = category_name(source)
@@ -192,7 +207,7 @@ def make_dataset(
             plan = [("good", k) for k in range(good)] + [(d, k) for d in defects for k in range(per_defect)]
             summary[cat] = {"train": train, "good": good, "anomalous": per_defect * len(defects)}
             if layout == "mvtec3d":
-                _write_mvtec(staging, cat, source, rng, plan, train, points, image_size, acquisition, place)
+                _write_mvtec(staging, cat, source, rng, plan, train, points, image_size, acquisition, place, record)
                 continue
             draw = lambda: _draw(source, acquisition.point_count(points, rng), int(rng.integers(2**31)))  # noqa: E731
             for k in range(train):
@@ -204,8 +219,10 @@ def make_dataset(
                 if layout == "real3d" and acquisition.partial:
                     scan = partial_view(scan, rng)
                 scan = acquisition.finish(scan, rng)
-                _write(layout, staging, cat, "test", _names(layout, cat, "test", kind, k, serial), scan)
+                path = _write(layout, staging, cat, "test", _names(layout, cat, "test", kind, k, serial), scan)
+                record[path.relative_to(staging).as_posix()] = planted_record(scan)
                 serial += 1
+        (staging / MANIFEST).write_text(json.dumps(record, indent=1))
         if out.exists():
             out.rmdir()
         os.chmod(staging, umask_mode(0o777))  # mkdtemp makes it 0700 whatever the umask

@@ -62,7 +62,7 @@ def _bump(scan, rng, fraction, sign, height=None):
     direction = _unit((surface_normals(scan)[weight > 0] * weight[weight > 0, None]).sum(0))
     height = sign * (rng.uniform(0.2, 0.4) * radius if height is None else rng.uniform(*height) * _size(pts))
     moved = pts + (height * weight)[:, None] * direction
-    return None, moved, (weight > 0).astype(np.uint8), scan.colors
+    return None, moved, (weight > 0).astype(np.uint8), scan.colors, height
 
 
 def _hole(scan, rng, fraction, height=None):
@@ -103,7 +103,7 @@ def _concavity(scan, rng, fraction, height=None):
     direction = _unit((surface_normals(scan)[weight > 0] * weight[weight > 0, None]).sum(0))
     depth = rng.uniform(0.08, 0.16) * radius if height is None else rng.uniform(*height) * _size(pts)
     moved = pts - (depth * weight)[:, None] * direction
-    return None, moved, (weight > 0).astype(np.uint8), scan.colors
+    return None, moved, (weight > 0).astype(np.uint8), scan.colors, -depth
 
 
 def _broken(scan, rng, fraction, height=None):
@@ -130,15 +130,15 @@ def _scratch(scan, rng, fraction, height=None):
     profile = np.clip(1.0 - (off_chord / width) ** 2, 0.0, 1.0) * (np.abs(along) < radius)
     depth = rng.uniform(0.6, 1.2) * width if height is None else rng.uniform(*height) * _size(pts)
     moved = pts - (depth * profile)[:, None] * normals
-    return None, moved, (profile > 0).astype(np.uint8), scan.colors
+    return None, moved, (profile > 0).astype(np.uint8), scan.colors, -depth * float(profile.max())
 
 
 def _combo(scan, rng, fraction, height=None):
     first, second = rng.choice(len(SINGLE), size=2, replace=False)
-    keep1, pts, labels1, colors = _PLANTERS[SINGLE[first]](scan, rng, fraction / 2, height)
+    keep1, pts, labels1, colors, *_ = _PLANTERS[SINGLE[first]](scan, rng, fraction / 2, height)
     kept = scan.subset(keep1) if keep1 is not None else scan
     middle = kept.replace(points=pts, colors=colors if colors is not None else kept.colors)
-    keep2, pts, labels2, colors = _PLANTERS[SINGLE[second]](middle, rng, fraction / 2, height)
+    keep2, pts, labels2, colors, *_ = _PLANTERS[SINGLE[second]](middle, rng, fraction / 2, height)
     labels1 = labels1 if keep2 is None else labels1[keep2]
     if keep1 is None:
         keep = keep2
@@ -188,14 +188,16 @@ def plant(
     seed: an int or a numpy Generator; the same seed plants the same defect. fraction: the share of the
     points the defect covers (drawn from this range). height: for the kinds that move the surface (bulge,
     dent, concavity, scratch), the height or depth as a share of the part's size (bounding-box diagonal),
-    drawn from this range; None: proportional to the defect's own radius (bold defects).
+    drawn from this range; None: proportional to the defect's own radius (bold defects). The kinds that move
+    the surface record the largest displacement they made, signed (a dent negative), in the scan's units, as
+    meta["defect_height"].
     """
     if kind not in _PLANTERS:
         raise ValueError(f"unknown defect {kind!r}; expected one of {', '.join(DEFECTS)}")
     if len(scan) < 50:
         raise ValueError(f"a scan of {len(scan)} points is too small to plant a defect on")
     rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
-    keep, points, labels, colors = _PLANTERS[kind](scan, rng, float(rng.uniform(*fraction)), height)
+    keep, points, labels, colors, *planted = _PLANTERS[kind](scan, rng, float(rng.uniform(*fraction)), height)
     if keep is not None and keep.dtype == bool:
         keep = np.flatnonzero(keep)
     take = (lambda a: None if a is None else a[keep]) if keep is not None else (lambda a: a)
@@ -208,5 +210,5 @@ def plant(
         defect_type=kind,
         category=scan.category,
         units=scan.units,
-        meta={"synthetic": True},
+        meta={"synthetic": True, **({"defect_height": float(planted[0])} if planted else {})},
     )
