@@ -159,6 +159,10 @@ def _cmd_fit(args) -> int:
     params = _params(args.detector, args)
     if args.seed is not None:
         params.setdefault("seed", args.seed)
+    if args.data is None:
+        return _fit_without_scans(args, params)
+    if args.format is None:
+        raise ConfigError("--format is required with --data (mvtec3d | real3d | anomaly-shapenet | folder)")
     if args.joint:
         return _fit_joint(args, params)
     if not args.category:
@@ -179,6 +183,29 @@ def _cmd_fit(args) -> int:
     print(
         f"{args.detector} fitted on {info['train_scans']} scans of '{args.category}' in {info['fit_s']:.1f} s; "
         f"{calibrated}; saved to {args.out}"
+    )
+    return 0
+
+
+def _fit_without_scans(args, params: dict) -> int:
+    """`ad3d fit` with no --data: a detector that measures against a given reference (deviation with a CAD mesh
+    and a tolerance) is fitted on nothing else."""
+    from ad3d.detectors import create
+    from ad3d.errors import ConfigError
+    from ad3d.pipeline import describe_calibration
+
+    det = create(args.detector, **params)
+    if not det.fits_without_scans():
+        raise ConfigError(
+            "--data is required: only a detector that measures against a given reference fits without good scans "
+            "(--detector deviation --param reference=part.stl --param tolerance=...)"
+        )
+    _check_out(args.out, "file")
+    det.fit([])
+    det.save(args.out)
+    print(
+        f"{args.detector} fitted on no scans (reference {det.reference}); {describe_calibration(det)}; "
+        f"saved to {args.out}"
     )
     return 0
 
@@ -360,7 +387,12 @@ def _cmd_view(args) -> int:
                 "of a scan that carried them (a PLY with a label property, a dataset scan scored through the "
                 "library); drop --gt for this one"
             )
-    regions = extract_regions(scan.points, scores, threshold) if scores is not None and threshold is not None else None
+    deviations = scan.fields.get("deviation")
+    regions = (
+        extract_regions(scan.points, scores, threshold, deviations=deviations)
+        if scores is not None and threshold is not None
+        else None
+    )
     interactive = not (args.screenshot or args.html)
     render(
         scan,
@@ -368,6 +400,7 @@ def _cmd_view(args) -> int:
         threshold=threshold,
         gt=gt,
         regions=regions,
+        deviations=deviations,
         screenshot=args.screenshot,
         html=args.html,
         show=interactive,
@@ -527,8 +560,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     fit = sub.add_parser("fit", help="fit a detector on the normal scans of one category and save it")
     _add_detector_options(fit, "the detector to fit", default="patchcore")
-    fit.add_argument("--data", required=True, help="dataset root")
-    fit.add_argument("--format", required=True, help="mvtec3d | real3d | anomaly-shapenet | folder")
+    fit.add_argument("--data", help="dataset root (none: deviation with a reference mesh and a tolerance)")
+    fit.add_argument("--format", help="mvtec3d | real3d | anomaly-shapenet | folder")
     fit.add_argument("--category", help="the category (with --joint: comma-separated, default all)")
     fit.add_argument(
         "--out", required=True, help="model file to write (with --joint: a folder, one model per category)"

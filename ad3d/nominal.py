@@ -42,6 +42,14 @@ class Nominal:
         """Median distance between neighbouring surface points."""
         return float(np.median(np.linalg.norm(self.points[self.neighbours[:, 1]] - self.points, axis=1)))
 
+    @cached_property
+    def area(self) -> float:
+        """The surface's area, estimated from each point's share: pi r_k² / k, r_k its distance to its k-th
+        nearest surface point (median over the surface)."""
+        k = self.neighbours.shape[1] - 1
+        far = np.linalg.norm(self.points[self.neighbours[:, -1]] - self.points, axis=1)
+        return float(len(self.points) * np.pi * np.median(far) ** 2 / max(k, 1))
+
     def signed_distance(self, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(nearest surface point of each point, its signed distance to that point's tangent plane): outward
         positive, in the points' units; exact on flat faces, within spacing² / 8R on a curve of radius R."""

@@ -50,7 +50,8 @@ def write_result(
 
     ply, report = out_dir / f"{stem}.ply", out_dir / f"{stem}.json"
     started = time.perf_counter()
-    write_scan(ply, scan, scalars={"score": result.point_scores})
+    measured = {} if result.deviations is None else {"deviation": result.deviations}
+    write_scan(ply, scan, scalars={"score": result.point_scores, **measured})
     doc = result_json(scan, result, detector)
     doc["timings"] = {**result.timings, "write_ply_s": time.perf_counter() - started, "write_peak_mb": peak_mb()}
     doc["thresholds"] = thresholds

@@ -17,6 +17,7 @@ QUICK = {  # small enough to fit in seconds; the learned detectors as their own 
     "musc": {"num_groups": 64, "group_size": 16, "grow_step": 8, "search_size": 32},
     "lsfa": {"modalities": ("xyz",), "iterations": 4, "warmup": 2, "groups": 64},
     "simple3d": {"max_points": 1024, "num_centres": 128, "group_size": 16, "smooth_centres": 64},
+    "deviation": {"nominal_points": 1000, "smooth_k": 8},
 }
 
 

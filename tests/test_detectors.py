@@ -76,7 +76,7 @@ def test_listing_detectors_imports_no_torch():
     code = "import sys, ad3d; print(ad3d.available()); assert 'torch' not in sys.modules, 'torch imported'"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
-    assert "['lsfa', 'mc4ad', 'musc', 'patchcore', 'r3dad', 'simple3d']" in done.stdout
+    assert "['deviation', 'lsfa', 'mc4ad', 'musc', 'patchcore', 'r3dad', 'simple3d']" in done.stdout
 
 
 def test_saved_model_scores_bit_identically_in_fresh_processes(fitted, synth_root, tmp_path):

@@ -1,5 +1,7 @@
 """Defect synthesis: geometry and labels of each defect, and datasets the loaders read back."""
 
+import json
+
 import numpy as np
 import pytest
 
@@ -189,6 +191,7 @@ def test_subtle_defects_have_the_height_asked_as_a_share_of_the_part(bottle, kin
         along = np.einsum("ij,ij->i", scan.points - bottle.points, bottle.normals)
         peak = along[np.argmax(np.abs(along))]
         assert sign * peak > 0 and abs(peak) == pytest.approx(0.004 * size, rel=0.25)  # the normals vary a little
+        assert scan.meta["defect_height"] == pytest.approx(sign * 0.004 * size, rel=0.05)  # recorded, signed
         low, high = (0.001, 0.02) if kind == "scratch" else (0.002, 0.008)  # a scratch: a third of the share, long
         assert low < scan.labels.mean() < high
 
@@ -207,5 +210,9 @@ def test_synth_takes_defect_size_and_height_and_refuses_nonsense(tmp_path, share
     assert main([*args, "--defect-size", "0.004,0.006", "--defect-height", "0.003,0.005", "--quiet"]) == 0
     (bulge,) = [s for s in ds.load("anomaly-shapenet", tmp_path / "c", "round0", "test") if s.label == 1]
     assert 0.002 < bulge.labels.mean() < 0.01
+    manifest = json.loads((tmp_path / "c" / "defects.json").read_text())  # the planted truth, per test scan
+    size = float(np.linalg.norm(np.ptp(bulge.points, axis=0)))
+    assert manifest["pcd/round0/test/round0_positive0.pcd"] == {"kind": "good", "height": None}
+    assert 0.003 * size * 0.9 < manifest["pcd/round0/test/round0_bulge0.pcd"]["height"] < 0.005 * size * 1.1
     with pytest.raises(SystemExit):
         main([*args[:-8], "--out", str(tmp_path / "d"), "--defect-size", "small"])

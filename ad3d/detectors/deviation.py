@@ -2,16 +2,19 @@
 (its CAD mesh, or one fused from the good training scans), scored against how much good parts vary place by
 place. The idea of PASDF (ICCV 2025: a signed-distance field after pose alignment), measured in scan units.
 
-Every scan is registered to the nominal surface (ad3d.preprocess.align, then a trimmed point-to-plane ICP
-onto it); every point gets its signed distance to the surface (outward positive, scan units); the deviation
-field is averaged over each surface neighbourhood (`smooth_k` surface points) to beat sensor noise. The
-normal scans give, per surface point, the mean deviation of good parts and a tolerance band of
-`TOLERANCE_SIGMAS` standard deviations (never tighter than `tolerance`); a point's score is its
-neighbourhood's deviation from that mean in band widths (1.0: at the edge of the learned tolerance). Missing
-material: surface that no scan point covers where every good scan did (a hole, a cut, a broken edge) scores
-its reach along the surface in band widths, on the points around it; an uncovered patch larger than
-`max_missing` of the surface is taken as out of the sensor's view, not as a defect. Object score: the mean of
-the `top_k` highest surface scores.
+The nominal surface is `nominal_points` oriented points (no more than a good scan holds), each with its
+`smooth_k` nearest as its neighbourhood. Every scan is registered to it (ad3d.preprocess.align, then a trimmed
+point-to-plane ICP onto it); every point gets its signed distance to the surface (outward positive, scan
+units: the result's `deviations`, and each region's max_deviation); the deviation field is averaged over each
+surface neighbourhood to beat sensor noise. The good scans give, per surface point, the mean deviation of good
+parts and a tolerance band of TOLERANCE_SIGMAS standard deviations (never tighter than `tolerance`; the band
+widens where a scan is sparser than the good ones were); a point's score is its neighbourhood's deviation from
+that mean in band widths (1.0: at the edge of the learned tolerance). Missing material: surface that no scan
+point covers where every good scan did (a hole, a cut, a broken edge) scores its reach along the surface in
+band widths, on the surface around it; an uncovered patch larger than `max_missing` of the surface is taken as
+out of the sensor's view, not as a defect. Object score: the mean of the `top_k` highest surface scores.
+Without good scans (a CAD reference and a `tolerance`), the band is the tolerance and the decision is fixed:
+reject from score 1.0, any point beyond the tolerance.
 """
 
 from __future__ import annotations
@@ -27,6 +30,8 @@ from ad3d.types import Scan
 
 TOLERANCE_SIGMAS = 3.0  # the learned tolerance band: mean +- 3 standard deviations of good parts (process capability)
 REFINE_POINTS = 50_000  # points of a scan the fine registration uses (evenly strided)
+MISSING_SPACINGS = 2.5  # uncovered surface reaching further than this many of the scan's mean point spacings is
+# missing material: by chance, a scan of N points leaves gaps of sqrt(ln N / pi) spacings (2.1 at a million)
 
 
 @register
@@ -34,15 +39,23 @@ class Deviation(Detector):
     name = "deviation"
     PRESETS = {"cpu": {}}  # no paper preset: PASDF's release is a trained SDF network, this is its metrology form
     modalities = ("xyz",)
-    _state_arrays = ("nominal_points_", "nominal_normals_", "neighbours_", "offset_", "band_", "gap_allowance_")
+    _state_arrays = (
+        "nominal_points_",
+        "nominal_normals_",
+        "neighbours_",
+        "offset_",
+        "band_",
+        "coverage_",
+        "gap_allowance_",
+    )
     cheap_refit = True
 
     def __init__(
         self,
         reference: str | None = None,
         tolerance: float | None = None,
-        nominal_points: int = 20000,
-        smooth_k: int = 16,
+        nominal_points: int = 50000,
+        smooth_k: int = 8,
         max_missing: float = 0.2,
         top_k: int = 10,
         align: bool = True,
@@ -57,7 +70,7 @@ class Deviation(Detector):
         self.align = align
         self.seed = seed
         self.nominal_points_ = self.nominal_normals_ = self.neighbours_ = None
-        self.offset_ = self.band_ = self.gap_allowance_ = None
+        self.offset_ = self.band_ = self.coverage_ = self.gap_allowance_ = None
 
     def check_params(self) -> None:
         checks = {
@@ -84,7 +97,11 @@ class Deviation(Detector):
         return self._nominal
 
     def _keep_nominal(self, nominal) -> None:
-        self.nominal_points_, self.nominal_normals_, self.neighbours_ = nominal.points, nominal.normals, nominal.neighbours
+        self.nominal_points_, self.nominal_normals_, self.neighbours_ = (
+            nominal.points,
+            nominal.normals,
+            nominal.neighbours,
+        )
         self._nominal = nominal
 
     def reference_path(self) -> str:
@@ -116,7 +133,7 @@ class Deviation(Detector):
             check_units(size, self.train_diag_, path)
         else:
             self.train_diag_ = size
-        self._keep_nominal(from_mesh(mesh, self.nominal_points, self.smooth_k, self.seed))
+        self._keep_nominal(from_mesh(mesh, self._surface_size(scans), self.smooth_k, self.seed))
         self.reference_ = reference_cloud(self.nominal_points_) if self.align else None
         return [self.aligned(s)[0] for s in scans]
 
@@ -124,7 +141,13 @@ class Deviation(Detector):
         from ad3d.nominal import fuse
 
         normals = [s.normals for s in scans] if all(s.normals is not None for s in scans) else None
-        self._keep_nominal(fuse([s.points for s in scans], normals, self.nominal_points, self.smooth_k, self.seed))
+        count = self._surface_size(scans)
+        self._keep_nominal(fuse([s.points for s in scans], normals, count, self.smooth_k, self.seed))
+
+    def _surface_size(self, scans: list[Scan]) -> int:
+        """Surface points: nominal_points, but no more than twice what a good scan holds (median), so that every
+        surface neighbourhood averages at least smooth_k / 2 points of each scan."""
+        return min(self.nominal_points, 2 * int(np.median([len(s) for s in scans]))) if scans else self.nominal_points
 
     def aligned(self, scan: Scan):
         """The scan registered to the nominal surface: the coarse registration of every aligning detector,
@@ -152,20 +175,19 @@ class Deviation(Detector):
         from tqdm import tqdm
 
         nominal = self.nominal()
-        fields = [
-            self._field(s)[:2] for s in tqdm(scans, desc="deviation fit", disable=not progress, leave=False)
-        ]
+        fields = [self._field(s)[:3] for s in tqdm(scans, desc="deviation fit", disable=not progress, leave=False)]
         m = len(nominal.points)
-        offset, band, self.gap_allowance_ = np.zeros(m), np.zeros(m), np.zeros(m)
+        offset, band, self.coverage_, self.gap_allowance_ = np.zeros(m), np.zeros(m), np.zeros(m), np.zeros(m)
         if fields:
-            means = np.stack([f for f, _ in fields])
+            means = np.stack([f[0] for f in fields])
+            self.coverage_ = np.mean([f[1] for f in fields], 0)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", RuntimeWarning)  # surface no good scan reached: mean and spread 0
                 offset = np.nan_to_num(np.nanmean(means, 0))
                 spread = np.nan_to_num(np.nanstd(means, 0, ddof=1)) if len(means) > 1 else np.zeros(m)
             band = TOLERANCE_SIGMAS * np.sqrt(nominal.average(spread**2))
             band = np.maximum(band, 0.5 * float(np.median(band)))  # no location tighter than half the typical
-            self.gap_allowance_ = np.max(np.stack([g for _, g in fields]), 0)
+            self.gap_allowance_ = np.max(np.stack([f[2] for f in fields]), 0)
         floor = self.tolerance or 0.0
         if band.max(initial=0) <= 0 and floor <= 0:
             raise ConfigError(
@@ -177,37 +199,44 @@ class Deviation(Detector):
             self.threshold_ = self.point_threshold_ = 1.0
             self.calibration_ = {"scans": 0, "method": f"the given tolerance ({self.tolerance:g} scan units)"}
 
-    def _field(self, scan: Scan) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """(the scan's averaged deviation per surface point, NaN where uncovered; the reach of uncovered
-        surface from covered surface; each point's nearest surface point; each point's own signed distance)."""
+    def _field(self, scan: Scan) -> tuple[np.ndarray, ...]:
+        """Per surface point: the scan's averaged deviation (NaN where uncovered), how many points it averages
+        (per neighbour), and the reach of uncovered surface from covered surface; per scan point: its nearest
+        surface point and its own signed distance."""
         nominal = self.nominal()
         nearest, distance = nominal.signed_distance(scan.points)
         means, counts = nominal.local_means(nearest, distance)
-        return means, nominal.gaps(counts > 0), nearest, distance
+        return means, counts, nominal.gaps(counts > 0), nearest, distance
 
     # --- scoring ----------------------------------------------------------------------------------
-    def surface_scores(self, means: np.ndarray, gaps: np.ndarray) -> np.ndarray:
+    def surface_scores(
+        self, means: np.ndarray, counts: np.ndarray, gaps: np.ndarray, scan_spacing: float
+    ) -> np.ndarray:
         """Per surface point: deviation from good parts' mean in tolerance bands, or the reach of missing
-        material beyond what good scans left uncovered, in bands, on the surface within its reach."""
+        material beyond what good scans left uncovered, in bands, on the surface around it. Where the scan
+        averages fewer points than the good scans did, the band widens as their noise does (1 / sqrt(count)).
+        A gap counts as missing material from MISSING_SPACINGS of the scan's mean point spacings."""
         from scipy.spatial import cKDTree
 
         nominal = self.nominal()
-        deviation = np.nan_to_num(np.abs(means - self.offset_) / self.band_)
-        excess = np.maximum(np.nan_to_num(gaps, posinf=0.0) - self.gap_allowance_, 0.0)
-        excess[np.isinf(gaps)] = 0.0
+        sparse = np.sqrt(np.maximum(self.coverage_ / np.maximum(counts, 1e-12), 1.0))
+        deviation = np.nan_to_num(np.abs(means - self.offset_) / (self.band_ * sparse))
+        excess = np.maximum(np.nan_to_num(gaps, posinf=0.0) - self.gap_allowance_, 0.0)  # inf: no overlap at all
         missing = np.zeros_like(excess)
-        labels = nominal.components(excess > nominal.spacing)
+        labels = nominal.components(excess > 0)
         for label in np.unique(labels[labels >= 0]):
             patch = np.flatnonzero(labels == label)
-            if len(patch) > self.max_missing * len(labels):  # larger: out of the sensor's view, not a defect
-                continue
-            reach = float(excess[patch].max())  # the rim around missing material is as wide as it reaches
-            halo = np.isfinite(cKDTree(nominal.points[patch]).query(nominal.points, distance_upper_bound=reach)[0])
+            reach = float(excess[patch].max())
+            if reach <= MISSING_SPACINGS * scan_spacing or len(patch) > self.max_missing * len(labels):
+                continue  # sampling, or out of the sensor's view: not missing material
+            near = cKDTree(nominal.points[patch]).query(nominal.points, distance_upper_bound=reach / 2)[0]
+            halo = np.isfinite(near)  # the rim around missing material: half as wide as it reaches
             missing[halo] = np.maximum(missing[halo], reach / float(np.median(self.band_[patch])))
         return np.maximum(deviation, missing)
 
     def _score(self, scan: Scan) -> tuple[np.ndarray, float, np.ndarray]:
-        means, gaps, nearest, distance = self._field(scan)
-        surface = self.surface_scores(means, gaps)
+        means, counts, gaps, nearest, distance = self._field(scan)
+        nominal = self.nominal()
+        surface = self.surface_scores(means, counts, gaps, np.sqrt(nominal.area / len(scan)))
         top = np.sort(surface)[-min(self.top_k, len(surface)) :]
         return surface[nearest].astype(np.float32), float(top.mean()), distance.astype(np.float32)

@@ -22,6 +22,17 @@ def point_spacing(points: np.ndarray, sample: int = 20000) -> float:
     return float(np.median(dist2.clamp_min(0).sqrt().numpy()))
 
 
+def peak_deviation(points: np.ndarray, deviations: np.ndarray, k: int = 16) -> float:
+    """A region's largest departure from the nominal surface, signed: the extreme of its points' deviations
+    averaged over each point's k nearest region points (sensor noise averaged, the peak barely flattened
+    when the region holds many more than k points)."""
+    from scipy.spatial import cKDTree
+
+    near = cKDTree(points).query(points, k=min(k, len(points)))[1].reshape(len(points), -1)
+    local = deviations[near].mean(1)
+    return float(local[np.abs(local).argmax()])
+
+
 def extract_regions(
     points: np.ndarray,
     scores: np.ndarray,
@@ -38,7 +49,7 @@ def extract_regions(
     regions under `min_share` of the scan's surface (and under `min_points` points) are dropped as specks.
     area is a surface estimate: points x spacing²; the defaults make 4,096-point scans keep regions of 10
     points or more, and join hot points less than 3 % of the part's size apart. With `deviations` (signed, per
-    point, scan units) each region carries the one of largest magnitude among its points as max_deviation.
+    point, scan units) each region carries its peak_deviation as max_deviation.
     """
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components
@@ -70,7 +81,7 @@ def extract_regions(
                 extent=hi - lo,
                 area=float(len(idx) * spacing**2),
                 max_score=float(scores[idx].max()),
-                max_deviation=None if deviations is None else float(deviations[idx][np.abs(deviations[idx]).argmax()]),
+                max_deviation=None if deviations is None else peak_deviation(pts, deviations[idx]),
             )
         )
     return sorted(regions, key=lambda r: -len(r.indices))

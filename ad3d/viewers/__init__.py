@@ -2,7 +2,9 @@
 
 Points are coloured by score with a perceptual colormap (inferno); points under the threshold are
 grey. The window has a threshold slider, a ground-truth toggle, region labels and point picking
-that prints the picked point's score. Needs the `viewer` extra (pyvista).
+that prints the picked point's score. With deviations (the `deviation` detector: signed distance to the
+nominal surface), a second view beside the score shows them on a diverging map symmetric around 0, in
+scan units (blue: material missing, red: material in excess). Needs the `viewer` extra (pyvista).
 """
 
 from __future__ import annotations
@@ -79,9 +81,31 @@ def _add_overlay(plotter, scan: Scan, scores, threshold, gt, regions, point_size
         )
     if regions:
         centroids = np.array([r.centroid for r in regions], dtype=np.float64)
-        labels = [f"R{i + 1} {r.max_score:.3g}" for i, r in enumerate(regions)]
+        labels = [f"R{i + 1} {r.max_score:.3g}{_measured(r, scan.units)}" for i, r in enumerate(regions)]
         plotter.add_point_labels(centroids, labels, font_size=12, point_color="cyan", shape_opacity=0.5)
     return actors
+
+
+def _measured(region: DefectRegion, units: str | None) -> str:
+    """A region's largest deviation for its label, when its detector measured one."""
+    return "" if region.max_deviation is None else f", {region.max_deviation:+.3g} {units or 'scan units'}"
+
+
+def _add_deviation(plotter, scan: Scan, deviations, point_size: float):
+    """The signed deviation of every point, diverging colours symmetric around 0 (white: on the surface)."""
+    pv = _pyvista()
+    cloud = pv.PolyData(np.asarray(scan.points, dtype=np.float64))
+    cloud["deviation"] = np.asarray(deviations, dtype=np.float64)
+    bound = float(np.max(np.abs(deviations))) or 1.0
+    return plotter.add_mesh(
+        cloud,
+        scalars="deviation",
+        cmap="RdBu_r",
+        clim=[-bound, bound],
+        point_size=point_size,
+        render_points_as_spheres=True,
+        scalar_bar_args={"title": f"deviation ({scan.units or 'scan units'})"},
+    )
 
 
 def render(
@@ -91,34 +115,47 @@ def render(
     threshold: float | None = None,
     gt=None,
     regions: list[DefectRegion] | None = None,
+    deviations=None,
     screenshot: str | Path | None = None,
     html: str | Path | None = None,
     show: bool = False,
     title: str = "ad3d",
     point_size: float = 6.0,
 ) -> None:
-    """Draw `scan` coloured by `scores` (N,), greyed under `threshold`, with optional ground truth.
+    """Draw `scan` coloured by `scores` (N,), greyed under `threshold`, with optional ground truth, and its
+    signed `deviations` (N,) from the nominal surface beside it when given.
 
-    screenshot: PNG of a 2x2 grid of views, rendered off-screen. html: a self-contained interactive
-    page. show: an interactive window with a threshold slider, GT toggle and point picking.
+    screenshot: PNG of a 2x2 grid of views (with deviations: score on the left, deviation on the right, in
+    two views), rendered off-screen. html: a self-contained interactive page. show: an interactive window
+    with a threshold slider, GT toggle and point picking.
     """
     pv = _pyvista()
-    if scores is not None and len(scores) != len(scan):
-        raise ConfigError(f"{len(scores)} scores for a scan of {len(scan)} points")
+    for name, values in (("scores", scores), ("deviations", deviations)):
+        if values is not None and len(values) != len(scan):
+            raise ConfigError(f"{len(values)} {name} for a scan of {len(scan)} points")
     if screenshot is not None:
         plotter = pv.Plotter(off_screen=True, shape=(2, 2), window_size=(1400, 1100))
-        for i, (view, name) in enumerate(VIEWS):
+        views = VIEWS if deviations is None else [v for v in VIEWS[:2] for _ in range(2)]
+        for i, (view, name) in enumerate(views):
             plotter.subplot(i // 2, i % 2)
-            _add_overlay(plotter, scan, scores, threshold, gt, regions, point_size)
+            if deviations is not None and i % 2:
+                _add_deviation(plotter, scan, deviations, point_size)
+                name = f"{name}, deviation"
+            else:
+                _add_overlay(plotter, scan, scores, threshold, gt, regions, point_size)
             plotter.add_text(name, font_size=10)
             getattr(plotter, f"view_{'isometric' if view == 'iso' else view}")()
         Path(screenshot).parent.mkdir(parents=True, exist_ok=True)
         plotter.screenshot(str(screenshot))
         plotter.close()
     if html is not None:
-        plotter = pv.Plotter(off_screen=True)
+        plotter = pv.Plotter(off_screen=True, shape=(1, 1 if deviations is None else 2))
         _add_overlay(plotter, scan, scores, threshold, gt, regions, point_size)
         plotter.add_text(title, font_size=10)
+        if deviations is not None:
+            plotter.subplot(0, 1)
+            _add_deviation(plotter, scan, deviations, point_size)
+            plotter.link_views()
         Path(html).parent.mkdir(parents=True, exist_ok=True)
         plotter.trame.export_html(str(html))  # Plotter.export_html is deprecated (PyVista 0.47+)
         plotter.close()
@@ -129,7 +166,14 @@ def render(
                 "write an image with --screenshot FILE.png or a web page with --html FILE.html"
             )
         plotter, _ = interactive_plotter(
-            scan, scores, threshold=threshold, gt=gt, regions=regions, title=title, point_size=point_size
+            scan,
+            scores,
+            threshold=threshold,
+            gt=gt,
+            regions=regions,
+            deviations=deviations,
+            title=title,
+            point_size=point_size,
         )
         plotter.show()
 
@@ -153,16 +197,25 @@ def interactive_plotter(
     threshold=None,
     gt=None,
     regions=None,
+    deviations=None,
     title: str = "ad3d",
     point_size: float = 6.0,
     off_screen: bool = False,
 ):
     """(plotter, controls): the window, not yet shown, with a threshold slider, a ground-truth
-    checkbox and point picking; `controls` holds the actors and the callbacks the widgets call
-    (set_threshold, show_gt, pick), so the behaviour can be driven without a display."""
+    checkbox and point picking (and, with deviations, their map in a linked view on the right);
+    `controls` holds the actors and the callbacks the widgets call (set_threshold, show_gt, pick), so
+    the behaviour can be driven without a display."""
     pv = _pyvista()
-    plotter = pv.Plotter(title=title, off_screen=off_screen)
+    plotter = pv.Plotter(title=title, off_screen=off_screen, shape=(1, 1 if deviations is None else 2))
+    if deviations is not None:
+        plotter.subplot(0, 1)
+        controls_deviation = _add_deviation(plotter, scan, deviations, point_size)
+        plotter.subplot(0, 0)
     actors = _add_overlay(plotter, scan, scores, threshold, gt, regions, point_size)
+    if deviations is not None:
+        actors["deviation"] = controls_deviation
+        plotter.link_views()
     controls: dict = {"actors": actors}
     if scores is not None:
         top = float(np.max(scores))
@@ -189,6 +242,8 @@ def interactive_plotter(
         def picked(point):
             i = int(np.argmin(np.linalg.norm(tree_points - np.asarray(point), axis=1)))
             message = f"point {i}: score {scores[i]:.4g}"
+            if deviations is not None:
+                message += f", deviation {deviations[i]:+.4g} {scan.units or 'scan units'}"
             plotter.add_text(message, name="pick", position="lower_right", font_size=10)
             controls["last_pick"] = message
 
