@@ -155,11 +155,13 @@ def fuse(clouds: list[np.ndarray], normals: list[np.ndarray] | None, count: int,
     nearest = cKDTree(seeds).query(union, workers=-1)[1]
     counts = np.bincount(nearest, minlength=len(seeds))[:, None]
     keep = counts[:, 0] > 0
-    mean = lambda values: np.stack([np.bincount(nearest, values[:, j], len(seeds)) for j in range(3)], 1)  # noqa: E731
-    points = (mean(union)[keep] / counts[keep]).astype(np.float64)
+
+    def summed(values: np.ndarray) -> np.ndarray:
+        return np.stack([np.bincount(nearest, values[:, j], len(seeds)) for j in range(3)], 1)[keep]
+
+    points = summed(union) / counts[keep]
     if normals is not None:
-        summed = mean(np.concatenate(normals).astype(np.float64))[keep]
-        return Nominal.from_points(points, summed, k)
+        return Nominal.from_points(points, summed(np.concatenate(normals).astype(np.float64)), k)
     return Nominal.from_points(points, _outward_normals(points, k), k)
 
 

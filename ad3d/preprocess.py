@@ -86,9 +86,12 @@ class Alignment:
 
 def reference_cloud(points: np.ndarray, size: int = 4096) -> np.ndarray:
     """A part's reference for alignment: an even (farthest-point) subset of one of its scans, of at
-    most half its points (so the subset is evenly spaced however the scan was sampled), float32."""
+    most half its points (so the subset is evenly spaced however the scan was sampled), float32. A scan
+    of more than 64 x size points is strided to about 32 x size first (a million-point scan: 0.1 s, not 2)."""
     from ad3d.ops import even_subset
 
+    if len(points) > 64 * size:
+        points = points[:: len(points) // (32 * size)]
     return np.ascontiguousarray(points[even_subset(points, max(1, min(size, len(points) // 2)))], dtype=np.float32)
 
 

@@ -83,7 +83,8 @@ def test_a_hole_is_found_as_missing_material(learned, sphere):
     holed = scan_of(sphere, 14, defect="hole")
     result = learned.score(holed)
     assert result.decision == "reject" and roc_auc_score(holed.labels, result.point_scores) > 0.95
-    assert np.mean(holed.labels[result.regions[0].indices]) > 0.5
+    inside = holed.labels[result.regions[0].indices]
+    assert inside.sum() > 0.8 * holed.labels.sum() and inside.mean() > 0.3  # the rim, and the blurred score around it
 
 
 def test_a_partial_view_is_not_missing_material(learned, sphere):
@@ -94,10 +95,13 @@ def test_a_partial_view_is_not_missing_material(learned, sphere):
     assert learned.score(seen, force=True).object_score < learned.threshold_
 
 
-def test_save_and_load_score_the_same(learned, sphere, tmp_path):
+def test_save_and_load_score_the_same(sphere, tmp_path):
+    # without registration: a sphere registers to itself in any rotation, and RANSAC picks one per run
+    model = ad3d.create("deviation", align=False).fit([scan_of(sphere, seed) for seed in range(3)])
+    model.calibrate([scan_of(sphere, seed) for seed in range(3, 5)])
     scan = scan_of(sphere, 16, defect="dent")
-    before = learned.score(scan)
-    learned.save(tmp_path / "m.ad3d")
+    before = model.score(scan)
+    model.save(tmp_path / "m.ad3d")
     after = ad3d.load(tmp_path / "m.ad3d").score(scan)
     assert np.array_equal(before.point_scores, after.point_scores)
     assert np.array_equal(before.deviations, after.deviations)
@@ -130,6 +134,16 @@ def test_an_inward_facing_mesh_is_turned_outward(sphere, tmp_path):
     det = ad3d.create("deviation", reference=str(path), tolerance=0.1).fit([])
     bulged = scan_of(sphere, 17, points=30000, defect="bulge", height=0.5)
     assert det.score(bulged).regions[0].max_deviation > 0.4
+
+
+def test_a_missing_or_faceless_reference_is_named(tmp_path):
+    from ad3d.errors import ScanFormatError
+
+    with pytest.raises(ScanFormatError, match=r"nowhere\.stl': no such file"):
+        ad3d.create("deviation", reference=str(tmp_path / "nowhere.stl"), tolerance=0.1).fit([])
+    trimesh.PointCloud(np.random.default_rng(0).random((100, 3))).export(tmp_path / "cloud.ply")
+    with pytest.raises((ConfigError, ScanFormatError), match=r"cloud\.ply"):
+        ad3d.create("deviation", reference=str(tmp_path / "cloud.ply"), tolerance=0.1).fit([])
 
 
 def test_no_scans_need_a_reference_and_a_tolerance(sphere):

@@ -12,7 +12,8 @@ widens where a scan is sparser than the good ones were); a point's score is its 
 that mean in band widths (1.0: at the edge of the learned tolerance). Missing material: surface that no scan
 point covers where every good scan did (a hole, a cut, a broken edge) scores its reach along the surface in
 band widths, on the surface around it; an uncovered patch larger than `max_missing` of the surface is taken as
-out of the sensor's view, not as a defect. Object score: the mean of the `top_k` highest surface scores.
+out of the sensor's view, not as a defect. The surface scores are then averaged over the neighbourhoods `blur`
+times (a defect's fading rim scores with it). Object score: the mean of the `top_k` highest surface scores.
 Without good scans (a CAD reference and a `tolerance`), the band is the tolerance and the decision is fixed:
 reject from score 1.0, any point beyond the tolerance.
 """
@@ -57,6 +58,7 @@ class Deviation(Detector):
         nominal_points: int = 50000,
         smooth_k: int = 8,
         max_missing: float = 0.2,
+        blur: int = 4,
         top_k: int = 10,
         align: bool = True,
         seed: int = 0,
@@ -66,6 +68,7 @@ class Deviation(Detector):
         self.nominal_points = nominal_points
         self.smooth_k = smooth_k
         self.max_missing = max_missing
+        self.blur = blur
         self.top_k = top_k
         self.align = align
         self.seed = seed
@@ -78,6 +81,7 @@ class Deviation(Detector):
             "nominal_points": self.nominal_points >= 100,
             "smooth_k": self.smooth_k >= 2,
             "max_missing": 0 <= self.max_missing <= 1,
+            "blur": self.blur >= 0,
             "top_k": self.top_k >= 1,
         }
         for name, ok in checks.items():
@@ -238,5 +242,7 @@ class Deviation(Detector):
         means, counts, gaps, nearest, distance = self._field(scan)
         nominal = self.nominal()
         surface = self.surface_scores(means, counts, gaps, np.sqrt(nominal.area / len(scan)))
+        for _ in range(self.blur):
+            surface = nominal.average(surface)
         top = np.sort(surface)[-min(self.top_k, len(surface)) :]
         return surface[nearest].astype(np.float32), float(top.mean()), distance.astype(np.float32)
