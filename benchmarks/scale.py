@@ -1,10 +1,11 @@
 """Scoring time and peak memory against points per scan: detectors beside patchcore (all at their defaults).
 
     python benchmarks/scale.py [--points 10000,100000,500000,1000000] [--detectors simple3d,patchcore]
-        [--device cpu] [--preset cpu]
+        [--device cpu] [--preset cpu] [--calibrated]
 
 Scans are noisy samplings of a shipped CAD part (datasets/demo/idler_riser.STL); each model is fitted on
-three samplings of the same size as the scans it scores. Every (detector, size) runs in a fresh process: it
+three samplings of the same size as the scans it scores (with --calibrated, calibrated on them too, so the
+timing includes the defect regions). Every (detector, size) runs in a fresh process: it
 loads the saved model, scores the scan once to warm up, then times a second score; peak RSS is the
 process's, so it includes the interpreter, torch, the model and the scan (all of which the 'idle' column
 shows before the first score).
@@ -68,6 +69,7 @@ def main() -> None:
     ap.add_argument("--detectors", default="simple3d,patchcore")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--preset", default="cpu", help="the detectors' preset (simple3d paper: every point)")
+    ap.add_argument("--calibrated", action="store_true", help="calibrate each model: the timing includes regions")
     ap.add_argument("--child", nargs=2, metavar=("MODEL", "SCAN"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
@@ -84,7 +86,8 @@ def main() -> None:
             if args.preset in getattr(detector_class(name), "PRESETS", {}):
                 params.update(preset(name, args.preset))
             model = work / f"{name}-{points}.ad3d"
-            ad3d.create(name, **params).fit(train).save(model)
+            det = ad3d.create(name, **params).fit(train)
+            (det.calibrate(train) if args.calibrated else det).save(model)
             run = subprocess.run(
                 [sys.executable, __file__, "--child", str(model), str(scan_file)], capture_output=True, text=True
             )

@@ -50,26 +50,19 @@ def _draw(source: Path, points: int, seed: int) -> Scan:
 
 
 def _write(layout: str, root: Path, cat: str, role: str, name: str, scan: Scan) -> Path:
-    """Write one scan (and its ground truth) in the layout; return the scan file's path."""
+    """Write one scan (and its ground truth: x y z label rows) in the layout; return the scan file's path."""
     from ad3d.io import write_pcd
 
     if layout == "anomaly-shapenet":
-        base = root / "pcd" / cat
-        folder = {"train": "train", "test": "test"}[role]
-        path = base / folder / f"{name}.pcd"
-        write_pcd(path, scan)
-        if scan.label == 1:
-            rows = np.column_stack([scan.points, scan.labels])
-            (base / "GT").mkdir(parents=True, exist_ok=True)
-            np.savetxt(base / "GT" / f"{name}.txt", rows, fmt=["%.6f", "%.6f", "%.6f", "%d"], delimiter=",")
-        return path
-    base = root / cat
+        base, gt, delimiter = root / "pcd" / cat, "GT", ","
+    else:
+        base, gt, delimiter = root / cat, "gt", " "
     path = base / role / f"{name}.pcd"
     write_pcd(path, scan)
     if scan.label == 1:
+        (base / gt).mkdir(parents=True, exist_ok=True)
         rows = np.column_stack([scan.points, scan.labels])
-        (base / "gt").mkdir(parents=True, exist_ok=True)
-        np.savetxt(base / "gt" / f"{name}.txt", rows, fmt=["%.6f", "%.6f", "%.6f", "%d"], delimiter=" ")
+        np.savetxt(base / gt / f"{name}.txt", rows, fmt=["%.6f", "%.6f", "%.6f", "%d"], delimiter=delimiter)
     return path
 
 
