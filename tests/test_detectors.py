@@ -383,3 +383,24 @@ def test_what_is_not_a_scan_is_refused_in_words(fitted):
         ad3d.create("patchcore").fit(None)
     with pytest.raises(ConfigError, match="score_many takes a list of Scans, got Scan"):
         fitted.score_many(Scan(points=points))
+
+
+def test_regions_link_by_voxels_when_pairs_would_not_fit_like_all_pairs_do():
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+    from scipy.spatial import cKDTree
+
+    from ad3d.detectors.regions import _voxel_links
+
+    rng = np.random.default_rng(0)
+    blobs = [rng.random((800, 3)) * 0.5 + shift for shift in ([0, 0, 0], [4, 0, 0], [0, 4, 0], [0.9, 0, 0])]
+    points = np.concatenate(blobs)  # blobs 0 and 3 lie 0.4 apart, the others 3.5 and more from any
+
+    def components(pairs):
+        graph = coo_matrix((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])), shape=(len(points),) * 2)
+        return connected_components(graph, directed=False)[1]
+
+    exact = components(cKDTree(points).query_pairs(0.45, output_type="ndarray"))
+    voxels = components(_voxel_links(points, 0.45))
+    assert len(set(exact)) == len(set(voxels)) == 3
+    assert all(len(set(voxels[exact == c])) == 1 for c in set(exact))  # the same grouping

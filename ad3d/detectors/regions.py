@@ -6,6 +6,27 @@ import numpy as np
 
 from ad3d.types import DefectRegion
 
+MAX_PAIRS = 20_000_000  # hot-point pairs within reach linked exactly; beyond, voxels of the reach link them
+
+
+def _voxel_links(points: np.ndarray, reach: float) -> np.ndarray:
+    """Pairs that join points sharing a voxel of side reach / sqrt(3) (so within reach of each other) or lying
+    in voxels up to two apart along each axis (which holds every pair within reach, and some up to 3 x reach):
+    the linking of extract_regions in memory linear in the points."""
+
+    def key(cells: np.ndarray) -> np.ndarray:
+        return (cells[:, 0] * 2_097_152 + cells[:, 1]) * 2_097_152 + cells[:, 2]
+
+    cells = np.floor((points - points.min(0)) / (reach / np.sqrt(3))).astype(np.int64)
+    unique, first, voxel = np.unique(key(cells), return_index=True, return_inverse=True)
+    pairs = [np.column_stack([np.arange(len(points)), first[voxel]])]  # every point to its voxel's first point
+    for offset in np.stack(np.meshgrid(*[[-2, -1, 0, 1, 2]] * 3), -1).reshape(-1, 3):
+        wanted = key(cells[first] + offset)
+        found = np.minimum(np.searchsorted(unique, wanted), len(unique) - 1)
+        hit = unique[found] == wanted
+        pairs.append(np.column_stack([first[hit], first[found[hit]]]))
+    return np.concatenate(pairs)
+
 
 def point_spacing(points: np.ndarray, sample: int = 20000) -> float:
     """Median distance from a point to its nearest neighbour, over at most `sample` evenly strided
@@ -61,7 +82,11 @@ def extract_regions(
     spacing = point_spacing(points)
     diagonal = float(np.linalg.norm(np.ptp(points, axis=0)))
     reach = max(link * spacing, merge * diagonal, 1e-12)
-    pairs = cKDTree(points[hot]).query_pairs(reach, output_type="ndarray")
+    tree = cKDTree(points[hot])
+    if len(hot) <= MAX_PAIRS // 100 and tree.count_neighbors(tree, reach) <= MAX_PAIRS:
+        pairs = tree.query_pairs(reach, output_type="ndarray")
+    else:  # most of a large scan is hot (a wrong part?): all pairs within reach would not fit in memory
+        pairs = _voxel_links(points[hot], reach)
     graph = coo_matrix((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])), shape=(len(hot), len(hot)))
     _, comp = connected_components(graph, directed=False)
     smallest = max(min_points, int(np.ceil(min_share * len(points))))
