@@ -4,7 +4,7 @@
         [--device cpu] [--preset cpu] [--calibrated]
 
 Scans are noisy samplings of a shipped CAD part (datasets/demo/idler_riser.STL); each model is fitted on
-three samplings of the same size as the scans it scores (with --calibrated, calibrated on them too, so the
+three samplings of the same size as the scans it scores (with --calibrated, calibrated on two more, so the
 timing includes the defect regions). Every (detector, size) runs in a fresh process: it
 loads the saved model, scores the scan once to warm up, then times a second score; peak RSS is the
 process's, so it includes the interpreter, torch, the model and the scan (all of which the 'idle' column
@@ -87,7 +87,7 @@ def main() -> None:
                 params.update(preset(name, args.preset))
             model = work / f"{name}-{points}.ad3d"
             det = ad3d.create(name, **params).fit(train)
-            (det.calibrate(train) if args.calibrated else det).save(model)
+            (det.calibrate([sampled(points, s) for s in (3, 4)]) if args.calibrated else det).save(model)
             run = subprocess.run(
                 [sys.executable, __file__, "--child", str(model), str(scan_file)], capture_output=True, text=True
             )
