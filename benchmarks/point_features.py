@@ -80,7 +80,7 @@ def main() -> None:
                 for s in seeds
             ],
             "fpfh": point_auroc(
-                point_backbone("fpfh", num_centres=args.groups, group_size=args.group_size), normal, test
+                point_backbone("fpfh", num_groups=args.groups, group_size=args.group_size), normal, test
             ),
         }
         rows.append(row)

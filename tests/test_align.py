@@ -76,7 +76,7 @@ def aligned_patchcore(shared_data):
         for s in range(3)
     ]
     return (
-        ad3d.create("patchcore", num_centres=1024, align=True)
+        ad3d.create("patchcore", num_groups=1024, align=True)
         .fit(train)
         .calibrate([sample(shared_data, "cad/idler_riser.STL", 3000, 9)])
     )

@@ -44,7 +44,7 @@ def model(tmp_path, shared_data):
         return read_scan(shared_data / "meshes" / "cad" / "idler_riser.STL", sample=1500, seed=seed)
 
     path = tmp_path / "m.ad3d"
-    ad3d.create("patchcore", num_centres=256).fit([part(1), part(2)]).calibrate([part(3)]).save(path)
+    ad3d.create("patchcore", num_groups=256).fit([part(1), part(2)]).calibrate([part(3)]).save(path)
     good = tmp_path / "good"
     good.mkdir()
     for name, seed in (("a_good.ply", 4), ("z_good.pcd", 5)):

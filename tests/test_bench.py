@@ -28,7 +28,7 @@ def needs_ray() -> None:
         pytest.skip("Ray not installed (pip install 'ad3d[bench]')")
 
 
-FAST = {"num_points": 1024, "num_centres": 256}  # patchcore small enough for a test sweep
+FAST = {"num_points": 1024, "num_groups": 256}  # patchcore small enough for a test sweep
 
 
 @pytest.fixture(scope="module")
@@ -178,7 +178,7 @@ def test_ray_and_pool_give_the_same_metrics(data, tmp_path):
     spec = tmp_path / "spec.toml"  # the same sweep as sweep_of(data), as a file
     spec.write_text(
         'seeds = [0, 1]\n[[detectors]]\nname = "patchcore"\nlabel = "pc"\n'
-        f"params = {{ num_points = {FAST['num_points']}, num_centres = {FAST['num_centres']} }}\n"
+        f"params = {{ num_points = {FAST['num_points']}, num_groups = {FAST['num_groups']} }}\n"
         f'[[datasets]]\nroot = "{data}"\nformat = "anomaly-shapenet"\n'
     )
     # Ray in its own process: its threads and signal handlers stay out of pytest's

@@ -13,10 +13,10 @@ from ad3d.errors import ConfigError
 
 QUICK = {  # small enough to fit in seconds; the learned detectors as their own tests run them
     **TINY,
-    "patchcore": {"num_points": 1024, "num_centres": 128},
+    "patchcore": {"num_points": 1024, "num_groups": 128},
     "musc": {"num_groups": 64, "group_size": 16, "grow_step": 8, "search_size": 32},
-    "lsfa": {"modalities": ("xyz",), "iterations": 4, "warmup": 2, "groups": 64},
-    "simple3d": {"max_points": 1024, "num_centres": 128, "group_size": 16, "smooth_centres": 64},
+    "lsfa": {"modalities": ("xyz",), "iterations": 4, "warmup": 2, "num_groups": 64},
+    "simple3d": {"max_points": 1024, "num_groups": 128, "group_size": 16, "smooth_centres": 64},
     "deviation": {"nominal_points": 1000, "smooth_k": 8},
 }
 

@@ -172,7 +172,7 @@ def test_eval_warns_when_its_ground_truth_is_what_verify_flags(tmp_path):
     make_anomaly_shapenet(tmp_path)
     gt = tmp_path / "pcd/vase0/GT/vase0_bulge0.txt"
     gt.write_text("\n".join(gt.read_text().splitlines()[:100]) + "\n")
-    det = ad3d.create("patchcore", num_centres=128).fit(ds.load("anomaly-shapenet", tmp_path, "vase0", "train"))
+    det = ad3d.create("patchcore", num_groups=128).fit(ds.load("anomaly-shapenet", tmp_path, "vase0", "train"))
     with pytest.warns(UserWarning, match=r"vase0: 2 ground-truth problem.*100 GT rows for 500 scan points"):
         row = evaluate_category(det, tmp_path, "anomaly-shapenet", "vase0")
     assert row["gt_problems"] == 2  # the row count, and points far from their rows

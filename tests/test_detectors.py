@@ -30,14 +30,14 @@ def synth_root(tmp_path_factory, shared_data):
 
 @pytest.fixture(scope="module")
 def fitted(synth_root):
-    det = ad3d.create("patchcore", num_centres=1024)
+    det = ad3d.create("patchcore", num_groups=1024)
     return det.fit(ds.load("anomaly-shapenet", synth_root, "idler_riser0", "train"))
 
 
 def test_patchcore_finds_planted_defects(synth_root):
     point, obj = [], []
     for cat in ds.categories("anomaly-shapenet", synth_root):
-        det = ad3d.create("patchcore", num_centres=1024).fit(ds.load("anomaly-shapenet", synth_root, cat, "train"))
+        det = ad3d.create("patchcore", num_groups=1024).fit(ds.load("anomaly-shapenet", synth_root, cat, "train"))
         test = list(ds.load("anomaly-shapenet", synth_root, cat, "test"))
         row = evaluate(det.score_many(test), test)
         point.append(row["point_auroc"])
@@ -64,7 +64,7 @@ def test_params_and_registry():
 def test_unknown_parameters_name_the_valid_ones_and_params_round_trip():
     with pytest.raises(ConfigError, match=r"patchcore has no parameter 'radius'; its parameters: .*radius_fraction"):
         ad3d.create("patchcore", radius=0.1)
-    det = ad3d.create("patchcore", num_centres=256)
+    det = ad3d.create("patchcore", num_groups=256)
     assert det.set_params(top_fraction=0.1) is det and det.top_fraction == 0.1
     with pytest.raises(ConfigError, match="has no parameter 'colour'"):
         det.set_params(colour=1)
@@ -165,7 +165,7 @@ def rewrite_header(src, dst, edit, *, recompute=False, tensors_edit=None):
 
 def test_the_checksum_covers_the_header_and_the_header_is_validated(synth_root, tmp_path):
     train = ds.load("anomaly-shapenet", synth_root, "idler_riser0", "train")
-    fitted = ad3d.create("patchcore", num_centres=512).fit(train).calibrate(train)
+    fitted = ad3d.create("patchcore", num_groups=512).fit(train).calibrate(train)
     fitted.save(tmp_path / "m.ad3d")
     src = tmp_path / "m.ad3d"
 
@@ -323,7 +323,7 @@ def test_out_of_fold_calibration_scores_each_normal_scan_by_a_model_that_never_s
     fitted.save(tmp_path / "m.ad3d")
     det = ad3d.load(tmp_path / "m.ad3d").calibrate_out_of_fold(normal, fpr=0.01)
     by_hand = [
-        ad3d.create("patchcore", num_centres=1024).fit(normal[:i] + normal[i + 1 :]).score(normal[i]).object_score
+        ad3d.create("patchcore", num_groups=1024).fit(normal[:i] + normal[i + 1 :]).score(normal[i]).object_score
         for i in range(len(normal))
     ]
     from scipy.stats import t
@@ -336,7 +336,7 @@ def test_out_of_fold_calibration_scores_each_normal_scan_by_a_model_that_never_s
     assert "prediction bounds (Student's t)" in describe_calibration(det)
     det.save(tmp_path / "c.ad3d")
     assert ad3d.load(tmp_path / "c.ad3d").calibration_ == det.calibration_
-    cheap, info = fit_category("patchcore", {"num_centres": 1024}, synth_root, "anomaly-shapenet", "idler_riser0")
+    cheap, info = fit_category("patchcore", {"num_groups": 1024}, synth_root, "anomaly-shapenet", "idler_riser0")
     assert cheap.calibration_["method"].startswith("out-of-fold") and info["calibration_scans"] == len(normal)
     learned, info = fit_category(
         "r3dad", {"iterations": 2, "eval_every": 1}, synth_root, "anomaly-shapenet", "idler_riser0"

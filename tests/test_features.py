@@ -244,7 +244,7 @@ def test_patchcore_on_point_mae_features_records_the_weights_hash_not_the_weight
     def part(seed):
         return read_scan(shared_data / "meshes" / "cad" / "round.stl", sample=800, seed=seed)
 
-    det = ad3d.create("patchcore", features="point-mae", weights=str(path), num_centres=32, group_size=16)
+    det = ad3d.create("patchcore", point_features="point-mae", point_weights=str(path), num_groups=32, group_size=16)
     det.fit([part(1), part(2)])
     det.save(tmp_path / "m.ad3d")
     assert set(load_file(str(tmp_path / "m.ad3d"))) == {"bank_"}  # no backbone weights in the model

@@ -341,13 +341,12 @@ def test_release_losses_draw_negatives_from_every_patch_of_the_batch(part):
     for losses in ("ad3d", "release"):
         det = ad3d.create("lsfa", losses=losses, **quiet, **TINY)
         tokens = [det.tokens(s) for s in train[:2]]
-        det.dims_ = {m: tokens[0][m].shape[1] for m in det.modalities}
+        det.dims_ = {m: tokens[0][m].shape[1] for m in det.reads}
         net = det._build_net()
         with torch.no_grad():
             loss = float(det._loss(net, tokens, tokens, {}, 0, np.random.default_rng(0)))
             heads = [
-                {m: net[m].head(net[m](torch.from_numpy(t[m]).float()[None])[0]) for m in det.modalities}
-                for t in tokens
+                {m: net[m].head(net[m](torch.from_numpy(t[m]).float()[None])[0]) for m in det.reads} for t in tokens
             ]
         rgb = [h["rgb"][torch.from_numpy(t["valid"])] for h, t in zip(heads, tokens)]
         xyz = [h["xyz"][torch.from_numpy(t["valid"])] for h, t in zip(heads, tokens)]

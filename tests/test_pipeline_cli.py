@@ -35,7 +35,7 @@ def model(tmp_path_factory, shared_data):
         "--out",
         root / "m.ad3d",
         "--param",
-        "num_centres=1024",
+        "num_groups=1024",
         "--quiet",
     )
     assert fitted.returncode == 0, fitted.stderr

@@ -75,12 +75,12 @@ def test_lfsa_is_the_mean_of_each_centres_group():
     rng = np.random.default_rng(2)
     p = rng.normal(size=(600, 3)).astype(np.float32)
     p /= np.linalg.norm(p, axis=1, keepdims=True)
-    det = ad3d.create("simple3d", max_points=0, scales=(8,), normal_k=10, num_centres=5, group_size=600)
+    det = ad3d.create("simple3d", max_points=0, scales=(8,), normal_k=10, num_groups=5, group_size=600)
     centres, feats = det.centre_features(p)
     assert centres.shape == (5, 3) and feats.shape == (5, 33)
     whole = msnd(p, (8,), 10).mean(0)  # a group of every point: each centre's feature is the mean of all
     np.testing.assert_allclose(feats, np.tile(whole, (5, 1)), rtol=1e-5)
-    det = ad3d.create("simple3d", max_points=0, scales=(8,), normal_k=10, num_centres=5, group_size=1)
+    det = ad3d.create("simple3d", max_points=0, scales=(8,), normal_k=10, num_groups=5, group_size=1)
     centres, feats = det.centre_features(p)  # a group of one: the centre's own descriptor
     rows = [int(np.flatnonzero((p == c).all(1))[0]) for c in centres]
     np.testing.assert_allclose(feats, msnd(p, (8,), 10)[rows], rtol=1e-5)
@@ -126,6 +126,6 @@ def test_paper_preset_is_the_released_setting():
     from ad3d.detectors.registry import preset
 
     det = ad3d.create("simple3d", **preset("simple3d", "paper"))
-    assert det.scales == (40, 80, 80, 120) and det.num_centres == 4096 and det.group_size == 128
+    assert det.scales == (40, 80, 80, 120) and det.num_groups == 4096 and det.group_size == 128
     assert det.max_points == 0 and det.normals == "open3d" and det.normal_k == 10
     assert det.coreset_ratio == 0.05 and det.top_k == 80 and det.smooth_centres == 1024 and det.smooth_k == 12

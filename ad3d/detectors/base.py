@@ -64,6 +64,14 @@ def scan_bound(scores: np.ndarray, rate: float) -> float:
     return float(np.mean(scores) + t.ppf(1 - rate, n - 1) * spread)
 
 
+def as_tuple(value) -> tuple:
+    """One value or several (`modalities="rgb"` or `("rgb", "xyz")`; `--param radii=0.05,0.1`) as a tuple:
+    parameters are stored as passed, and read through this where a sequence is meant."""
+    if value is None:
+        return ()
+    return tuple(value) if isinstance(value, (list, tuple)) else (value,)
+
+
 def _scan_list(scans, what: str) -> list[Scan]:
     """`scans` as a list, refusing one Scan, an array or None where several scans are expected."""
     if scans is None or isinstance(scans, (Scan, np.ndarray, str)):
@@ -92,6 +100,22 @@ class Detector:
     reference_: np.ndarray | None = None  # the part's reference cloud, for detectors with align=True
 
     # --- parameters -------------------------------------------------------------------------
+    def _store_params(self, init_locals: dict) -> None:
+        """Keep every __init__ argument verbatim as an attribute (scikit-learn's rule), in one line."""
+        for name in param_names(type(self)):
+            setattr(self, name, init_locals[name])
+
+    def _require(self, checks: dict[str, bool]) -> None:
+        """A ConfigError naming each parameter whose value failed its check (for check_params)."""
+        for name, ok in checks.items():
+            if not ok:
+                raise ConfigError(f"{self.name} {name}={getattr(self, name)!r} is out of range")
+
+    @property
+    def reads(self) -> tuple[str, ...]:
+        """The modalities this detector reads, as a tuple whatever form `modalities` was given in."""
+        return as_tuple(self.modalities)
+
     def get_params(self) -> dict:
         return {p: getattr(self, p) for p in param_names(type(self))}
 
@@ -137,9 +161,9 @@ class Detector:
 
     def check_modalities(self, scan: Scan) -> None:
         """Refuse a scan that lacks what this detector reads (colour for an 'rgb' detector)."""
-        if "rgb" in self.modalities and scan.image is None and scan.colors is None:
+        if "rgb" in self.reads and scan.image is None and scan.colors is None:
             raise ConfigError(
-                f"{self.name} reads colour and geometry (modalities {', '.join(self.modalities)}), "
+                f"{self.name} reads colour and geometry (modalities {', '.join(self.reads)}), "
                 f"but '{scan.path or 'the scan'}' has no image and no point colours"
             )
 

@@ -63,15 +63,7 @@ class Deviation(Detector):
         align: bool = True,
         seed: int = 0,
     ):
-        self.reference = reference
-        self.tolerance = tolerance
-        self.nominal_points = nominal_points
-        self.smooth_k = smooth_k
-        self.max_missing = max_missing
-        self.blur = blur
-        self.top_k = top_k
-        self.align = align
-        self.seed = seed
+        self._store_params(locals())
         self.nominal_points_ = self.nominal_normals_ = self.neighbours_ = None
         self.offset_ = self.band_ = self.coverage_ = self.gap_allowance_ = None
 
@@ -84,9 +76,7 @@ class Deviation(Detector):
             "blur": self.blur >= 0,
             "top_k": self.top_k >= 1,
         }
-        for name, ok in checks.items():
-            if not ok:
-                raise ConfigError(f"deviation {name}={getattr(self, name)!r} is out of range")
+        self._require(checks)
 
     def fits_without_scans(self) -> bool:
         """A CAD reference and a typed tolerance are enough to measure against: no good scans needed."""

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ad3d.detectors.base import Detector
+from ad3d.detectors.base import Detector, as_tuple
 from ad3d.detectors.lsfa_adapt import Adaptation
 from ad3d.detectors.registry import register
 from ad3d.errors import ConfigError
@@ -48,7 +48,7 @@ PRESETS = {
         "iterations": 2000,
         "lr": 3e-4,
         "patches": 56,
-        "groups": 1024,
+        "num_groups": 1024,
         "losses": "release",
         "point_tokens": "m3dm",
         "scoring": "release",
@@ -77,7 +77,7 @@ class LSFA(Adaptation, Detector):
         point_features: str = "fpfh",
         point_weights: str | None = None,
         point_radius: float = 0.1,
-        groups: int = 784,
+        num_groups: int = 784,
         adapt: bool = True,
         iterations: int = 100,
         batch_size: int = 2,
@@ -100,22 +100,7 @@ class LSFA(Adaptation, Detector):
         scoring: str = "ad3d",
         seed: int = 0,
     ):
-        self.modalities = tuple(modalities) if isinstance(modalities, (list, tuple)) else (modalities,)
-        self.image_backbone, self.image_weights, self.image_size = image_backbone, image_weights, image_size
-        self.patches = patches
-        self.point_features, self.point_weights, self.point_radius = point_features, point_weights, point_radius
-        self.groups, self.adapt, self.iterations, self.lr = groups, adapt, iterations, lr
-        self.batch_size, self.accumulate = batch_size, accumulate
-        self.proj_dim, self.temperature = proj_dim, temperature
-        self.rotation_weight, self.compactness_weight, self.global_weight = (
-            rotation_weight,
-            compactness_weight,
-            global_weight,
-        )
-        self.warmup, self.queue_size, self.coreset_ratio = warmup, queue_size, coreset_ratio
-        self.standardise = (standardise,) if isinstance(standardise, str) else tuple(standardise or ())
-        self.fusion, self.blur, self.top_fraction, self.seed = fusion, blur, top_fraction, seed
-        self.losses, self.point_tokens, self.scoring = losses, point_tokens, scoring
+        self._store_params(locals())
         self.net_ = None
         self.dims_ = None
         self.banks_ = {}
@@ -123,8 +108,8 @@ class LSFA(Adaptation, Detector):
 
     def check_params(self) -> None:
         checks = {
-            "modalities": len(self.modalities) >= 1 and set(self.modalities) <= {"rgb", "xyz"},
-            "standardise": set(self.standardise) <= {"rgb", "xyz"},
+            "modalities": len(self.reads) >= 1 and set(self.reads) <= {"rgb", "xyz"},
+            "standardise": set(as_tuple(self.standardise)) <= {"rgb", "xyz"},
             "point_features": self.point_features in ("fpfh", "point-mae"),
             "fusion": self.fusion in ("ocsvm", "sum"),
             "losses": self.losses in ("ad3d", "release"),
@@ -134,18 +119,16 @@ class LSFA(Adaptation, Detector):
             "batch_size": self.batch_size >= 1,
             "accumulate": self.accumulate >= 1,
             "coreset_ratio": 0 < self.coreset_ratio <= 1,
-            "groups": self.groups >= 1,
+            "num_groups": self.num_groups >= 1,
             "patches": self.patches >= 1,
             "point_radius": self.point_radius > 0,
             "blur": self.blur >= 0,
             "top_fraction": 0 <= self.top_fraction < 1,
         }
-        for name, ok in checks.items():
-            if not ok:
-                raise ConfigError(f"lsfa {name}={getattr(self, name)!r} is out of range")
+        self._require(checks)
 
     def fingerprints(self) -> list[dict]:
-        out = [self._image_net().fingerprint()] if "rgb" in self.modalities else []
+        out = [self._image_net().fingerprint()] if "rgb" in self.reads else []
         return out + ([self._point_net().fingerprint()] if self.point_features == "point-mae" else [])
 
     # --- frozen tokens ------------------------------------------------------------------------
@@ -165,7 +148,9 @@ class LSFA(Adaptation, Detector):
             from ad3d.features import point_backbone
 
             frame = "raw" if self.point_tokens == "m3dm" else "unit-sphere"  # M3DM and LSFA feed raw xyz
-            self._points = point_backbone("point-mae", weights=self.point_weights, num_group=self.groups, frame=frame)
+            self._points = point_backbone(
+                "point-mae", weights=self.point_weights, num_group=self.num_groups, frame=frame
+            )
         return self._points
 
     def _rgb_tokens(self, image: np.ndarray) -> np.ndarray:
@@ -189,7 +174,7 @@ class LSFA(Adaptation, Detector):
         from ad3d import fusion, ops
 
         self.check_modalities(scan)
-        use_rgb = "rgb" in self.modalities
+        use_rgb = "rgb" in self.reads
         if use_rgb and (scan.image is None or not scan.is_organised):
             raise ConfigError(f"lsfa with rgb needs an organised scan with its colour image: '{scan.path or 'scan'}'")
         out = {}
@@ -203,20 +188,20 @@ class LSFA(Adaptation, Detector):
             elif rotated:
                 image = rotate_blocks(image, rng)
             out["rgb"] = self._rgb_tokens(image)
-        if "xyz" in self.modalities and scan.is_organised and self.point_tokens == "m3dm":
+        if "xyz" in self.reads and scan.is_organised and self.point_tokens == "m3dm":
             resized = fusion.resize(scan, self.image_size)  # M3DM: 224^2, zero-filled, 3 x 3 mean, pooled
             points = resized.xyz[resized.valid]
             patches = fusion.pooled_patches(resized, self._point_values(points), self.patches)
             held = fusion.pooled_patches(resized, np.ones((len(points), 1), np.float32), self.patches)[:, 0] > 0
             out.update(xyz=patches, valid=held)  # patches a point reaches (the release: features all non-zero)
-        elif "xyz" in self.modalities:
+        elif "xyz" in self.reads:
             points = np.ascontiguousarray(scan.points, dtype=np.float32)
             values = self._point_values(points)
             if scan.is_organised:
                 means, counts = fusion.points_to_patches(scan, values, self.patches)
                 out.update(xyz=means.reshape(-1, values.shape[1]), valid=counts.reshape(-1) > 0)
             else:
-                centres = ops.even_subset(points, self.groups)
+                centres = ops.even_subset(points, self.num_groups)
                 near = ops.knn(torch.from_numpy(points[centres]), torch.from_numpy(points), min(32, len(points)))[1]
                 out.update(xyz=values[near.numpy()].mean(1), valid=np.ones(len(centres), bool), centres=points[centres])
         if "valid" not in out:
@@ -235,14 +220,14 @@ class LSFA(Adaptation, Detector):
         for scan, t in zip(train_scans + held_scans, train + held):
             t["category"] = scan.category or ""
         rotated = train
-        if self.adapt and self.iterations and "rgb" in self.modalities and self._adaptor is None:
+        if self.adapt and self.iterations and "rgb" in self.reads and self._adaptor is None:
             rotated = [self.tokens(s, rotated=True, rng=rng) for s in train_scans]
         return train, held, rotated
 
     def _fit(self, scans: list[Scan], progress: bool) -> None:
 
         train, held, rotated = self._fit_tokens(scans, np.random.default_rng(self.seed))
-        self.dims_ = {m: int(train[0][m].shape[1]) for m in self.modalities}
+        self.dims_ = {m: int(train[0][m].shape[1]) for m in self.reads}
         if self._adaptor is not None:  # trained by fit_joint on every category
             self.net_ = self._adaptor
         elif self.adapt and self.iterations:
@@ -251,7 +236,7 @@ class LSFA(Adaptation, Detector):
             self.net_ = self._build_net().eval()
         features = {
             m: np.concatenate([self._adapted(t)[m][t["valid"] if m == "xyz" else slice(None)] for t in train])
-            for m in self.modalities
+            for m in self.reads
         }
         self.banks_ = self._banks(features)
         if self.scoring == "release":  # fused as released: on the training scans' own scores
@@ -277,7 +262,7 @@ class LSFA(Adaptation, Detector):
                 mean, std = np.full(dim, stats[m][0]), np.full(dim, stats[m][1])
                 if m == "rgb" and "xyz" in banks:
                     ratio = min(1.0, self.coreset_ratio * len(banks["xyz"]["bank"]) / len(feats))
-            elif m in self.standardise:
+            elif m in as_tuple(self.standardise):
                 mean, std = feats.mean(0), feats.std(0) + 1e-6
             else:
                 mean, std = np.zeros(dim), np.ones(dim)
@@ -300,7 +285,7 @@ class LSFA(Adaptation, Detector):
             train, held, rotated = train + t, held + h, rotated + r
         if not train:
             raise ConfigError("lsfa fit_joint needs normal scans in at least one category")
-        self.dims_ = {m: int(train[0][m].shape[1]) for m in self.modalities}
+        self.dims_ = {m: int(train[0][m].shape[1]) for m in self.reads}
         if self.adapt and self.iterations:
             self._train(train, rotated, held, progress)
         else:
@@ -319,7 +304,7 @@ class LSFA(Adaptation, Detector):
 
         adapted = self._adapted(tokens)
         out = {}
-        for m in self.modalities:
+        for m in self.reads:
             standard = ((adapted[m] - self.banks_[m]["mean"]) / self.banks_[m]["std"]).astype(np.float32)
             out[m] = nearest_distances(standard, self.banks_[m]["bank"])
             if m == "xyz":
@@ -331,7 +316,7 @@ class LSFA(Adaptation, Detector):
         from ad3d.detectors.decision_layer import fit_standard_fusion
 
         scores = [self._patch_scores(t) for t in normal]
-        stacked = {m: np.concatenate([s[m] for s in scores]) for m in self.modalities}
+        stacked = {m: np.concatenate([s[m] for s in scores]) for m in self.reads}
         self.fusion_ = fit_standard_fusion(stacked, self.fusion, self.seed)
 
     def _release_scores(self, tokens: dict) -> tuple[dict, dict]:
@@ -342,7 +327,7 @@ class LSFA(Adaptation, Detector):
 
         adapted, patch = self._adapted(tokens), self._patch_scores(tokens)
         objects, maps = {}, {}
-        for m in self.modalities:
+        for m in self.reads:
             keep = tokens["valid"] if m == "xyz" else slice(None)
             standard = ((adapted[m][keep] - self.banks_[m]["mean"]) / self.banks_[m]["std"]).astype(np.float32)
             objects[m] = reweighted_max(standard, self.banks_[m]["bank"])
@@ -354,7 +339,7 @@ class LSFA(Adaptation, Detector):
         """The release's two fusers, fitted on the training scans' own object scores and map pixels."""
         from ad3d.detectors.decision_layer import fit_release_fuser, release_pairs
 
-        if len(self.modalities) == 1:
+        if len(self.reads) == 1:
             self.fusion_ = {}
             return
         scored = [self._release_scores(t) for t in train]
@@ -368,8 +353,8 @@ class LSFA(Adaptation, Detector):
         from ad3d.detectors.decision_layer import release_pairs
 
         objects, maps = self._release_scores(tokens)
-        if len(self.modalities) == 1:
-            (m,) = self.modalities
+        if len(self.reads) == 1:
+            (m,) = self.reads
             score, fused = objects[m], maps[m]
         else:
             f = self.fusion_
@@ -400,7 +385,7 @@ class LSFA(Adaptation, Detector):
                 .astype(np.float32)
             )
             return scores, top_mean(scores, self.top_fraction)
-        if "xyz" in self.modalities and tokens["valid"].any():  # a patch without a point of the part says
+        if "xyz" in self.reads and tokens["valid"].any():  # a patch without a point of the part says
             fused = np.where(tokens["valid"], fused, fused[tokens["valid"]].min())  # nothing about it: normal
         full, _ = fusion.map_to_points(scan, fused.reshape(tokens["grid"]))
         image = blur_map(full, self.blur * scan.grid_shape[0] / self.image_size) if self.blur else full
@@ -422,10 +407,10 @@ class LSFA(Adaptation, Detector):
         return state
 
     def _import_state(self, tensors: dict[str, np.ndarray]) -> None:
-        missing = [f"bank.{m}.mean" for m in self.modalities if f"bank.{m}.mean" not in tensors]
+        missing = [f"bank.{m}.mean" for m in self.reads if f"bank.{m}.mean" not in tensors]
         if missing:
             raise KeyError(", ".join(missing))
-        self.dims_ = {m: int(tensors[f"bank.{m}.mean"].shape[0]) for m in self.modalities}
+        self.dims_ = {m: int(tensors[f"bank.{m}.mean"].shape[0]) for m in self.reads}
         net = self._build_net()
         given = {k[4:]: torch.from_numpy(np.array(v)) for k, v in tensors.items() if k.startswith("net.")}
         missing = set(net.state_dict()) - set(given)
@@ -433,5 +418,5 @@ class LSFA(Adaptation, Detector):
             raise KeyError(", ".join(f"net.{k}" for k in sorted(missing)))
         net.load_state_dict(given, strict=True)
         self.net_ = net.eval()
-        self.banks_ = {m: {k: tensors[f"bank.{m}.{k}"] for k in ("mean", "std", "bank")} for m in self.modalities}
+        self.banks_ = {m: {k: tensors[f"bank.{m}.{k}"] for k in ("mean", "std", "bank")} for m in self.reads}
         self.fusion_ = {k[len("fusion.") :]: float(v[0]) for k, v in tensors.items() if k.startswith("fusion.")}

@@ -19,14 +19,14 @@ class Adaptation:
     def _build_net(self) -> nn.ModuleDict:
         torch.manual_seed(self.seed)
 
-        return nn.ModuleDict({m: Adaptor(self.dims_[m], self.proj_dim) for m in self.modalities})
+        return nn.ModuleDict({m: Adaptor(self.dims_[m], self.proj_dim) for m in self.reads})
 
     def _adapted(self, tokens: dict, net=None) -> dict:
         net = net or self.net_
         with torch.no_grad():
             return {
                 m: (net[m](torch.from_numpy(tokens[m]).float()[None])[0].numpy() if self.adapt else tokens[m])
-                for m in self.modalities
+                for m in self.reads
             }
 
     def _loss(self, net, batch: list[dict], rotated: list[dict], queues: dict, step: int, rng) -> torch.Tensor:
@@ -35,27 +35,25 @@ class Adaptation:
         over the scans, the global term added, as `fusion_pretrain.py` sums them."""
         release = self.losses == "release"
         clamp = 50.0 if release else None
-        loss, compact, means = 0.0, [], {m: [] for m in self.modalities}
+        loss, compact, means = 0.0, [], {m: [] for m in self.reads}
         pooled = {"rgb": [], "xyz": [], "turned": []}  # losses='release': the batch's patches, pooled
         for item, turned in zip(batch, rotated):
-            adapted = {m: net[m](torch.from_numpy(item[m]).float()[None])[0] for m in self.modalities}
-            projected = {m: net[m].head(adapted[m]) for m in self.modalities}
+            adapted = {m: net[m](torch.from_numpy(item[m]).float()[None])[0] for m in self.reads}
+            projected = {m: net[m].head(adapted[m]) for m in self.reads}
             valid = torch.from_numpy(item["valid"])
             other = None
-            if "rgb" in self.modalities and self.rotation_weight:
+            if "rgb" in self.reads and self.rotation_weight:
                 other = net["rgb"].head(net["rgb"](torch.from_numpy(turned["rgb"]).float()[None])[0])
             if release:
-                if len(self.modalities) == 2:
+                if len(self.reads) == 2:
                     pooled["rgb"].append(projected["rgb"][valid])
                     pooled["xyz"].append(projected["xyz"][valid])
                 if other is not None:
                     pooled["turned"].append((projected["rgb"], other))
             else:
                 loss = self._contrast(loss, projected.get("rgb"), projected.get("xyz"), valid, other, rng)
-            mine = queues.setdefault(
-                item.get("category", ""), {m: {"local": [], "global": []} for m in self.modalities}
-            )
-            for m in self.modalities:  # compactness against the queues of the scan's own category
+            mine = queues.setdefault(item.get("category", ""), {m: {"local": [], "global": []} for m in self.reads})
+            for m in self.reads:  # compactness against the queues of the scan's own category
                 local, queue = (adapted[m][valid] if m == "xyz" else adapted[m]), mine[m]
                 if step >= self.warmup and len(queue["local"]) and self.compactness_weight:
                     q_local = torch.from_numpy(np.concatenate(queue["local"]))
@@ -74,7 +72,7 @@ class Adaptation:
                 while sum(len(q) for q in queue["local"]) > self.queue_size:
                     queue["local"].pop(0)
                     queue["global"].pop(0)
-        if len(self.modalities) == 2 and self.global_weight and len(batch) > 1:
+        if len(self.reads) == 2 and self.global_weight and len(batch) > 1:
             loss = loss + self.global_weight * info_nce(
                 torch.stack(means["rgb"]), torch.stack(means["xyz"]), self.temperature, release
             )

@@ -7,18 +7,25 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any
 
 import numpy as np
 
-from ad3d.detectors.registry import detector_class
+from ad3d.detectors.registry import detector_class, param_names
 from ad3d.errors import ConfigError, ModelFormatError
-
-if TYPE_CHECKING:
-    from ad3d.detectors.base import Detector
 
 MODEL_FORMAT = "ad3d-model"
 MODEL_VERSION = 2  # 2: the checksum covers the JSON header as well as the arrays
+RENAMED = {
+    "num_centres": "num_groups",
+    "groups": "num_groups",
+    "features": "point_features",
+    "weights": "point_weights",
+}
+"""Parameter names of models saved before each concept had one name, and the name each has now."""
+
+Detector = Any  # an ad3d.detectors.base.Detector; not imported, so that base (which saves through here) and this
+# module do not import each other
 
 
 def save(det: Detector, path: str | Path) -> None:
@@ -94,8 +101,9 @@ def load(path: str | Path) -> Detector:
     except ConfigError:
         raise ModelFormatError(f"cannot load model '{path}': unknown detector {header['detector']!r}") from None
     try:
-        tuples = set(header.get("tuple_params", ()))
-        det = cls(**{k: tuple(v) if k in tuples and isinstance(v, list) else v for k, v in header["params"].items()})
+        tuples, names = set(header.get("tuple_params", ())), param_names(cls)
+        params = {k if k in names else RENAMED.get(k, k): v for k, v in header["params"].items()}
+        det = cls(**{k: tuple(v) if k in tuples and isinstance(v, list) else v for k, v in params.items()})
         det.check_params()
     except (TypeError, ConfigError) as e:
         raise ModelFormatError(f"cannot load model '{path}': parameters do not fit {cls.name} ({e})") from None

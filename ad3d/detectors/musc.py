@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from ad3d.detectors import musc_steps as steps
-from ad3d.detectors.base import Detector
+from ad3d.detectors.base import Detector, as_tuple
 from ad3d.detectors.registry import register
 from ad3d.detectors.scoring import blur_8bit
 from ad3d.errors import ConfigError
@@ -38,11 +38,6 @@ PRESETS = {
     "cpu": {"point_features": "fpfh", "image_backbone": "efficientnet-lite0"},
     "paper": {"steps": "release", "point_features": "point-mae", "image_backbone": "dino-vitb8"},
 }
-
-
-def _as_tuple(value) -> tuple:
-    """One number or several (`--param radii=0.1` or `radii=0.05,0.1`) as a tuple."""
-    return tuple(value) if isinstance(value, (list, tuple)) else (value,)
 
 
 @register
@@ -77,42 +72,28 @@ class MuSc(Detector):
         steps: str = "ad3d",
         seed: int = 0,
     ):
-        self.modalities = _as_tuple(modalities)
-        self.num_groups, self.group_size, self.ipg = num_groups, group_size, ipg
-        self.curvature_threshold, self.search_size, self.grow_step = curvature_threshold, search_size, grow_step
-        self.radii, self.degrees, self.interval = _as_tuple(radii), _as_tuple(degrees), interval
-        self.point_features, self.point_weights = point_features, point_weights
-        self.cae, self.rscon, self.rscon_k = cae, rscon, _as_tuple(rscon_k)
-        self.image_backbone, self.image_weights, self.image_size, self.blur = (
-            image_backbone,
-            image_weights,
-            image_size,
-            blur,
-        )
-        self.subset_size, self.steps, self.seed = subset_size, steps, seed
+        self._store_params(locals())
         self.pool_ = self.pool_rgb_ = None
 
     def check_params(self) -> None:
         checks = {
-            "modalities": len(self.modalities) >= 1 and set(self.modalities) <= {"xyz", "rgb"},
+            "modalities": len(self.reads) >= 1 and set(self.reads) <= {"xyz", "rgb"},
             "num_groups": self.num_groups >= 1,
             "group_size": self.group_size >= 1,
-            "radii": len(self.radii) >= 1 and all(r > 0 for r in self.radii),
+            "radii": len(as_tuple(self.radii)) >= 1 and all(r > 0 for r in as_tuple(self.radii)),
             "point_features": self.point_features in ("fpfh", "point-mae"),
-            "degrees": len(self.degrees) >= 1 and all(d >= 1 and d % 2 == 1 for d in self.degrees),
+            "degrees": len(as_tuple(self.degrees)) >= 1 and all(d >= 1 and d % 2 == 1 for d in as_tuple(self.degrees)),
             "interval": 0 < self.interval <= 1,
             "image_size": self.image_size >= 32,
             "blur": self.blur >= 0,
             "subset_size": self.subset_size is None or self.subset_size >= 2,
             "steps": self.steps in ("release", "ad3d"),
         }
-        for name, ok in checks.items():
-            if not ok:
-                raise ConfigError(f"musc {name}={getattr(self, name)!r} is out of range")
+        self._require(checks)
 
     def fingerprints(self) -> list[dict]:
-        nets = [self._image_net()] if "rgb" in self.modalities else []
-        if "xyz" in self.modalities and self.point_features == "point-mae":
+        nets = [self._image_net()] if "rgb" in self.reads else []
+        if "xyz" in self.reads and self.point_features == "point-mae":
             nets.append(self._point_net())
         return [net.fingerprint() for net in nets]
 
@@ -123,9 +104,9 @@ class MuSc(Detector):
         the (V, G, D) group features; 2D (organised scans with colour): the (V, P, C) patch features and
         the patch grid. V: one view per layer (release) or per layer and degree (ad3d)."""
         out = {}
-        if "xyz" in self.modalities:
+        if "xyz" in self.reads:
             out.update(self._describe_points(scan))
-        if "rgb" in self.modalities:
+        if "rgb" in self.reads:
             out.update(self._describe_image(scan))
         return out
 
@@ -161,12 +142,12 @@ class MuSc(Detector):
             layers = self._point_net().blocks_of(points, centres, groups)
         else:
             diag = float(np.linalg.norm(np.ptp(points, axis=0)))
-            layers = [fpfh(points, radius * diag)[groups].mean(1) for radius in self.radii]
+            layers = [fpfh(points, radius * diag)[groups].mean(1) for radius in as_tuple(self.radii)]
         flat, where = curv < self.curvature_threshold, points[centres]
         if release:
-            views = [steps.snamd_groups(steps.unit(layer), where, flat, self.degrees) for layer in layers]
+            views = [steps.snamd_groups(steps.unit(layer), where, flat, as_tuple(self.degrees)) for layer in layers]
         else:
-            views = [v for layer in layers for v in steps.snamd_group_views(layer, where, flat, self.degrees)]
+            views = [v for layer in layers for v in steps.snamd_group_views(layer, where, flat, as_tuple(self.degrees))]
         return {
             "points": points,
             "pixels": pixels,
@@ -194,9 +175,9 @@ class MuSc(Detector):
             raise ConfigError(f"musc with rgb needs an organised scan with its colour image: '{scan.path or 'scan'}'")
         maps, size = self._image_net().on_grid(scan.image, self.image_size)
         if self.steps == "release":
-            views = [steps.snamd_patches(m.numpy(), self.degrees) for m in maps]
+            views = [steps.snamd_patches(m.numpy(), as_tuple(self.degrees)) for m in maps]
         else:
-            views = [v for m in maps for v in steps.snamd_patch_views(m.numpy(), self.degrees)]
+            views = [v for m in maps for v in steps.snamd_patch_views(m.numpy(), as_tuple(self.degrees))]
         width = max(v.shape[1] for v in views)  # layers differ in channels: zeros added keep every distance
         padded = np.stack([np.pad(v, ((0, 0), (0, width - v.shape[1]))) for v in views])
         return {"grid": tuple(size), "views_rgb": padded}  # (V, P, C)
@@ -262,7 +243,7 @@ class MuSc(Detector):
 
     def _score_set(self, scans: list[Scan]) -> list[tuple[np.ndarray, float]]:
         described = [self.describe(s) for s in scans]
-        use3d, use2d = "xyz" in self.modalities, "rgb" in self.modalities
+        use3d, use2d = "xyz" in self.reads, "rgb" in self.reads
         d3 = self._distances(described, "views", self.pool_) if use3d else None
         d2 = self._distances(described, "views_rgb", self.pool_rgb_) if use2d else None
         results, salient = [], []
@@ -277,7 +258,7 @@ class MuSc(Detector):
             )
         if self.rscon and len(scans) > 1:
             rescore = steps.rscon if self.steps == "release" else steps.rscon_cosine
-            objects = rescore(np.array([o for _, o in results]), np.stack(salient), tuple(self.rscon_k))
+            objects = rescore(np.array([o for _, o in results]), np.stack(salient), as_tuple(self.rscon_k))
             results = [(sc, float(o)) for (sc, _), o in zip(results, objects)]
         return results
 

@@ -8,7 +8,6 @@ training and validation, and _score(scan). Weights are stored as `net.<state-dic
 from __future__ import annotations
 
 import copy
-import inspect
 import math
 
 import numpy as np
@@ -76,12 +75,6 @@ class NeuralDetector(Detector):
     centre_: list[float] | None = None
     scale_: float | None = None
     history_: list | None = None  # [iteration, training loss, held-out loss] at each evaluation
-
-    def _store_params(self, init_locals: dict) -> None:
-        """Keep every __init__ argument verbatim as an attribute (scikit-learn's rule), in one line."""
-        for name in inspect.signature(type(self).__init__).parameters:
-            if name != "self":
-                setattr(self, name, init_locals[name])
 
     # --- frame ------------------------------------------------------------------------------
     def _fit_frame(self, scans: list[Scan]) -> None:

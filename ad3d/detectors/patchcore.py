@@ -1,4 +1,4 @@
-"""FPFH PatchCore memory bank: the standard 3D baseline (Real3D-AD, 3D-ADS); with features="point-mae",
+"""FPFH PatchCore memory bank: the standard 3D baseline (Real3D-AD, 3D-ADS); with point_features="point-mae",
 M3DM's point-only PatchCore on a frozen Point-MAE encoder (weights: a local file, never stored in the model).
 
 Point score = distance from the FPFH descriptor at an FPS centre to its nearest neighbour in a
@@ -32,64 +32,49 @@ class PatchCore(Detector):
     def __init__(
         self,
         num_points: int = 8192,
-        num_centres: int = 2048,
+        num_groups: int = 2048,
         radius_fraction: float = 0.1,
         coreset_ratio: float = 0.25,
         xyz_weight: float = 0.0,
         top_fraction: float = 0.05,
         align: bool = False,
-        features: str = "fpfh",
-        weights: str | None = None,
+        point_features: str = "fpfh",
+        point_weights: str | None = None,
         group_size: int = 32,
         device: str = "cpu",
         seed: int = 0,
     ):
-        self.num_points = num_points
-        self.features = features
-        self.weights = weights
-        self.group_size = group_size
-        self.align = align
-        self.xyz_weight = xyz_weight
-        self.top_fraction = top_fraction
-        self.num_centres = num_centres
-        self.radius_fraction = radius_fraction
-        self.coreset_ratio = coreset_ratio
-        self.device = device
-        self.seed = seed
+        self._store_params(locals())
         self.bank_ = None
         self.radius_ = None
 
     def check_params(self) -> None:
-        from ad3d.errors import ConfigError
-
         checks = {
             "num_points": self.num_points >= 1,
-            "num_centres": self.num_centres >= 1,
+            "num_groups": self.num_groups >= 1,
             "radius_fraction": 0 < self.radius_fraction,
             "coreset_ratio": 0 < self.coreset_ratio <= 1,
             "xyz_weight": self.xyz_weight >= 0,
             "top_fraction": 0 <= self.top_fraction < 1,
-            "features": self.features in ("fpfh", "point-mae"),
+            "point_features": self.point_features in ("fpfh", "point-mae"),
             "group_size": self.group_size >= 1,
         }
-        for name, ok in checks.items():
-            if not ok:
-                raise ConfigError(f"patchcore {name}={getattr(self, name)!r} is out of range")
+        self._require(checks)
 
     def _sample(self, scan: Scan) -> tuple[np.ndarray, np.ndarray]:
-        """FPS sub-cloud (at most num_points) and its first num_centres indices (an FPS prefix)."""
+        """FPS sub-cloud (at most num_points) and its first num_groups indices (an FPS prefix)."""
         from ad3d import ops
 
         pts = torch.from_numpy(scan.points)
         order = ops.fps(pts, min(self.num_points, len(scan))).numpy()
-        return scan.points[order], np.arange(min(self.num_centres, len(order)))
+        return scan.points[order], np.arange(min(self.num_groups, len(order)))
 
     def _descriptors(self, scan: Scan) -> tuple[np.ndarray, np.ndarray]:
         """Group centres and their features: FPFH at an FPS prefix, or a Point-MAE encoder's groups."""
         from ad3d.features import fpfh
 
         sub, centres = self._sample(scan)
-        if self.features == "point-mae":
+        if self.point_features == "point-mae":
             groups = self.backbone()(sub)
             return groups.centres.astype(np.float32), groups.features
         feats = fpfh(sub, self.radius_)[centres]
@@ -98,21 +83,21 @@ class PatchCore(Detector):
         return sub[centres], feats
 
     def backbone(self):
-        """The frozen Point-MAE encoder (features="point-mae"), built once from the local weights."""
+        """The frozen Point-MAE encoder (point_features="point-mae"), built once from the local weights."""
         if getattr(self, "_backbone", None) is None:
             from ad3d.features import point_backbone
 
             self._backbone = point_backbone(
                 "point-mae",
-                weights=self.weights,
-                num_group=self.num_centres,
+                weights=self.point_weights,
+                num_group=self.num_groups,
                 group_size=self.group_size,
                 device=self.device,
             )
         return self._backbone
 
     def fingerprints(self) -> list[dict]:
-        return [self.backbone().fingerprint()] if self.features == "point-mae" else []
+        return [self.backbone().fingerprint()] if self.point_features == "point-mae" else []
 
     def _fit(self, scans: list[Scan], progress: bool) -> None:
         from tqdm import tqdm

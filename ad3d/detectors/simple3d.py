@@ -32,7 +32,7 @@ PRESETS = {
         "scales": (40, 80, 80, 120),
         "normal_k": 10,
         "normals": "open3d",
-        "num_centres": 4096,
+        "num_groups": 4096,
         "group_size": 128,
     },
 }
@@ -73,7 +73,7 @@ class Simple3D(Detector):
         scales: tuple[int, ...] = (64, 128, 256),
         normal_k: int = 30,
         normals: str = "outward",
-        num_centres: int = 4096,
+        num_groups: int = 4096,
         group_size: int = 64,
         coreset_ratio: float = 0.05,
         smooth_centres: int = 1024,
@@ -83,39 +83,23 @@ class Simple3D(Detector):
         device: str = "cpu",
         seed: int = 0,
     ):
-        self.max_points = max_points
-        self.scales = scales
-        self.normal_k = normal_k
-        self.normals = normals
-        self.num_centres = num_centres
-        self.group_size = group_size
-        self.coreset_ratio = coreset_ratio
-        self.smooth_centres = smooth_centres
-        self.smooth_k = smooth_k
-        self.top_k = top_k
-        self.align = align
-        self.device = device
-        self.seed = seed
+        self._store_params(locals())
         self.bank_ = None
 
     def check_params(self) -> None:
-        from ad3d.errors import ConfigError
-
         checks = {
             "max_points": self.max_points >= 0,
             "scales": len(self.scales) >= 1 and all(int(k) >= 1 for k in self.scales),
             "normal_k": self.normal_k >= 3,
             "normals": self.normals in ("outward", "open3d"),
-            "num_centres": self.num_centres >= 1,
+            "num_groups": self.num_groups >= 1,
             "group_size": self.group_size >= 1,
             "coreset_ratio": 0 < self.coreset_ratio <= 1,
             "smooth_centres": self.smooth_centres >= 0,
             "smooth_k": self.smooth_k >= 1,
             "top_k": self.top_k >= 0,
         }
-        for name, ok in checks.items():
-            if not ok:
-                raise ConfigError(f"simple3d {name}={getattr(self, name)!r} is out of range")
+        self._require(checks)
 
     def centre_features(self, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(centres (C, 3), LFSA features (C, 33 * len(scales))): MSND on the thinned scan, averaged over
@@ -126,7 +110,7 @@ class Simple3D(Detector):
         work = np.ascontiguousarray(points[thin(points, self.max_points)], dtype=np.float32)
         feats = torch.from_numpy(msnd(work, tuple(int(k) for k in self.scales), self.normal_k, self.normals))
         pts = torch.from_numpy(work)
-        centres = ops.fps(pts, min(self.num_centres, len(work)))
+        centres = ops.fps(pts, min(self.num_groups, len(work)))
         groups = ops.knn(pts[centres], pts, min(self.group_size, len(work)))[1]
         return work[centres.numpy()], feats[groups].mean(1).numpy()
 

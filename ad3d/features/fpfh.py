@@ -23,14 +23,14 @@ def fpfh(points: np.ndarray, radius: float, max_nn: int = 100) -> np.ndarray:
 
 
 class FPFHBackbone:
-    """FPFH as a point backbone (training-free, no weights): the descriptors of `num_centres` evenly
+    """FPFH as a point backbone (training-free, no weights): the descriptors of `num_groups` evenly
     spread points, each centre's group being its `group_size` nearest points."""
 
     name = "fpfh"
     dim = 33
 
-    def __init__(self, radius_fraction: float = 0.1, num_centres: int = 2048, group_size: int = 32):
-        self.radius_fraction, self.num_centres, self.group_size = radius_fraction, num_centres, group_size
+    def __init__(self, radius_fraction: float = 0.1, num_groups: int = 2048, group_size: int = 32):
+        self.radius_fraction, self.num_groups, self.group_size = radius_fraction, num_groups, group_size
 
     def __call__(self, points: np.ndarray):
         import torch
@@ -39,7 +39,7 @@ class FPFHBackbone:
         from ad3d.features.base import PointFeatures
 
         points = np.asarray(points, dtype=np.float32)
-        centres = ops.even_subset(points, self.num_centres)
+        centres = ops.even_subset(points, self.num_groups)
         radius = self.radius_fraction * float(np.linalg.norm(np.ptp(points, axis=0)))
         groups = ops.knn(
             torch.from_numpy(points[centres]), torch.from_numpy(points), min(self.group_size, len(points))

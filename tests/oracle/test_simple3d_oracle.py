@@ -17,7 +17,7 @@ def release_like() -> ad3d.detectors.Detector:
     """The paper preset at the fixture's sizes, the whole bank kept."""
     from ad3d.detectors.registry import preset
 
-    sizes = {"scales": (10, 20, 20, 30), "num_centres": 256, "group_size": 32, "coreset_ratio": 1.0}
+    sizes = {"scales": (10, 20, 20, 30), "num_groups": 256, "group_size": 32, "coreset_ratio": 1.0}
     return ad3d.create("simple3d", **{**preset("simple3d", "paper"), **sizes})
 
 
