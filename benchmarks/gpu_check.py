@@ -5,7 +5,8 @@ trained, scored, saved and loaded on the GPU beside the same on the CPU.
     compute-sanitizer --tool memcheck python benchmarks/gpu_check.py ops
     python benchmarks/gpu_check.py detectors [--iterations 60]
 
-With the ops tests (`pytest tests/test_ops.py`, whose CUDA cases run where torch sees a GPU) and
+With the ops tests and the detector contract on the GPU (`pytest tests/test_ops.py tests/test_contract.py -k "cuda or
+ops"`, whose CUDA cases run where torch sees a GPU) and
 `python benchmarks/ops.py --device cuda`, this is what was run on an H200 (docs/ops.md).
 """
 

@@ -15,7 +15,8 @@ band widths, on the surface around it; an uncovered patch larger than `max_missi
 out of the sensor's view, not as a defect. The surface scores are then averaged over the neighbourhoods `blur`
 times (a defect's fading rim scores with it). Object score: the mean of the `top_k` highest surface scores.
 Without good scans (a CAD reference and a `tolerance`), the band is the tolerance and the decision is fixed:
-reject from score 1.0, any point beyond the tolerance.
+reject from score 1.0, any point beyond the tolerance. `device` is taken for one contract with the other detectors;
+the surface queries (scipy k-d trees) run on the CPU whatever it says (a million points score in about 2 s).
 """
 
 from __future__ import annotations
@@ -61,6 +62,7 @@ class Deviation(Detector):
         blur: int = 4,
         top_k: int = 10,
         align: bool = True,
+        device: str = "cpu",
         seed: int = 0,
     ):
         self._store_params(locals())

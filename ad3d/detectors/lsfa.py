@@ -35,6 +35,7 @@ from torch import nn
 
 from ad3d.detectors.base import Detector, as_tuple
 from ad3d.detectors.lsfa_adapt import Adaptation
+from ad3d.detectors.neural import resolve_device
 from ad3d.detectors.registry import register
 from ad3d.errors import ConfigError
 from ad3d.nn.adaptor import rotate_blocks
@@ -98,6 +99,7 @@ class LSFA(Adaptation, Detector):
         losses: str = "ad3d",
         point_tokens: str = "patch-mean",
         scoring: str = "ad3d",
+        device: str = "cpu",
         seed: int = 0,
     ):
         self._store_params(locals())
@@ -140,7 +142,9 @@ class LSFA(Adaptation, Detector):
             from ad3d.features.dino import ARCHS
 
             last = {"blocks": (ARCHS[self.image_backbone]["depth"] - 1,)} if self.image_backbone in ARCHS else {}
-            self._image = image_backbone(self.image_backbone, weights=self.image_weights, **last)
+            self._image = image_backbone(
+                self.image_backbone, weights=self.image_weights, device=resolve_device(self.device), **last
+            )
         return self._image
 
     def _point_net(self):
@@ -149,7 +153,11 @@ class LSFA(Adaptation, Detector):
 
             frame = "raw" if self.point_tokens == "m3dm" else "unit-sphere"  # M3DM and LSFA feed raw xyz
             self._points = point_backbone(
-                "point-mae", weights=self.point_weights, num_group=self.num_groups, frame=frame
+                "point-mae",
+                weights=self.point_weights,
+                num_group=self.num_groups,
+                frame=frame,
+                device=resolve_device(self.device),
             )
         return self._points
 
@@ -269,7 +277,9 @@ class LSFA(Adaptation, Detector):
             banks[m] = {
                 "mean": mean.astype(np.float32),
                 "std": std.astype(np.float32),
-                "bank": coreset_bank(((feats - mean) / std).astype(np.float32), ratio, self.seed),
+                "bank": coreset_bank(
+                    ((feats - mean) / std).astype(np.float32), ratio, self.seed, str(resolve_device(self.device))
+                ),
             }
         return banks
 
@@ -306,7 +316,7 @@ class LSFA(Adaptation, Detector):
         out = {}
         for m in self.reads:
             standard = ((adapted[m] - self.banks_[m]["mean"]) / self.banks_[m]["std"]).astype(np.float32)
-            out[m] = nearest_distances(standard, self.banks_[m]["bank"])
+            out[m] = nearest_distances(standard, self.banks_[m]["bank"], str(resolve_device(self.device)))
             if m == "xyz":
                 out[m] = np.where(tokens["valid"], out[m], np.nan)
         return out

@@ -29,6 +29,7 @@ import torch
 
 from ad3d.detectors import musc_steps as steps
 from ad3d.detectors.base import Detector, as_tuple
+from ad3d.detectors.neural import resolve_device
 from ad3d.detectors.registry import register
 from ad3d.detectors.scoring import blur_8bit
 from ad3d.errors import ConfigError
@@ -70,6 +71,7 @@ class MuSc(Detector):
         blur: float = 4.0,
         subset_size: int | None = None,
         steps: str = "ad3d",
+        device: str = "cpu",
         seed: int = 0,
     ):
         self._store_params(locals())
@@ -160,14 +162,18 @@ class MuSc(Detector):
         if getattr(self, "_point", None) is None:
             from ad3d.features import point_backbone
 
-            self._point = point_backbone("point-mae", weights=self.point_weights, seed=self.seed)
+            self._point = point_backbone(
+                "point-mae", weights=self.point_weights, seed=self.seed, device=resolve_device(self.device)
+            )
         return self._point
 
     def _image_net(self):
         if getattr(self, "_image", None) is None:
             from ad3d.features import image_backbone
 
-            self._image = image_backbone(self.image_backbone, weights=self.image_weights)
+            self._image = image_backbone(
+                self.image_backbone, weights=self.image_weights, device=resolve_device(self.device)
+            )
         return self._image
 
     def _describe_image(self, scan: Scan) -> dict:
@@ -215,7 +221,10 @@ class MuSc(Detector):
         """Per scan, per view: (rows, R) nearest distances to the R other scans and pool scans."""
         pool = list(pool) if pool is not None and len(pool) else []
         views = described[0][key].shape[0]
-        per_view = [steps.mutual_distances([d[key][v] for d in described], [p[v] for p in pool]) for v in range(views)]
+        per_view = [
+            steps.mutual_distances([d[key][v] for d in described], [p[v] for p in pool], self.device)
+            for v in range(views)
+        ]
         return [[per_view[v][i] for v in range(views)] for i in range(len(described))]
 
     def _layer_scores(self, d2: list | None, d3: list | None, patch_of_group: np.ndarray | None):

@@ -90,15 +90,18 @@ def snamd_patches(grid: np.ndarray, degrees: tuple[int, ...]) -> np.ndarray:
     return unit(mean)
 
 
-def mutual_distances(sets: list[np.ndarray], pool: list[np.ndarray] = ()) -> list[np.ndarray]:
+def mutual_distances(sets: list[np.ndarray], pool: list[np.ndarray] = (), device: str = "cpu") -> list[np.ndarray]:
     """For each set of (rows, D) features: (rows, R) nearest distances of each row into each of the R other
-    sets and pool sets (in the order: other sets, then pool)."""
+    sets and pool sets (in the order: other sets, then pool), computed on `device`."""
+    from ad3d.detectors.neural import resolve_device
+
+    device = resolve_device(device)
     out = []
     everything = list(sets) + list(pool)
     for i, query in enumerate(sets):
-        q = torch.from_numpy(np.ascontiguousarray(query, dtype=np.float32))
+        q = torch.from_numpy(np.ascontiguousarray(query, dtype=np.float32)).to(device)
         nearest_rows = [
-            torch.cdist(q, torch.from_numpy(np.ascontiguousarray(o, dtype=np.float32))).min(1).values
+            torch.cdist(q, torch.from_numpy(np.ascontiguousarray(o, dtype=np.float32)).to(device)).min(1).values
             for j, o in enumerate(everything)
             if j != i
         ]
@@ -107,7 +110,7 @@ def mutual_distances(sets: list[np.ndarray], pool: list[np.ndarray] = ()) -> lis
                 "musc scores a scan against other scans: give it a set of scans, or fit it with "
                 "a reference pool of unlabelled scans first"
             )
-        out.append(torch.stack(nearest_rows, 1).numpy())
+        out.append(torch.stack(nearest_rows, 1).cpu().numpy())
     return out
 
 
