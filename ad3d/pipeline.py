@@ -204,28 +204,155 @@ def fit_and_score(
     return {**row, **info, "threshold": det.threshold_, "thresholds": det.thresholds()}, det, test, results
 
 
-def parse_params(pairs: list[str] | None) -> dict:
-    """`key=value` strings to a dict; values parsed as int, float, bool, a tuple of them when
-    comma-separated (layer widths: `encoder_widths=64,128`), or kept as text."""
-    from ad3d.errors import ConfigError
-
-    def parse(value: str):
-        for cast in (int, float):
-            try:
-                return cast(value)
-            except ValueError:
-                continue
-        return {"true": True, "false": False, "none": None}.get(value.lower(), value)
-
-    out = {}
-    for pair in pairs or []:
-        if "=" not in pair:
-            raise ConfigError(f"--param takes key=value, got {pair!r}")
-        key, value = pair.split("=", 1)
-        out[key] = tuple(parse(v) for v in value.split(",")) if "," in value else parse(value)
-    return out
-
-
 def with_mean(rows: list[dict]) -> list[dict]:
     """The rows plus a final `mean` row over the categories."""
     return rows + [mean_row(rows, METRIC_KEYS)]
+
+
+# --- what each command does, callable without the CLI ---------------------------------------------------
+def check_output(path, want: str) -> None:
+    """Refuse, before any work, an output that names a folder where a file goes ("file"), or the reverse."""
+    from pathlib import Path
+
+    from ad3d.errors import ConfigError
+
+    p = Path(path)
+    if want == "file" and p.is_dir():
+        raise ConfigError(
+            f"'{p}' is a folder; name the model file to write (e.g. {p / 'model.ad3d'}). Nothing was fitted"
+        )
+    if want == "folder" and p.exists() and not p.is_dir():
+        raise ConfigError(f"'{p}' is a file, not a folder; nothing was done")
+
+
+def load_options(format: str | None, preprocess: str = "none") -> dict:
+    """Dataset-loader options (preprocess="plane": MVTec 3D-AD background removal), checked against the
+    format before any work."""
+    from ad3d.errors import ConfigError
+
+    if preprocess == "none":
+        return {}
+    if format != "mvtec3d":
+        raise ConfigError(
+            f"preprocess {preprocess} is for organised scans (mvtec3d); the {format} loader takes no option preprocess"
+        )
+    return {"preprocess": preprocess}
+
+
+def fit_and_save(
+    detector: str,
+    params: dict,
+    out,
+    *,
+    data=None,
+    format: str | None = None,
+    category: str | None = None,
+    joint: bool = False,
+    fpr: float = 0.01,
+    preprocess: str = "none",
+    progress: bool = False,
+) -> str:
+    """What `ad3d fit` does: fit one category (or, joint, one fit over several: a model per category in the
+    folder `out`), calibrate, save; without data, a detector that measures against a given reference is fitted
+    on nothing else. Returns the line that says what was done."""
+    from pathlib import Path
+
+    from ad3d.errors import ConfigError
+
+    if data is None:
+        det = create(detector, **params)
+        if not det.fits_without_scans():
+            raise ConfigError(
+                "--data is required: only a detector that measures against a given reference fits without good "
+                "scans (--detector deviation --param reference=part.stl --param tolerance=...)"
+            )
+        check_output(out, "file")
+        det.fit([]).save(out)
+        return f"{detector} fitted on no scans (reference {det.reference}); {describe_calibration(det)}; saved to {out}"
+    if format is None:
+        raise ConfigError("--format is required with --data (mvtec3d | real3d | anomaly-shapenet | folder)")
+    options = load_options(format, preprocess)
+    if joint:
+        check_output(out, "folder")
+        cats = category.split(",") if category else datasets.categories(format, data)
+        fitted, info = fit_joint(detector, params, data, format, cats, fpr=fpr, progress=progress, load_options=options)
+        Path(out).mkdir(parents=True, exist_ok=True)
+        for cat, det in fitted.items():
+            det.save(Path(out) / f"{cat}.ad3d")
+        return (
+            f"{detector} fitted jointly on {info['train_scans']} scans of {len(cats)} "
+            f"{'category' if len(cats) == 1 else 'categories'} in {info['fit_s']:.1f} s; "
+            f"one model per category in {out}"
+        )
+    if not category:
+        raise ConfigError("--category is required (or --joint to fit every category at once)")
+    check_output(out, "file")
+    det, info = fit_category(detector, params, data, format, category, fpr=fpr, progress=progress, load_options=options)
+    det.save(out)
+    return (
+        f"{detector} fitted on {info['train_scans']} scans of '{category}' in {info['fit_s']:.1f} s; "
+        f"{describe_calibration(det)}; saved to {out}"
+    )
+
+
+def evaluate(
+    data,
+    format: str,
+    *,
+    model=None,
+    detector: str | None = None,
+    params: dict | None = None,
+    categories: list[str] | None = None,
+    joint: bool = False,
+    out=None,
+    preprocess: str = "none",
+    progress: bool = False,
+) -> tuple[str, list[dict]]:
+    """What `ad3d eval` does: a saved model on its category's test split, or a detector fitted (zero-shot: not
+    fitted) per category; the mean row added over several; eval.json and eval.md written to `out` if given.
+    Returns (what was evaluated, the rows)."""
+    import json
+    from pathlib import Path
+
+    from ad3d.detectors import load
+    from ad3d.errors import ConfigError
+    from ad3d.report import markdown_table
+
+    if out is not None:
+        check_output(out, "folder")
+    options = load_options(format, preprocess)
+    if model is not None:
+        det = load(model)
+        category = (categories or [det.category_])[0]
+        if not category:
+            raise ConfigError("the model does not record its category: pass --category")
+        rows, name = [evaluate_category(det, data, format, category, progress, options)], det.name
+    elif detector:
+        rows = evaluate_dataset(detector, params or {}, data, format, categories, progress, options, joint)
+        name = detector + (" (joint fit)" if joint else "")
+    else:
+        raise ConfigError("pass a saved MODEL or --detector NAME to fit per category")
+    table = with_mean(rows) if len(rows) > 1 else rows
+    if out is not None:
+        Path(out).mkdir(parents=True, exist_ok=True)
+        (Path(out) / "eval.json").write_text(json.dumps({"detector": name, "rows": table}, indent=2))
+        (Path(out) / "eval.md").write_text(f"# {name} on {format}\n\n" + markdown_table(table, EVAL_COLUMNS))
+    return name, table
+
+
+def scorer(model_or_scan, scans: list, detector: str | None = None, params: dict | None = None) -> tuple:
+    """(the detector, the inputs) for `ad3d score`: a saved model and the scans, or a zero-shot detector by
+    name, the first argument then being a scan too (the scans score each other)."""
+    from ad3d.detectors import load
+    from ad3d.errors import ConfigError
+
+    if detector:
+        det = create(detector, **(params or {}))
+        if det.learning_type != "zero-shot":
+            raise ConfigError(f"--detector {detector} needs training: fit a model with `ad3d fit` and pass it")
+        inputs = [model_or_scan, *scans]
+    else:
+        det, inputs = load(model_or_scan), list(scans)
+    if not inputs:
+        raise ConfigError("no scans given: ad3d score MODEL SCAN... (or --detector musc SCAN...)")
+    return det, inputs

@@ -119,3 +119,20 @@ def mean_row(rows: list[dict], keys: list[str]) -> dict:
         vals = [r[k] for r in rows if r.get(k) is not None]
         out[k] = float(np.mean(vals)) if vals else None
     return out
+
+
+def describe_lines(rows: list[dict]) -> list[str]:
+    """`datasets.describe` as a table: scans per split and defects per category."""
+    lines = [f"{'category':<20} {'train':>6} {'valid':>6} {'test':>6}  defects"]
+    for r in rows:
+        defects = ", ".join(f"{k} {v}" for k, v in r.get("defects", {}).items())
+        counts = " ".join(f"{r.get(split, 0):>6}" for split in ("train", "validation", "test"))
+        lines.append(f"{r['category']:<20} {counts}  {defects}")
+    return lines
+
+
+def verify_lines(rows: list[dict]) -> list[str]:
+    """`datasets.verify` as a table, then each problem on its own line."""
+    lines = [f"{'category':<20} {'scans':>6} {'anomalous':>9} {'problems':>8}"]
+    lines += [f"{r['category']:<20} {r['scans']:>6} {r['anomalous']:>9} {len(r['problems']):>8}" for r in rows]
+    return lines + [f"  {r['category']}: {p}" for r in rows for p in r["problems"]]

@@ -27,6 +27,13 @@ class ScoreSummary:
     def rejected(self) -> int:
         return sum(bool(result.is_anomalous) for _, _, result in self.scored)
 
+    def failures_line(self, out) -> str | None:
+        """How many scans failed of how many (None when none did)."""
+        if not self.failed:
+            return None
+        total, failed = len(self.failed) + len(self.scored), len(self.failed)
+        return f"{len(self.scored)} of {total} scans scored, {failed} failed (see the lines above); results in {out}"
+
 
 def scan_paths(inputs: list[str | os.PathLike]) -> list[Path]:
     """Scan files from files and folders (a folder: its scan files, sorted; one with none is an error)."""

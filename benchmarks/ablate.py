@@ -14,7 +14,8 @@ import sys
 
 
 def main() -> None:
-    from ad3d.pipeline import evaluate_dataset, parse_params
+    from ad3d.detectors.registry import parse_params
+    from ad3d.pipeline import evaluate_dataset
     from ad3d.report import format_table, mean_row
 
     data, fmt, detector, cats, *variants = sys.argv[1:]

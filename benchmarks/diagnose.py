@@ -137,7 +137,7 @@ def report(rows: list[dict]) -> None:
 
 def main() -> None:
     from ad3d import datasets
-    from ad3d.pipeline import parse_params
+    from ad3d.detectors.registry import parse_params
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("detector")

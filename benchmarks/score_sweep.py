@@ -19,7 +19,8 @@ def main() -> None:
     import numpy as np
     from tqdm import tqdm
 
-    from ad3d.pipeline import evaluate_category, fit_category, parse_params
+    from ad3d.detectors.registry import parse_params
+    from ad3d.pipeline import evaluate_category, fit_category
     from ad3d.report import format_table
 
     args = sys.argv[1:]

@@ -33,7 +33,7 @@ def test_bad_input_is_one_line_without_traceback(tmp_path):
 
 
 def test_param_values_parse_to_numbers_bools_none_and_tuples():
-    from ad3d.pipeline import parse_params
+    from ad3d.detectors.registry import parse_params
 
     assert parse_params(["a=3", "b=0.5", "c=true", "d=none", "e=64,128", "f=ddim"]) == {
         "a": 3,

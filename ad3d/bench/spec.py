@@ -141,3 +141,30 @@ def parse_detector(text: str) -> Variant:
     """`name` or `name:preset` from the command line."""
     name, _, preset = text.partition(":")
     return Variant(name=name, preset=preset or None)
+
+
+def sweep_from(
+    spec: str | Path | None = None,
+    *,
+    detectors: list[str] | None = None,
+    data: str | None = None,
+    format: str | None = None,
+    categories: str | None = None,
+    preprocess: str = "none",
+    seeds: str | None = None,
+) -> Sweep:
+    """The sweep `ad3d bench run` was asked for: a TOML file, or one dataset and detectors given as
+    `name[:preset]`; seeds ("0,1,2") override the file's."""
+    if spec:
+        sweep = load_spec(spec)
+    elif detectors and data and format:
+        cats = categories.split(",") if categories else None
+        sweep = Sweep([parse_detector(d) for d in detectors], [DataSource(data, format, cats, preprocess)])
+    else:
+        raise ConfigError("bench run needs --spec FILE, or --detector, --data and --format")
+    if seeds:
+        try:
+            sweep.seeds = [int(s) for s in seeds.split(",")]
+        except ValueError:
+            raise ConfigError(f"--seeds takes whole numbers separated by commas, got {seeds!r}") from None
+    return sweep

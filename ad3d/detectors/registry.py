@@ -62,9 +62,32 @@ def create(name: str, **params):
     return cls(**params)
 
 
-def preset(name: str, preset_name: str) -> dict:
-    """A detector's named parameter set (e.g. 'cpu', 'paper'); explicit parameters override it."""
+def preset(name: str, preset_name: str | None) -> dict:
+    """A detector's named parameter set (e.g. 'cpu', 'paper'); explicit parameters override it. None: {}."""
+    if preset_name is None:
+        return {}
     presets = getattr(detector_class(name), "PRESETS", {"default": {}})
     if preset_name not in presets:
         raise ConfigError(f"{name} has no preset {preset_name!r}; presets: {', '.join(presets)}")
     return dict(presets[preset_name])
+
+
+def parse_params(pairs: list[str] | None) -> dict:
+    """`key=value` strings (`--param`, the benchmark scripts) to parameters; values parsed as int, float, bool,
+    a tuple of them when comma-separated (layer widths: `encoder_widths=64,128`), or kept as text."""
+
+    def parse(value: str):
+        for cast in (int, float):
+            try:
+                return cast(value)
+            except ValueError:
+                continue
+        return {"true": True, "false": False, "none": None}.get(value.lower(), value)
+
+    out = {}
+    for pair in pairs or []:
+        if "=" not in pair:
+            raise ConfigError(f"--param takes key=value, got {pair!r}")
+        key, value = pair.split("=", 1)
+        out[key] = tuple(parse(v) for v in value.split(",")) if "," in value else parse(value)
+    return out

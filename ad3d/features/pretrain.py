@@ -37,16 +37,10 @@ PRESETS = {  # "paper": the released ShapeNet run (300 epochs of 52k shapes, GPU
 def training_clouds(folder: Path, points: int, per_source: int, seed: int) -> list[np.ndarray]:
     """`per_source` clouds of `points` points from every scan or mesh under `folder` (meshes resampled
     each time, scans subsampled at random), each centred and scaled into the unit sphere."""
-    from ad3d.io import SCAN_SUFFIXES, read_scan
-    from ad3d.synth.dataset import MESH_SUFFIXES
+    from ad3d.io import read_scan
+    from ad3d.synth.dataset import MESH_SUFFIXES, source_files
 
-    files = sorted(
-        p
-        for p in Path(folder).rglob("*")
-        if p.is_file() and p.suffix.lower() in set(MESH_SUFFIXES) | set(SCAN_SUFFIXES)
-    )
-    if not files:
-        raise ConfigError(f"no scans or meshes under '{folder}'")
+    files = source_files(folder)
     rng, clouds = np.random.default_rng(seed), []
     for path in files:
         mesh = path.suffix.lower() in MESH_SUFFIXES

@@ -176,3 +176,18 @@ def status() -> list[dict]:
             }
         )
     return rows
+
+
+def status_lines(rows: list[dict]) -> list[str]:
+    """`status()` as one line per backbone: usable (size, sha256), unusable (why) or absent (the file expected
+    and where the official one comes from)."""
+    lines = []
+    for row in rows:
+        if row["problem"]:
+            state, found = "unusable", f"{row['file']}: {row['problem']}"
+        elif row["sha256"]:
+            state, found = "usable ", f"{row['file']} ({row['size'] / 2**20:.1f} MiB, sha256 {row['sha256'][:16]})"
+        else:
+            state, found = "absent ", f"missing: {row['file']} (official: {row['source']})"
+        lines.append(f"{row['name']:<20} {state} {found}")
+    return lines

@@ -21,12 +21,27 @@ import numpy as np
 from ad3d.errors import ConfigError
 from ad3d.io._common import remove_leftovers, staging_prefix, umask_mode
 from ad3d.synth.acquisition import Acquisition, partial_view
-from ad3d.synth.defects import GEOMETRIC, plant
+from ad3d.synth.defects import DEFECTS, GEOMETRIC, plant
 from ad3d.types import Scan
 
 LAYOUTS = ("anomaly-shapenet", "real3d", "mvtec3d")
 MANIFEST = "defects.json"  # at the dataset root: per test scan file, the planted defect's kind and height
 MESH_SUFFIXES = (".obj", ".stl", ".off", ".ply")
+
+
+def source_files(source: str | os.PathLike) -> list[Path]:
+    """The meshes and scans to draw from: one file, or every one under a folder (recursively, sorted)."""
+    from ad3d.io import SCAN_SUFFIXES
+
+    source = Path(source)
+    if source.is_file():
+        return [source]
+    if not source.is_dir():
+        raise ConfigError(f"source '{source}' does not exist")
+    found = sorted(p for p in source.rglob("*") if p.is_file() and p.suffix.lower() in MESH_SUFFIXES + SCAN_SUFFIXES)
+    if not found:
+        raise ConfigError(f"no scans or meshes under '{source}'")
+    return found
 
 
 def category_name(path: Path) -> str:
@@ -139,7 +154,7 @@ def _write_mvtec(
 
 
 def make_dataset(
-    sources: list[Path],
+    sources: list[Path] | str | os.PathLike,
     layout: str,
     out: Path,
     *,
@@ -155,7 +170,8 @@ def make_dataset(
     defect_height: tuple[float, float] | None = None,
     progress: bool = False,
 ) -> dict:
-    """Write the dataset to `out` (which must not exist or be empty); return counts per category.
+    """Write the dataset to `out` (which must not exist or be empty); return counts per category. sources:
+    meshes or scans, one category each (a file or a folder: `source_files`).
 
     acquisition: pose, noise, point-count spread and partial views (None: the realistic defaults;
     Acquisition.ideal(): perfectly aligned, noise-free scans of exactly `points` points).
@@ -178,10 +194,14 @@ def make_dataset(
     place = partial(plant, fraction=defect_size, height=defect_height)
     if layout not in LAYOUTS:
         raise ConfigError(f"unknown synth layout {layout!r}; expected one of {', '.join(LAYOUTS)}")
+    sources = sources if isinstance(sources, list) else source_files(sources)
     if not sources:
         raise ConfigError("no source meshes or scans given")
     if defects is None:
         defects = GEOMETRIC + (("contamination",) if layout == "mvtec3d" else ())
+    unknown = set(defects) - set(DEFECTS)
+    if unknown:
+        raise ConfigError(f"unknown defect(s) {', '.join(sorted(unknown))}; expected {', '.join(DEFECTS)}")
     if "contamination" in defects and layout != "mvtec3d":
         raise ConfigError("colour contamination needs colour: use the mvtec3d layout")
     out = Path(out)

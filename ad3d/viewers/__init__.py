@@ -250,3 +250,56 @@ def interactive_plotter(
         controls["pick"] = picked
         plotter.enable_point_picking(callback=picked, show_message=False, left_clicking=True)
     return plotter, controls
+
+
+def view_file(
+    path: str | Path,
+    *,
+    scores: str | Path | None = None,
+    threshold: float | None = None,
+    gt: bool = False,
+    screenshot: str | Path | None = None,
+    html: str | Path | None = None,
+) -> list[str]:
+    """What `ad3d view` does: a result PLY from `ad3d score` (its scores, deviations and the threshold of its
+    JSON report beside it) or any scan with a scores file; a window, or the PNG / HTML asked for (returned)."""
+    import json
+
+    from ad3d.detectors.regions import extract_regions
+    from ad3d.io import read_scan
+
+    path = Path(path)
+    scan = read_scan(path)
+    report = path.with_suffix(".json")
+    meta = json.loads(report.read_text()) if report.is_file() else {}
+    if scores is not None:
+        values = np.load(scores) if str(scores).endswith(".npy") else np.loadtxt(scores)
+    else:
+        values = scan.fields.get("score")
+    threshold = threshold if threshold is not None else meta.get("point_threshold")
+    truth = None
+    if gt:
+        truth = scan.labels if scan.labels is not None else scan.fields.get("label")
+        if truth is None:
+            raise ConfigError(
+                f"'{path}' has no per-point ground truth (no label property): a result keeps the labels only "
+                "of a scan that carried them (a PLY with a label property, a dataset scan scored through the "
+                "library); drop --gt for this one"
+            )
+    deviations = scan.fields.get("deviation")
+    regions = None
+    if values is not None and threshold is not None:
+        regions = extract_regions(scan.points, values, threshold, deviations=deviations)
+    render(
+        scan,
+        values,
+        threshold=threshold,
+        gt=truth,
+        regions=regions,
+        deviations=deviations,
+        screenshot=screenshot,
+        html=html,
+        show=not (screenshot or html),
+        title=path.name,
+    )
+    return [str(out) for out in (screenshot, html) if out]
