@@ -103,7 +103,7 @@ def _cmd_score(args) -> int:
     def failed(path, line: str) -> None:
         print(f"ad3d: {line}", file=sys.stderr)
 
-    options = _pick(args, "force", "preprocess")
+    options = _pick(args, "force", "preprocess", "timings")
     summary = score_files(det, inputs, args.out, on_result=said, on_error=failed, raise_errors=args.debug, **options)
     if summary.batch_note and not args.quiet:
         print(summary.batch_note)
@@ -296,6 +296,7 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--out", required=True, help="output folder")
     score.add_argument("--fail-on-anomaly", action="store_true", help="exit 1 when a scan is rejected")
     score.add_argument("--force", action="store_true", help="score even scans far off the training size")
+    score.add_argument("--timings", action="store_true", help="add each step's time and peak memory to the JSON")
 
     ev = _command(sub, "eval", _cmd_eval, "metric table of a model, or of a detector per category", quiet, loading)
     ev.add_argument("model", nargs="?")

@@ -1,4 +1,5 @@
-"""Fit, calibrate and evaluate a detector on one category of a dataset: what `ad3d fit/eval/demo` run."""
+"""The work of every command, callable without the CLI: fit and calibrate (`fit_and_save`, `fit_category`),
+evaluate (`evaluate`, `evaluate_dataset`), score files to result folders (`score_files`, from ad3d.score_files)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,18 @@ from ad3d import datasets
 from ad3d.detectors import Detector, create
 from ad3d.errors import DatasetError
 from ad3d.report import mean_row, peak_mb
+from ad3d.score_files import ScoreSummary, score_files
+
+__all__ = [
+    "ScoreSummary",
+    "evaluate",
+    "evaluate_dataset",
+    "fit_and_save",
+    "fit_category",
+    "fit_joint",
+    "score_files",
+    "scorer",
+]
 
 EVAL_COLUMNS = [
     ("category", "category", ""),

@@ -37,14 +37,21 @@ def result_json(scan: Scan, result: AnomalyResult, detector: str) -> dict:
             for r in result.regions
         ],
         "alignment": result.alignment,
-        "timings": result.timings,
     }
 
 
 def write_result(
-    out_dir: Path, stem: str, scan: Scan, result: AnomalyResult, detector: str, thresholds: dict[str, float | None]
+    out_dir: Path,
+    stem: str,
+    scan: Scan,
+    result: AnomalyResult,
+    detector: str,
+    thresholds: dict[str, float | None],
+    timings: bool = False,
 ) -> tuple[Path, Path]:
-    """Write `<stem>.ply` and `<stem>.json` (each atomically); the JSON is written last."""
+    """Write `<stem>.ply` and `<stem>.json` (each atomically); the JSON is written last. Both are a function of
+    the inputs alone (the same scan and model, the same bytes: an inspection record can be checked by redoing
+    it); timings=True adds each step's time and peak memory to the JSON."""
     from ad3d.io import write_scan
     from ad3d.io._common import atomic_output
 
@@ -53,7 +60,8 @@ def write_result(
     measured = {} if result.deviations is None else {"deviation": result.deviations}
     write_scan(ply, scan, scalars={"score": result.point_scores, **measured})
     doc = result_json(scan, result, detector)
-    doc["timings"] = {**result.timings, "write_ply_s": time.perf_counter() - started, "write_peak_mb": peak_mb()}
+    if timings:
+        doc["timings"] = {**result.timings, "write_ply_s": time.perf_counter() - started, "write_peak_mb": peak_mb()}
     doc["thresholds"] = thresholds
     doc["point_threshold"] = thresholds.get("point")
     try:

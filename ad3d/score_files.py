@@ -106,11 +106,13 @@ def score_files(
     on_result: Callable[[Path, str, AnomalyResult], None] | None = None,
     on_error: Callable[[Path, str], None] | None = None,
     raise_errors: bool = False,
+    timings: bool = False,
 ) -> ScoreSummary:
     """Score every scan file of `inputs` (files or folders) with a fitted (or zero-shot) `detector`, writing
     `out/NAME.ply` and `out/NAME.json` per scan. A bad file is one line (`on_error`) and the others are still
     scored (raise_errors: raise it instead); `on_result` hears each scored scan. A zero-shot detector reads
-    every scan first and scores them together."""
+    every scan first and scores them together. The results are the same bytes for the same inputs; timings=True
+    adds each step's time and peak memory to each JSON report."""
     if not inputs:
         raise ConfigError("no scans given")
     out = Path(out)
@@ -126,11 +128,11 @@ def score_files(
         if on_error:
             on_error(path, summary.failed[-1][1])
 
-    def finish(path: Path, stem: str, scan, result: AnomalyResult, timings: dict) -> None:
+    def finish(path: Path, stem: str, scan, result: AnomalyResult, read_timings: dict) -> None:
         from ad3d.report import peak_mb, write_result
 
-        result.timings.update(timings, score_peak_mb=peak_mb())
-        write_result(out, stem, scan, result, detector.name, detector.thresholds())
+        result.timings.update(read_timings, score_peak_mb=peak_mb())
+        write_result(out, stem, scan, result, detector.name, detector.thresholds(), timings)
         summary.scored.append((path, stem, result))
         if on_result:
             on_result(path, stem, result)
@@ -140,8 +142,8 @@ def score_files(
     else:
         for path, stem in zip(paths, names):
             try:
-                scan, timings = _read(path, preprocess)
-                finish(path, stem, scan, detector.score(scan, force=force), timings)
+                scan, read_timings = _read(path, preprocess)
+                finish(path, stem, scan, detector.score(scan, force=force), read_timings)
             except Exception as e:  # one bad file never stops the batch: say which file and why, go on
                 fail(path, e)
     return summary
@@ -168,9 +170,9 @@ def _score_together(detector, paths, names, force, preprocess, fail, finish, sum
     batch = []
     for path, stem in zip(paths, names):
         try:
-            scan, timings = _read(path, preprocess)
+            scan, read_timings = _read(path, preprocess)
             check_geometry(scan)
-            batch.append((path, stem, scan, timings))
+            batch.append((path, stem, scan, read_timings))
         except Exception as e:
             fail(path, e)
     results = detector.score_many([scan for _, _, scan, _ in batch], force=force) if batch else []
@@ -180,8 +182,8 @@ def _score_together(detector, paths, names, force, preprocess, fail, finish, sum
             if results[0].decision
             else f"{detector.name}: fewer than 3 scans, too few to judge each other: scores only"
         )
-    for (path, stem, scan, timings), result in zip(batch, results):
+    for (path, stem, scan, read_timings), result in zip(batch, results):
         try:
-            finish(path, stem, scan, result, timings)
+            finish(path, stem, scan, result, read_timings)
         except Exception as e:
             fail(path, e)

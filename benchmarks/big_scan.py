@@ -44,7 +44,7 @@ def main() -> None:
     out = work / "out"
     started = time.perf_counter()
     run = subprocess.run(
-        [sys.executable, "-m", "ad3d.cli", "score", str(model), str(scan_path), "--out", str(out)],
+        [sys.executable, "-m", "ad3d.cli", "score", str(model), str(scan_path), "--out", str(out), "--timings"],
         capture_output=True,
         text=True,
     )

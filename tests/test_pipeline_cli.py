@@ -75,6 +75,23 @@ def test_score_writes_ply_and_report_per_scan(model, tmp_path):
     assert read_scan(tmp_path / "out" / "idler_riser0_hole0.ply").fields["score"].shape[0] == report["points"]
 
 
+def test_score_and_the_library_write_byte_identical_folders(model, tmp_path):
+    import ad3d
+    from ad3d.pipeline import score_files
+
+    test_dir = model / "data" / "pcd" / "idler_riser0" / "test"
+    assert run("score", model / "m.ad3d", test_dir, "--out", tmp_path / "cli", "--quiet").returncode == 0
+    summary = score_files(ad3d.load(model / "m.ad3d"), [test_dir], tmp_path / "lib")
+    assert len(summary.scored) == len(list(test_dir.iterdir())) and not summary.failed
+    cli, lib = (sorted(p.name for p in (tmp_path / d).iterdir()) for d in ("cli", "lib"))
+    assert cli == lib and len(cli) == 2 * len(summary.scored)  # a PLY and a JSON per scan
+    for name in cli:
+        assert (tmp_path / "cli" / name).read_bytes() == (tmp_path / "lib" / name).read_bytes(), name
+    timed = score_files(ad3d.load(model / "m.ad3d"), [test_dir], tmp_path / "timed", timings=True)
+    report = json.loads((tmp_path / "timed" / f"{timed.scored[0][1]}.json").read_text())
+    assert report["timings"]["score_s"] > 0 and "timings" not in json.loads((tmp_path / "lib" / cli[0]).read_text())
+
+
 def test_network_detector_from_the_cli_with_a_preset_and_three_way_report(model, tmp_path):
     fitted = run(
         "fit",
