@@ -37,10 +37,12 @@ from ad3d.detectors.base import Detector, as_tuple
 from ad3d.detectors.lsfa_adapt import Adaptation
 from ad3d.detectors.neural import resolve_device
 from ad3d.detectors.registry import register
+from ad3d.detectors.scoring import spread
 from ad3d.errors import ConfigError
 from ad3d.nn.adaptor import rotate_blocks
 from ad3d.types import Scan
 
+POINT_GROUP_SIZE = 32  # points averaged into each group's feature on point-only scans (FPFH mode)
 PRESETS = {
     "cpu": {"image_backbone": "efficientnet-lite0", "point_features": "fpfh", "iterations": 100},
     "paper": {
@@ -209,9 +211,8 @@ class LSFA(Adaptation, Detector):
                 means, counts = fusion.points_to_patches(scan, values, self.patches)
                 out.update(xyz=means.reshape(-1, values.shape[1]), valid=counts.reshape(-1) > 0)
             else:
-                centres = ops.even_subset(points, self.num_groups)
-                near = ops.knn(torch.from_numpy(points[centres]), torch.from_numpy(points), min(32, len(points)))[1]
-                out.update(xyz=values[near.numpy()].mean(1), valid=np.ones(len(centres), bool), centres=points[centres])
+                centres, near = ops.group_points(points, self.num_groups, POINT_GROUP_SIZE)
+                out.update(xyz=values[near].mean(1), valid=np.ones(len(centres), bool), centres=points[centres])
         if "valid" not in out:
             out["valid"] = np.ones(len(out["rgb"]), bool)
         if scan.is_organised:
@@ -359,7 +360,7 @@ class LSFA(Adaptation, Detector):
         self.fusion_ = {"object_xyz": d_xyz, "object_rgb": d_rgb, "map_xyz": s_xyz, "map_rgb": s_rgb}
 
     def _release_score(self, scan: Scan, tokens: dict) -> tuple[np.ndarray, float]:
-        from ad3d import fusion, ops
+        from ad3d import fusion
         from ad3d.detectors.decision_layer import release_pairs
 
         objects, maps = self._release_scores(tokens)
@@ -372,13 +373,12 @@ class LSFA(Adaptation, Detector):
             fused = (release_pairs(maps["xyz"], maps["rgb"]) @ [f["map_xyz"], f["map_rgb"]]).reshape(maps["xyz"].shape)
         fused = np.asarray(fused, np.float32)
         if "centres" in tokens:
-            points = torch.from_numpy(scan.points)
-            return ops.interpolate(points, torch.from_numpy(tokens["centres"]), torch.from_numpy(fused)).numpy(), score
+            return spread(scan.points, tokens["centres"], fused), score
         image, _ = fusion.map_to_points(scan, fused)
         return image.astype(np.float32), score
 
     def _score(self, scan: Scan) -> tuple[np.ndarray, float]:
-        from ad3d import fusion, ops
+        from ad3d import fusion
         from ad3d.detectors.decision_layer import standard_fused
         from ad3d.detectors.scoring import blur_map, top_mean
 
@@ -387,13 +387,7 @@ class LSFA(Adaptation, Detector):
             return self._release_score(scan, tokens)
         fused = standard_fused(self._patch_scores(tokens), self.fusion_, self.fusion).astype(np.float32)
         if "centres" in tokens:
-            scores = (
-                ops.interpolate(
-                    torch.from_numpy(scan.points), torch.from_numpy(tokens["centres"]), torch.from_numpy(fused)
-                )
-                .numpy()
-                .astype(np.float32)
-            )
+            scores = spread(scan.points, tokens["centres"], fused).astype(np.float32)
             return scores, top_mean(scores, self.top_fraction)
         if "xyz" in self.reads and tokens["valid"].any():  # a patch without a point of the part says
             fused = np.where(tokens["valid"], fused, fused[tokens["valid"]].min())  # nothing about it: normal

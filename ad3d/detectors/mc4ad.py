@@ -197,7 +197,7 @@ class MC4AD(NeuralDetector):
     def _score(self, scan: Scan) -> tuple[np.ndarray, float]:
         pts, scale = self.to_frame(scan.points)
         sub_scores, subset = self._subset_scores(pts)
-        point_scores = (spread(pts, subset, sub_scores) * scale).astype(np.float32)
+        point_scores = (spread(pts, pts[subset], sub_scores) * scale).astype(np.float32)
         return point_scores, self._reduce(sub_scores * scale, self.object_reduce_ or "mean")
 
     def _finish(self, train: list[Scan], val: list[Scan]) -> None:

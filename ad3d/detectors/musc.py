@@ -31,7 +31,7 @@ from ad3d.detectors import musc_steps as steps
 from ad3d.detectors.base import Detector, as_tuple
 from ad3d.detectors.neural import resolve_device
 from ad3d.detectors.registry import register
-from ad3d.detectors.scoring import blur_8bit
+from ad3d.detectors.scoring import blur_8bit, spread
 from ad3d.errors import ConfigError
 from ad3d.types import Scan
 
@@ -132,14 +132,15 @@ class MuSc(Detector):
 
         release = self.steps == "release"
         points, pixels, pixel_grid = self._cloud(scan)
-        centres = ops.even_subset(points, self.num_groups)
         if self.ipg:
+            centres = ops.even_subset(points, self.num_groups)
             grouping = steps.iterative_groups if release else steps.iterative_groups_unique
             groups, curv = grouping(
                 points, centres, self.group_size, self.search_size, self.grow_step, self.curvature_threshold
             )
         else:
-            groups, curv = steps.nearest(points[centres], points, self.group_size), np.zeros(len(centres))
+            centres, groups = ops.group_points(points, self.num_groups, self.group_size)
+            curv = np.zeros(len(centres))
         if self.point_features == "point-mae":  # one layer per kept block, computed on the IPG groups
             layers = self._point_net().blocks_of(points, centres, groups)
         else:
@@ -290,15 +291,14 @@ class MuSc(Detector):
         scan, release: on the image_size grid the 3D map blurred, the 2D map (bilinear, corners aligned)
         added, each pixel of the scan taking its resized pixel's value; ad3d: the 2D map at the scan's grid
         plus the 3D scores, blurred together. Object score: the max of the map (or of the points)."""
-        from ad3d import fusion, ops
+        from ad3d import fusion
         from ad3d.detectors.scoring import blur_map
 
         release, points3 = self.steps == "release", None
         if s3 is not None:
-            points = torch.from_numpy(described["points"])
-            centres = points[torch.from_numpy(described["centre_idx"])]
-            values = torch.from_numpy(s3.astype(np.float32))
-            points3 = ops.interpolate(points, centres, values, power=2 if release else 1).numpy().astype(np.float32)
+            points = described["points"]
+            centres = points[described["centre_idx"]]
+            points3 = spread(points, centres, s3.astype(np.float32), power=2 if release else 1).astype(np.float32)
             if not scan.is_organised or (s2 is None and not release):
                 return points3, float(points3.max())
         if not release:

@@ -16,7 +16,7 @@ import torch
 from ad3d.detectors.base import Detector
 from ad3d.detectors.memory_bank import coreset_bank, nearest_distances
 from ad3d.detectors.registry import register
-from ad3d.detectors.scoring import top_mean
+from ad3d.detectors.scoring import spread, top_mean
 from ad3d.types import Scan
 
 
@@ -110,12 +110,8 @@ class PatchCore(Detector):
         self.bank_ = coreset_bank(feats, self.coreset_ratio, self.seed, self.device)
 
     def _score(self, scan: Scan) -> tuple[np.ndarray, float]:
-        from ad3d import ops
 
         centres, feats = self._descriptors(scan)
         nearest = nearest_distances(feats, self.bank_, self.device)
-        point_scores = ops.interpolate(
-            torch.from_numpy(scan.points), torch.from_numpy(centres), torch.from_numpy(nearest)
-        )
-        point_scores = point_scores.numpy().astype(np.float32)
+        point_scores = spread(scan.points, centres, nearest).astype(np.float32)
         return point_scores, top_mean(point_scores, self.top_fraction)

@@ -262,5 +262,5 @@ class R3DAD(NeuralDetector):
             score = score + uncovered(x, torch.from_numpy(ref))  # the part's reference, likewise
         point_scores = (smooth(score, near, self.smooth_k) * scale).numpy().astype(np.float32)
         if self.object_score == "reweighted":  # the release's: PatchCore's reweighted max against the reconstruction
-            return spread(full, subset, point_scores), reweighted_max(pts, recon) * scale
-        return spread(full, subset, point_scores), top_mean(object_basis, self.top_fraction)
+            return spread(full, full[subset], point_scores), reweighted_max(pts, recon) * scale
+        return spread(full, full[subset], point_scores), top_mean(object_basis, self.top_fraction)

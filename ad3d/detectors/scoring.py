@@ -27,13 +27,14 @@ def smooth(scores: torch.Tensor, near: torch.Tensor, k: int) -> torch.Tensor:
     return scores[near[:, :k]].mean(1) if k > 1 else scores
 
 
-def spread(points: np.ndarray, subset: np.ndarray, scores: np.ndarray) -> np.ndarray:
-    """Scores of the `subset` points carried to every point (inverse-distance weights of the 3 nearest)."""
+def spread(points: np.ndarray, anchors: np.ndarray, values: np.ndarray, power: int = 1) -> np.ndarray:
+    """Values known at `anchors` (scored group centres, a sub-sample) carried to every point: the one way scores
+    reach all points. Inverse-distance weights of the 3 nearest anchors: power 1, 1/d (exact at an anchor);
+    power 2, 1/d^2 (PointNet++'s, as the releases of M3DM, LSFA, MuSc-V2 and Simple3D weigh them)."""
     from ad3d import ops
 
-    if len(subset) == len(points):  # ops.even_subset kept every point, in order
-        return scores
-    return ops.interpolate(torch.from_numpy(points), torch.from_numpy(points[subset]), torch.from_numpy(scores)).numpy()
+    as_tensor = lambda a: torch.from_numpy(np.ascontiguousarray(a))  # noqa: E731
+    return ops.interpolate(as_tensor(points), as_tensor(anchors), as_tensor(values), power=power).numpy()
 
 
 def location_baseline(reference: np.ndarray, clouds: list[tuple[np.ndarray, np.ndarray]], k: int = 8) -> np.ndarray:

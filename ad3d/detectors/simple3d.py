@@ -21,6 +21,7 @@ import torch
 from ad3d.detectors.base import Detector
 from ad3d.detectors.memory_bank import coreset_bank, nearest_distances
 from ad3d.detectors.registry import register
+from ad3d.detectors.scoring import spread
 from ad3d.types import Scan
 
 PRESETS = {
@@ -127,13 +128,13 @@ class Simple3D(Detector):
         from ad3d import ops
 
         centres, feats = self.centre_features(scan.points)
-        nearest = torch.from_numpy(nearest_distances(feats, self.bank_, self.device)).double()
-        pts = torch.from_numpy(np.ascontiguousarray(scan.points, dtype=np.float32))
-        scores = ops.interpolate(pts, torch.from_numpy(centres), nearest, power=2)
-        if self.smooth_centres > 0 and len(pts) > 1:
-            anchors = pts[ops.fps(pts, min(self.smooth_centres, len(pts)))]
-            groups = ops.knn(anchors, pts, min(self.smooth_k, len(pts)))[1]
-            scores = ops.interpolate(pts, anchors, scores[groups].mean(1), power=2)
-        scores = scores.float().numpy()
+        nearest = nearest_distances(feats, self.bank_, self.device).astype(np.float64)
+        points = np.ascontiguousarray(scan.points, dtype=np.float32)
+        scores = spread(points, centres, nearest, power=2)
+        if self.smooth_centres > 0 and len(points) > 1:  # the release's smoothing: group means at FPS anchors
+            anchors = ops.fps(torch.from_numpy(points), min(self.smooth_centres, len(points))).numpy()
+            _, groups = ops.group_points(points, len(anchors), self.smooth_k, centres=anchors)
+            scores = spread(points, points[anchors], scores[groups].mean(1), power=2)
+        scores = scores.astype(np.float32)
         k = len(scores) if self.top_k == 0 else min(self.top_k, len(scores))
         return scores, float(np.mean(np.partition(scores, len(scores) - k)[-k:]))

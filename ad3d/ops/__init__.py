@@ -7,11 +7,12 @@ when the extension cannot be built a vectorised torch fallback gives the same re
 from ad3d.ops._ext import extension_status, load_extension
 from ad3d.ops.coreset import greedy_coreset
 from ad3d.ops.neighbours import ball_query, chamfer, interpolate, knn
-from ad3d.ops.sampling import even_subset, fps
+from ad3d.ops.sampling import even_subset, fps, group_points
 
 __all__ = [
     "fps",
     "even_subset",
+    "group_points",
     "knn",
     "ball_query",
     "chamfer",

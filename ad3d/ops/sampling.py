@@ -45,3 +45,17 @@ def even_subset(points: np.ndarray, size: int) -> np.ndarray:
     if len(points) <= size:
         return np.arange(len(points))
     return fps(torch.from_numpy(np.ascontiguousarray(points, dtype=np.float32)), size).numpy()
+
+
+def group_points(
+    points: np.ndarray, num_groups: int, group_size: int, centres: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Local groups, the unit of the group-based detectors (numpy in, numpy out): `num_groups` centres spread
+    evenly over the cloud (`even_subset`; or the `centres` indices given) and each centre's `group_size`
+    nearest points, itself first (fewer when the cloud is smaller). Returns (centres (G,), members (G, k))."""
+    from ad3d.ops.neighbours import knn
+
+    cloud = torch.from_numpy(np.ascontiguousarray(points, dtype=np.float32))
+    centres = even_subset(points, num_groups) if centres is None else np.asarray(centres)
+    members = knn(cloud[torch.from_numpy(centres)], cloud, min(group_size, len(points)))[1]
+    return centres, members.numpy()
