@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ad3d.errors import ConfigError
-from ad3d.types import Scan
+from ad3d.types import Scan, diagonal
 
 
 def background_plane_keep(
@@ -150,7 +150,7 @@ def align(
     spacing = _spacing(ref)
     src = reference_cloud(points, sample).astype(np.float64)
     tgt = reference_cloud(reference, sample).astype(np.float64)
-    radius = 0.1 * float(np.linalg.norm(np.ptp(ref, axis=0)))
+    radius = 0.1 * diagonal(ref)
 
     def cloud(xyz):
         c = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(xyz))

@@ -148,3 +148,8 @@ class AnomalyResult:
         object.__setattr__(self, "object_score", float(self.object_score))
         if self.decision not in (None, "accept", "reject", "review"):
             raise ValueError(f"AnomalyResult.decision must be accept/reject/review, got {self.decision!r}")
+
+
+def diagonal(points: np.ndarray) -> float:
+    """The length of the points' bounding-box diagonal: the part's size, the unit of every relative radius."""
+    return float(np.linalg.norm(np.ptp(points, axis=0)))

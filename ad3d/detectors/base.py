@@ -16,7 +16,7 @@ import numpy as np
 from ad3d.detectors.regions import extract_regions
 from ad3d.detectors.registry import check_param_names, param_names
 from ad3d.errors import ConfigError, ScanFormatError, ScoringError
-from ad3d.types import AnomalyResult, Scan
+from ad3d.types import AnomalyResult, Scan, diagonal
 
 MAX_COORDINATE = 1e15  # beyond any scanner's range in any unit; squared float32 distances overflow near 1e19
 
@@ -149,9 +149,7 @@ class Detector:
         self.category_ = categories.pop() if len(categories) == 1 else None
         self.threshold_ = self.review_threshold_ = self.point_threshold_ = self.point_review_threshold_ = None
         self.calibration_ = None
-        self.train_diag_ = (
-            float(np.median([np.linalg.norm(np.ptp(s.points, axis=0)) for s in scans])) if scans else None
-        )
+        self.train_diag_ = float(np.median([diagonal(s.points) for s in scans])) if scans else None
         self._fit(self._fit_reference(scans), progress)
         return self
 
@@ -199,7 +197,7 @@ class Detector:
         """Raise if the scan is far larger or smaller than the training parts (wrong model or units)."""
         if not self.train_diag_:
             return
-        ratio = float(np.linalg.norm(np.ptp(scan.points, axis=0))) / self.train_diag_
+        ratio = diagonal(scan.points) / self.train_diag_
         if not 1 / tolerance <= ratio <= tolerance:
             what = f"category '{self.category_}'" if self.category_ else "its training parts"
             raise ConfigError(

@@ -40,7 +40,7 @@ from ad3d.detectors.registry import register
 from ad3d.detectors.scoring import spread
 from ad3d.errors import ConfigError
 from ad3d.nn.adaptor import rotate_blocks
-from ad3d.types import Scan
+from ad3d.types import Scan, diagonal
 
 POINT_GROUP_SIZE = 32  # points averaged into each group's feature on point-only scans (FPFH mode)
 PRESETS = {
@@ -177,7 +177,7 @@ class LSFA(Adaptation, Detector):
             return self._point_net()(points).at_points(points, power=2 if self.point_tokens == "m3dm" else 1)
         from ad3d.features import fpfh
 
-        return fpfh(points, self.point_radius * float(np.linalg.norm(np.ptp(points, axis=0))))
+        return fpfh(points, self.point_radius * diagonal(points))
 
     def tokens(self, scan: Scan, rotated: bool = False, rng: np.random.Generator | None = None) -> dict:
         """The frozen tokens of a scan: {'rgb': (P, C), 'xyz': (P, D), 'valid': (P,), 'grid' or 'centres'}."""

@@ -33,7 +33,7 @@ from ad3d.detectors.neural import resolve_device
 from ad3d.detectors.registry import register
 from ad3d.detectors.scoring import blur_8bit, spread
 from ad3d.errors import ConfigError
-from ad3d.types import Scan
+from ad3d.types import Scan, diagonal
 
 PRESETS = {
     "cpu": {"point_features": "fpfh", "image_backbone": "efficientnet-lite0"},
@@ -144,7 +144,7 @@ class MuSc(Detector):
         if self.point_features == "point-mae":  # one layer per kept block, computed on the IPG groups
             layers = self._point_net().blocks_of(points, centres, groups)
         else:
-            diag = float(np.linalg.norm(np.ptp(points, axis=0)))
+            diag = diagonal(points)
             layers = [fpfh(points, radius * diag)[groups].mean(1) for radius in as_tuple(self.radii)]
         flat, where = curv < self.curvature_threshold, points[centres]
         if release:

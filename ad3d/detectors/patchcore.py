@@ -17,7 +17,7 @@ from ad3d.detectors.base import Detector
 from ad3d.detectors.memory_bank import coreset_bank, nearest_distances
 from ad3d.detectors.registry import register
 from ad3d.detectors.scoring import spread, top_mean
-from ad3d.types import Scan
+from ad3d.types import Scan, diagonal
 
 
 @register
@@ -102,7 +102,7 @@ class PatchCore(Detector):
     def _fit(self, scans: list[Scan], progress: bool) -> None:
         from tqdm import tqdm
 
-        diag = np.median([np.linalg.norm(np.ptp(s.points, axis=0)) for s in scans])
+        diag = np.median([diagonal(s.points) for s in scans])
         self.radius_ = float(self.radius_fraction * diag)
         feats = np.concatenate(
             [self._descriptors(s)[1] for s in tqdm(scans, desc="patchcore fit", disable=not progress, leave=False)]

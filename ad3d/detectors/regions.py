@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ad3d.types import DefectRegion
+from ad3d.types import DefectRegion, diagonal
 
 MAX_PAIRS = 20_000_000  # hot-point pairs within reach linked exactly; beyond, voxels of the reach link them
 
@@ -80,8 +80,7 @@ def extract_regions(
     if len(hot) < min_points:
         return []
     spacing = point_spacing(points)
-    diagonal = float(np.linalg.norm(np.ptp(points, axis=0)))
-    reach = max(link * spacing, merge * diagonal, 1e-12)
+    reach = max(link * spacing, merge * diagonal(points), 1e-12)
     tree = cKDTree(points[hot])
     if len(hot) <= MAX_PAIRS // 100 and tree.count_neighbors(tree, reach) <= MAX_PAIRS:
         pairs = tree.query_pairs(reach, output_type="ndarray")

@@ -22,7 +22,7 @@ from ad3d.detectors.base import Detector
 from ad3d.detectors.memory_bank import coreset_bank, nearest_distances
 from ad3d.detectors.registry import register
 from ad3d.detectors.scoring import spread
-from ad3d.types import Scan
+from ad3d.types import Scan, diagonal
 
 PRESETS = {
     "cpu": {},
@@ -46,7 +46,7 @@ def thin(points: np.ndarray, max_points: int) -> np.ndarray:
     if max_points <= 0 or len(points) <= max_points:
         return np.arange(len(points))
     lo = points.min(0)
-    voxel = float(np.linalg.norm(np.ptp(points, axis=0))) / np.sqrt(max_points)
+    voxel = diagonal(points) / np.sqrt(max_points)
     best = np.zeros(1, dtype=np.int64)
     for _ in range(12):
         cells = np.floor((points - lo) / voxel).astype(np.int64)

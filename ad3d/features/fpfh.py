@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ad3d.types import diagonal
+
 
 def fpfh(points: np.ndarray, radius: float, max_nn: int = 100) -> np.ndarray:
     """(N, 33) FPFH descriptors; normals from neighbours within radius/2, oriented outwards so that
@@ -40,7 +42,7 @@ class FPFHBackbone:
 
         points = np.asarray(points, dtype=np.float32)
         centres = ops.even_subset(points, self.num_groups)
-        radius = self.radius_fraction * float(np.linalg.norm(np.ptp(points, axis=0)))
+        radius = self.radius_fraction * diagonal(points)
         groups = ops.knn(
             torch.from_numpy(points[centres]), torch.from_numpy(points), min(self.group_size, len(points))
         )[1].numpy()

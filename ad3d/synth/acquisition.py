@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ad3d.errors import ConfigError
-from ad3d.types import Scan
+from ad3d.types import Scan, diagonal
 
 
 @dataclass(frozen=True)
@@ -52,10 +52,6 @@ class Acquisition:
     def finish(self, scan: Scan, rng: np.random.Generator) -> Scan:
         """Sensor noise, then the scan's pose (the last thing that happens to a scan)."""
         return perturb_pose(add_noise(scan, self.noise, rng), self.pose_degrees, self.pose_shift, rng)
-
-
-def diagonal(points: np.ndarray) -> float:
-    return float(np.linalg.norm(np.ptp(points, axis=0)))
 
 
 def rotation_about(axis: np.ndarray, degrees: float) -> np.ndarray:

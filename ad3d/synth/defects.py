@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ad3d.types import Scan
+from ad3d.types import Scan, diagonal
 
 GEOMETRIC = ("bulge", "dent", "crack", "hole", "cut", "concavity", "broken", "scratch", "combo")
 DEFECTS = GEOMETRIC + ("contamination",)
@@ -51,16 +51,12 @@ def _anchor(points: np.ndarray, rng: np.random.Generator, fraction: float):
     return centre, dist, float(np.quantile(dist, fraction))
 
 
-def _size(pts: np.ndarray) -> float:
-    return float(np.linalg.norm(np.ptp(pts, axis=0)))
-
-
 def _bump(scan, rng, fraction, sign, height=None):
     pts = scan.points.astype(np.float64)
     _, dist, radius = _anchor(pts, rng, fraction)
     weight = np.clip(1.0 - (dist / radius) ** 2, 0.0, 1.0) ** 2
     direction = _unit((surface_normals(scan)[weight > 0] * weight[weight > 0, None]).sum(0))
-    height = sign * (rng.uniform(0.2, 0.4) * radius if height is None else rng.uniform(*height) * _size(pts))
+    height = sign * (rng.uniform(0.2, 0.4) * radius if height is None else rng.uniform(*height) * diagonal(pts))
     moved = pts + (height * weight)[:, None] * direction
     return None, moved, (weight > 0).astype(np.uint8), scan.colors, height
 
@@ -101,7 +97,7 @@ def _concavity(scan, rng, fraction, height=None):
     ramp = np.clip((dist / radius - floor) / (1 - floor), 0.0, 1.0)
     weight = np.where(dist < radius, 0.5 * (1 + np.cos(np.pi * ramp)), 0.0)
     direction = _unit((surface_normals(scan)[weight > 0] * weight[weight > 0, None]).sum(0))
-    depth = rng.uniform(0.08, 0.16) * radius if height is None else rng.uniform(*height) * _size(pts)
+    depth = rng.uniform(0.08, 0.16) * radius if height is None else rng.uniform(*height) * diagonal(pts)
     moved = pts - (depth * weight)[:, None] * direction
     return None, moved, (weight > 0).astype(np.uint8), scan.colors, -depth
 
@@ -128,7 +124,7 @@ def _scratch(scan, rng, fraction, height=None):
     off_chord = np.linalg.norm(pts - (centre + along[:, None] * tangent), axis=1)
     width = max(float(np.quantile(off_chord, fraction / 3)), 1e-9)  # a thin groove: about a third of fraction
     profile = np.clip(1.0 - (off_chord / width) ** 2, 0.0, 1.0) * (np.abs(along) < radius)
-    depth = rng.uniform(0.6, 1.2) * width if height is None else rng.uniform(*height) * _size(pts)
+    depth = rng.uniform(0.6, 1.2) * width if height is None else rng.uniform(*height) * diagonal(pts)
     moved = pts - (depth * profile)[:, None] * normals
     return None, moved, (profile > 0).astype(np.uint8), scan.colors, -depth * float(profile.max())
 
