@@ -24,16 +24,21 @@ def run_sweep(
     """Run every job of `sweep` that `out` does not already hold. workers: processes of the local pool
     (1: in this process; default: one per CPU, at most one per job). ray: 'local' starts a Ray instance on
     this machine with `workers` CPUs; 'auto' joins the running cluster; otherwise a cluster address.
-    Returns counts: jobs, skipped (finished before), ran, failed."""
+    Returns counts: jobs, skipped (finished before), ran, failed. One driver per `out` (a second is refused);
+    Ctrl-C stops it at once, its workers with it, and keeps every finished row."""
+    store = ResultsStore(out)
+    jobs = sweep.jobs()  # every value checked, every dataset found, before anything runs
+    with store.driver_lock():
+        done = store.finished(retry_failed=retry_failed)
+        todo = [j for j in jobs if j.key not in done]
+        _write_spec(store, sweep)
+        return _run(todo, len(jobs), store, workers, ray, progress)
+
+
+def _run(todo: list[Job], total: int, store: ResultsStore, workers, ray, progress: bool) -> dict:
     from tqdm import tqdm
 
-    store = ResultsStore(out)
-    jobs = sweep.jobs()
-    done = store.finished(retry_failed=retry_failed)
-    todo = [j for j in jobs if j.key not in done]
-    store.folder.mkdir(parents=True, exist_ok=True)
-    _write_spec(store, sweep)
-    counts = {"jobs": len(jobs), "skipped": len(jobs) - len(todo), "ran": 0, "failed": 0}
+    counts = {"jobs": total, "skipped": total - len(todo), "ran": 0, "failed": 0}
     workers_here = workers or _default_workers(todo)
     if ray:
         rows = _on_ray(todo, ray, workers)
@@ -41,14 +46,17 @@ def run_sweep(
         rows = _on_pool(todo, workers_here)
     else:
         rows = (run_job(j) for j in todo)
-    bar = tqdm(total=len(jobs), initial=counts["skipped"], desc="bench", unit="job", disable=not progress)
-    for row, details in rows:
-        store.append(row, details)
-        counts["ran"] += 1
-        counts["failed"] += row["status"] != "ok"
-        bar.set_postfix_str(f"{row['label']} {row['category']} s{row['seed']}: {_brief(row)}", refresh=False)
-        bar.update()
-    bar.close()
+    bar = tqdm(total=total, initial=counts["skipped"], desc="bench", unit="job", disable=not progress)
+    try:
+        for row, details in rows:
+            store.append(row, details)
+            counts["ran"] += 1
+            counts["failed"] += row["status"] != "ok"
+            bar.set_postfix_str(f"{row['label']} {row['category']} s{row['seed']}: {_brief(row)}", refresh=False)
+            bar.update()
+    finally:  # stopped early: the pool's or Ray's workers are stopped now, not when the generator is collected
+        rows.close()
+        bar.close()
     return counts
 
 
@@ -72,28 +80,69 @@ def _write_spec(store: ResultsStore, sweep: Sweep) -> None:
 
 
 def _on_pool(todo: list[Job], workers: int) -> Iterator[tuple[dict, dict]]:
-    """A fresh process per job (its peak memory is its own), `workers` at a time; yields as jobs end."""
+    """A fresh process per job (its peak memory is its own), `workers` at a time; yields as jobs end. Stopped
+    early (Ctrl-C, an error here), the queued jobs are dropped and the running workers terminated, not waited
+    for; a worker whose driver dies (killed outright) ends itself."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
     context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context, max_tasks_per_child=1) as pool:
+    pool = ProcessPoolExecutor(
+        max_workers=workers,
+        mp_context=context,
+        max_tasks_per_child=1,
+        initializer=_follow_driver,
+        initargs=(os.getpid(),),
+    )
+    finished = False
+    try:
         futures = {pool.submit(run_job, job): job for job in todo}
-        try:
-            for future in as_completed(futures):
-                try:
-                    yield future.result()
-                except Exception as e:  # the worker process died (killed, out of memory): a failed row
-                    yield _lost(futures[future], e), {}
-        finally:
-            for future in futures:
-                future.cancel()
+        for future in as_completed(futures):
+            try:
+                yield future.result()
+            except Exception as e:  # the worker process died (killed, out of memory): a failed row
+                yield _lost(futures[future], e), {}
+        finished = True
+    finally:
+        if finished:
+            pool.shutdown(wait=True)
+        else:
+            _stop_pool(pool)
+
+
+def _stop_pool(pool) -> None:
+    """Drop the queued jobs and end the running ones now (SIGTERM, then SIGKILL after 5 s)."""
+    processes = list((getattr(pool, "_processes", None) or {}).values())
+    pool.shutdown(wait=False, cancel_futures=True)
+    for process in processes:
+        if process.is_alive():
+            process.terminate()
+    for process in processes:
+        process.join(timeout=5)
+        if process.is_alive():
+            process.kill()
+            process.join(timeout=5)
+
+
+def _follow_driver(driver: int) -> None:
+    """In each pool worker: end this process when the driver is gone (SIGKILL leaves no chance to stop us)."""
+    import threading
+    import time
+
+    def watch() -> None:
+        while os.getppid() == driver:
+            time.sleep(1.0)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True, name="ad3d-follow-driver").start()
 
 
 def _on_ray(todo: list[Job], address: str, workers: int | None) -> Iterator[tuple[dict, dict]]:
     """One Ray task per job, a fresh worker each (max_calls=1), asking for the job's CPUs and, for detectors
     that train a network, one GPU when the cluster has any. Results come back to this process, which alone
     writes the store, so workers need no shared disk (but do need ad3d and the dataset at the same path)."""
+    if address != "local":
+        _check_reachable(address)
     try:
         import ray
     except ImportError:
@@ -127,6 +176,23 @@ def _on_ray(todo: list[Job], address: str, workers: int | None) -> Iterator[tupl
             for ref in pending:  # force-cancelling here crashed Ray 2.60's task manager one time in six
                 ray.cancel(ref)
         ray.shutdown()
+
+
+def _check_reachable(address: str) -> None:
+    """A host:port cluster address that nothing answers on is refused in seconds (Ray itself retries for two
+    minutes, printing its log)."""
+    import socket
+
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if address == "auto" or not host or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host, int(port)), timeout=5).close()
+    except OSError as e:
+        raise ConfigError(
+            f"no Ray cluster answers at {address!r} ({e.strerror or e}); start one (`ray start --head`) or use "
+            "--ray local"
+        ) from None
 
 
 def ray_resources(job: Job, cluster_gpus: float) -> dict:

@@ -20,7 +20,8 @@ THUMBNAIL_POINTS = 8192  # the best and the worst-scored defective scan are kept
 @dataclass(frozen=True)
 class Job:
     """What one job fits and scores. `label` names the detector variant in tables; `key` identifies the
-    job's configuration (the label excluded), so a renamed variant is not recomputed."""
+    job's configuration and data (the label excluded), so a renamed variant is not recomputed and a
+    regenerated dataset is."""
 
     detector: str
     data: str
@@ -32,6 +33,7 @@ class Job:
     preprocess: str = "none"
     fpr: float = 0.01
     cpus: int | None = None  # torch threads for the job; None leaves them as they are
+    data_fingerprint: str = ""  # DataSource.fingerprint: the same configuration on changed data is a new job
 
     @property
     def key(self) -> str:
