@@ -268,11 +268,26 @@ def test_regions_merge_patches_of_one_defect_and_drop_specks():
     speck = np.flatnonzero(np.linalg.norm(grid - [15, 15, 0], axis=1) < 0.6)  # 5 points
     scores[left | right] = 1.0
     scores[speck[:3]] = 1.0  # 3 points: under 0.25 % of 1600
-    assert len(extract_regions(grid, scores, 0.5, merge=0.0)) == 2  # the patches alone; the speck is dropped
-    (merged,) = extract_regions(grid, scores, 0.5, merge=0.1)  # 10 % of the 27.6 mm diagonal joins them
+    assert len(extract_regions(grid, scores, 0.5, merge=0.0, join=0.0)) == 2  # the patches alone; no speck
+    (merged,) = extract_regions(grid, scores, 0.5, merge=0.1, join=0.0)  # 10 % of the 27.6 mm diagonal joins them
     assert len(merged.indices) == (left | right).sum()
+    (joined,) = extract_regions(grid, scores, 0.5, merge=0.0)  # 1.8 mm apart, each 4.5 mm across: one defect
+    assert len(joined.indices) == (left | right).sum()
     scores[speck] = 1.0
-    assert len(extract_regions(grid, scores, 0.5, merge=0.0)) == 3  # 5 points: kept
+    assert len(extract_regions(grid, scores, 0.5, merge=0.0, join=0.0)) == 3  # 5 points: kept
+    assert len(extract_regions(grid, scores, 0.5, merge=0.0)) == 2  # the speck is 10 mm away: its own region
+
+
+def test_a_scan_with_one_planted_defect_gives_one_region(shared_data, tmp_path):
+    from ad3d.pipeline import fit_category
+    from ad3d.synth import make_dataset
+
+    make_dataset([shared_data / "meshes" / "cad" / "idler_riser.STL"], "anomaly-shapenet", tmp_path, points=4000,
+                 train=4, good=2, per_defect=1, defects=("bulge",), seed=1)  # fmt: skip
+    det, _ = fit_category("patchcore", {}, tmp_path, "anomaly-shapenet", "idler_riser0")
+    (bulge,) = [s for s in ad3d.datasets.load("anomaly-shapenet", tmp_path, "idler_riser0") if s.label == 1]
+    (region,) = det.score(bulge).regions  # before: two regions, both on the one bulge (3.9 % of the part apart)
+    assert np.isin(region.indices, np.flatnonzero(bulge.labels)).any()
 
 
 def test_scale_check_catches_a_model_for_another_part(fitted):

@@ -92,6 +92,20 @@ def test_score_and_the_library_write_byte_identical_folders(model, tmp_path):
     assert report["timings"]["score_s"] > 0 and "timings" not in json.loads((tmp_path / "lib" / cli[0]).read_text())
 
 
+def test_view_gt_on_score_output(model, tmp_path):
+    # a scan that carries its labels (Anomaly-ShapeNet's GT files: x y z label) keeps them in its result
+    gt = model / "data" / "pcd" / "idler_riser0" / "GT" / "idler_riser0_hole0.txt"
+    assert run("score", model / "m.ad3d", gt, "--out", tmp_path / "out", "--quiet").returncode == 0
+    shot = run("view", tmp_path / "out" / "idler_riser0_hole0.ply", "--gt", "--screenshot", tmp_path / "gt.png")
+    assert shot.returncode == 0 and (tmp_path / "gt.png").stat().st_size > 10_000, shot.stderr
+    # a scan without labels: one line saying where labels come from, no traceback
+    plain = model / "data" / "pcd" / "idler_riser0" / "test" / "idler_riser0_hole0.pcd"
+    assert run("score", model / "m.ad3d", plain, "--out", tmp_path / "plain", "--quiet").returncode == 0
+    refused = run("view", tmp_path / "plain" / "idler_riser0_hole0.ply", "--gt", "--screenshot", tmp_path / "x.png")
+    assert refused.returncode == 2 and "no per-point ground truth" in refused.stderr
+    assert len(refused.stderr.strip().splitlines()) == 1
+
+
 def test_network_detector_from_the_cli_with_a_preset_and_three_way_report(model, tmp_path):
     fitted = run(
         "fit",

@@ -63,10 +63,13 @@ def extract_regions(
     link: float = 2.5,
     merge: float = 0.03,
     min_share: float = 0.0025,
+    join: float = 0.5,
     deviations: np.ndarray | None = None,
 ) -> list[DefectRegion]:
     """Regions of points with score >= threshold, largest first. Points join when closer than `link` x the
     point spacing, or than `merge` x the part's diagonal (one defect scored in patches is one region);
+    then two groups closer than `join` x the larger one's size are one region (the hot patches of one defect
+    lie closer together than the defect is large; the gap between two defects is usually larger than they are);
     regions under `min_share` of the scan's surface (and under `min_points` points) are dropped as specks.
     area is a surface estimate: points x spacing²; the defaults make 4,096-point scans keep regions of 10
     points or more, and join hot points less than 3 % of the part's size apart. With `deviations` (signed, per
@@ -88,6 +91,7 @@ def extract_regions(
         pairs = _voxel_links(points[hot], reach)
     graph = coo_matrix((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])), shape=(len(hot), len(hot)))
     _, comp = connected_components(graph, directed=False)
+    comp = _join_parts_of_one_defect(points[hot], comp, join)
     smallest = max(min_points, int(np.ceil(min_share * len(points))))
     regions = []
     for c in np.unique(comp):
@@ -109,3 +113,36 @@ def extract_regions(
             )
         )
     return sorted(regions, key=lambda r: -len(r.indices))
+
+
+MAX_JOIN_GROUPS = 50  # more groups than this (a mostly hot scan): joining by size is skipped
+
+
+def _join_parts_of_one_defect(hot_points: np.ndarray, comp: np.ndarray, join: float) -> np.ndarray:
+    """Component labels with groups joined while the gap between two is under `join` x the larger one's bounding
+    box diagonal (repeated: a joined group is larger and may reach the next)."""
+    from scipy.spatial import cKDTree
+
+    labels = np.unique(comp)
+    if join <= 0 or not 1 < len(labels) <= MAX_JOIN_GROUPS:
+        return comp
+    members = {c: np.flatnonzero(comp == c) for c in labels}
+    changed = True
+    while changed and len(members) > 1:
+        changed = False
+        sizes = {c: float(np.linalg.norm(np.ptp(hot_points[m], axis=0))) for c, m in members.items()}
+        trees = {c: cKDTree(hot_points[m]) for c, m in members.items()}
+        keys = sorted(members, key=lambda c: -len(members[c]))
+        for i, a in enumerate(keys):
+            for b in keys[i + 1 :]:
+                gap = trees[a].query(hot_points[members[b]], k=1)[0].min()
+                if gap < join * max(sizes[a], sizes[b]):
+                    members[a] = np.concatenate([members[a], members.pop(b)])
+                    changed = True
+                    break
+            if changed:
+                break
+    out = np.empty_like(comp)
+    for label, (_, m) in enumerate(members.items()):
+        out[m] = label
+    return out
