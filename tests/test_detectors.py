@@ -232,17 +232,16 @@ def test_calibrate_splits_points_into_normal_uncertain_defective():
     ]  # point scores 0.00 .. 0.99, three times over
     det.calibrate(normals, point_fpr=0.01, point_review_fpr=0.05)
     assert det.point_threshold_ == pytest.approx(0.99) and det.point_review_threshold_ == pytest.approx(0.95)
-    scan = Scan(
-        points=np.random.default_rng(9).random((4, 3)), fields={"s": np.array([0.1, 0.96, 0.99, 3.0], np.float32)}
-    )
+    values = np.array([0.1, 0.96, 0.99, 3.0] + [0.1] * 6, np.float32)  # a scan holds at least 10 points
+    scan = Scan(points=np.random.default_rng(9).random((10, 3)), fields={"s": values})
     result = det.score(scan)
-    assert result.point_decisions.tolist() == [0, 1, 2, 2]
+    assert result.point_decisions.tolist() == [0, 1, 2, 2] + [0] * 6
     from ad3d.report import result_json, summary_line
 
-    assert result_json(scan, result, det.name)["points_by_decision"] == {"normal": 1, "uncertain": 1, "defective": 2}
+    assert result_json(scan, result, det.name)["points_by_decision"] == {"normal": 7, "uncertain": 1, "defective": 2}
     assert "2 defective / 1 uncertain" in summary_line("x", result)
     det.calibrate(normals, point_fpr=0.01, point_review_fpr=None)  # two-way: nothing is uncertain
-    assert det.point_review_threshold_ is None and det.score(scan).point_decisions.tolist() == [0, 0, 2, 2]
+    assert det.point_review_threshold_ is None and det.score(scan).point_decisions.tolist() == [0, 0, 2, 2] + [0] * 6
 
 
 def test_regions_are_connected_groups_in_scan_units():
@@ -314,6 +313,8 @@ def test_a_corrupt_or_degenerate_scan_is_refused_by_name_never_scored(fitted, tm
         fitted.score(good.replace(points=np.ones((500, 3), np.float32)), force=True)
     with pytest.raises(ScanFormatError, match="one place"):
         ad3d.create("patchcore").fit([good, Scan(points=np.zeros((3, 3), np.float32))])
+    with pytest.raises(ScanFormatError, match="has 3 points: at least 10"):  # before: fitted, then scored 0
+        ad3d.create("patchcore").fit([good, Scan(points=np.eye(3, dtype=np.float32))])
     fitted.save(tmp_path / "m.ad3d")
     write_scan(tmp_path / "bad.ply", good.replace(points=corrupt))
     done = run_ad3d("score", tmp_path / "m.ad3d", tmp_path / "bad.ply", "--out", tmp_path / "out", "--force")

@@ -18,13 +18,14 @@ from ad3d.detectors.registry import check_param_names, param_names
 from ad3d.errors import ConfigError, ScanFormatError, ScoringError
 from ad3d.types import AnomalyResult, Scan, diagonal
 
+MIN_POINTS = 10  # fewer cannot describe a surface: a neighbourhood, a normal, a descriptor
 MAX_COORDINATE = 1e15  # beyond any scanner's range in any unit; squared float32 distances overflow near 1e19
 
 
 def check_geometry(scan: Scan) -> None:
     """Refuse a scan no detector can score: not a Scan at all, all points at one place (nothing to compare),
-    or a coordinate so large that distances overflow (a corrupt point), rather than give it a meaningless
-    score."""
+    fewer than MIN_POINTS points, or a coordinate so large that distances overflow (a corrupt point), rather than
+    give it a meaningless score."""
     if not isinstance(scan, Scan):
         raise ConfigError(
             f"expected a Scan (ad3d.io.read_scan(path), or Scan(points=array)), got {type(scan).__name__}"
@@ -37,6 +38,11 @@ def check_geometry(scan: Scan) -> None:
         )
     if len(scan) and not np.ptp(scan.points, axis=0).any():
         raise ScanFormatError(f"{where}: all {len(scan)} points lie at one place; there is no surface to score")
+    if len(scan) < MIN_POINTS:
+        raise ScanFormatError(
+            f"{where} has {len(scan)} point{'s' * (len(scan) != 1)}: at least {MIN_POINTS} are needed to describe "
+            "a surface (an empty or cut-short scan?)"
+        )
 
 
 def _checked_rates(
