@@ -96,8 +96,11 @@ def test_view_gt_on_score_output(model, tmp_path):
     # a scan that carries its labels (Anomaly-ShapeNet's GT files: x y z label) keeps them in its result
     gt = model / "data" / "pcd" / "idler_riser0" / "GT" / "idler_riser0_hole0.txt"
     assert run("score", model / "m.ad3d", gt, "--out", tmp_path / "out", "--quiet").returncode == 0
-    shot = run("view", tmp_path / "out" / "idler_riser0_hole0.ply", "--gt", "--screenshot", tmp_path / "gt.png")
+    result = tmp_path / "out" / "idler_riser0_hole0.ply"
+    shot = run("view", result, "--gt", "--screenshot", tmp_path / "gt.png", "--html", tmp_path / "gt.html")
     assert shot.returncode == 0 and (tmp_path / "gt.png").stat().st_size > 10_000, shot.stderr
+    page = (tmp_path / "gt.html").read_text()  # the exported scene has no 2D annotations: ad3d adds a legend
+    assert 'id="ad3d-legend"' in page and "ground truth: the true defect" in page and "normal: score under" in page
     # a scan without labels: one line saying where labels come from, no traceback
     plain = model / "data" / "pcd" / "idler_riser0" / "test" / "idler_riser0_hole0.pcd"
     assert run("score", model / "m.ad3d", plain, "--out", tmp_path / "plain", "--quiet").returncode == 0

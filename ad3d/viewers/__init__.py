@@ -18,6 +18,17 @@ import numpy as np
 from ad3d.errors import ConfigError
 from ad3d.types import DefectRegion, Scan
 
+SCORE_BAR = {  # vertical at the right edge; what is grey (normal) and blue (ground truth) says the legend
+    "title": "anomaly score",
+    "below_label": " ",  # the grey swatch under the bar; its meaning is in the legend
+    "vertical": True,
+    "position_x": 0.86,
+    "position_y": 0.12,
+    "width": 0.08,
+    "height": 0.7,
+    "n_labels": 4,
+    "fmt": "%.3g",
+}
 VIEWS = (("iso", "isometric"), ("xy", "top (xy)"), ("xz", "front (xz)"), ("yz", "side (yz)"))
 
 
@@ -56,7 +67,7 @@ def _add_overlay(plotter, scan: Scan, scores, threshold, gt, regions, point_size
             below_color="lightgrey",
             point_size=point_size,
             render_points_as_spheres=True,
-            scalar_bar_args={"title": "anomaly score", "below_label": "normal"},
+            scalar_bar_args=SCORE_BAR,
         )
         if threshold is not None and np.any(cloud["score"] >= threshold):  # defective points drawn larger
             hot = cloud.extract_points(np.asarray(scores) >= threshold, adjacent_cells=False)
@@ -79,11 +90,49 @@ def _add_overlay(plotter, scan: Scan, scores, threshold, gt, regions, point_size
             render_points_as_spheres=True,
             label="ground truth",
         )
+    entries = _legend(scores, threshold, gt)
+    if entries:
+        plotter.add_legend(
+            entries, bcolor=(0.2, 0.2, 0.2), border=True, size=(0.34, 0.05 * len(entries)), loc="lower left"
+        )
     if regions:
         centroids = np.array([r.centroid for r in regions], dtype=np.float64)
         labels = [f"R{i + 1} {r.max_score:.3g}{_measured(r, scan.units)}" for i, r in enumerate(regions)]
         plotter.add_point_labels(centroids, labels, font_size=12, point_color="cyan", shape_opacity=0.5)
     return actors
+
+
+def _legend(scores, threshold, gt) -> list[tuple[str, str]]:
+    """What the greys and the blue mean: (label, colour) entries of the view's legend."""
+    entries = []
+    if scores is not None and threshold is not None:
+        entries.append((f"normal: score under {threshold:.3g}", "lightgrey"))
+    if gt is not None and np.any(gt):
+        entries.append(("ground truth: the true defect", "deepskyblue"))
+    return entries
+
+
+def _html_legend(scores, threshold, gt, deviations, units: str | None) -> str:
+    """The legend and colour scales as HTML over the page (the exported 3D scene carries no 2D annotations)."""
+    import html
+
+    ramp = '<span style="display:inline-block;width:120px;height:10px;vertical-align:middle;background:{}"></span>'
+    rows = []
+    if scores is not None:
+        low = float(threshold) if threshold is not None else float(np.min(scores))
+        inferno = ramp.format("linear-gradient(to right, #000004, #57106e, #bc3754, #f98e09, #fcffa4)")
+        rows.append(f"<div>anomaly score {low:.3g} {inferno} {float(np.max(scores)):.3g}</div>")
+    for label, colour in _legend(scores, threshold, gt):
+        rows.append(f'<div><span style="color:{colour}">&#9679;</span> {html.escape(label)}</div>')
+    if deviations is not None:
+        bound = float(np.max(np.abs(deviations)))
+        diverging = ramp.format("linear-gradient(to right, #2166ac, #f7f7f7, #b2182b)")
+        rows.append(f"<div>deviation {-bound:.3g} {diverging} {bound:+.3g} {html.escape(units or 'scan units')}</div>")
+    style = (
+        "position:fixed;left:10px;bottom:10px;z-index:10;padding:6px 10px;background:rgba(40,40,40,0.85);"
+        "color:#eee;font:13px sans-serif;line-height:1.6;border-radius:4px"
+    )
+    return f'<div id="ad3d-legend" style="{style}">{"".join(rows)}</div>'
 
 
 def _measured(region: DefectRegion, units: str | None) -> str:
@@ -159,6 +208,9 @@ def render(
         Path(html).parent.mkdir(parents=True, exist_ok=True)
         plotter.trame.export_html(str(html))  # Plotter.export_html is deprecated (PyVista 0.47+)
         plotter.close()
+        page = Path(html).read_text(encoding="utf-8")
+        legend = _html_legend(scores, threshold, gt, deviations, scan.units)
+        Path(html).write_text(page.replace("</body>", legend + "</body>", 1), encoding="utf-8")
     if show:
         if not has_display():
             raise ConfigError(
