@@ -103,7 +103,7 @@ def _cmd_score(args) -> int:
     def failed(path, line: str) -> None:
         print(f"ad3d: {line}", file=sys.stderr)
 
-    options = _pick(args, "force", "preprocess", "timings")
+    options = {**_pick(args, "force", "preprocess", "timings"), "progress": not args.quiet}
     summary = score_files(det, inputs, args.out, on_result=said, on_error=failed, raise_errors=args.debug, **options)
     if summary.batch_note and not args.quiet:
         print(summary.batch_note)

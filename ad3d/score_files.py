@@ -107,12 +107,14 @@ def score_files(
     on_error: Callable[[Path, str], None] | None = None,
     raise_errors: bool = False,
     timings: bool = False,
+    progress: bool = False,
 ) -> ScoreSummary:
     """Score every scan file of `inputs` (files or folders) with a fitted (or zero-shot) `detector`, writing
     `out/NAME.ply` and `out/NAME.json` per scan. A bad file is one line (`on_error`) and the others are still
     scored (raise_errors: raise it instead); `on_result` hears each scored scan. A zero-shot detector reads
-    every scan first and scores them together. The results are the same bytes for the same inputs; timings=True
-    adds each step's time and peak memory to each JSON report."""
+    every scan first and scores them together (progress: bars while it does, when nothing else is said). The
+    results are the same bytes for the same inputs; timings=True adds each step's time and peak memory to each
+    JSON report."""
     if not inputs:
         raise ConfigError("no scans given")
     out = Path(out)
@@ -138,7 +140,7 @@ def score_files(
             on_result(path, stem, result)
 
     if detector.learning_type == "zero-shot":
-        _score_together(detector, paths, names, force, preprocess, fail, finish, summary)
+        _score_together(detector, paths, names, force, preprocess, fail, finish, summary, progress)
     else:
         for path, stem in zip(paths, names):
             try:
@@ -162,20 +164,25 @@ def _read(path: Path, preprocess: str):
     return scan, {"read_s": time.perf_counter() - started, "read_peak_mb": peak_mb()}
 
 
-def _score_together(detector, paths, names, force, preprocess, fail, finish, summary: ScoreSummary) -> None:
+def _score_together(
+    detector, paths, names, force, preprocess, fail, finish, summary: ScoreSummary, progress: bool
+) -> None:
     """A zero-shot batch: every scan read (a corrupt one left out here, not found inside the joint scoring),
-    then all scored together."""
+    then all scored together; progress: a bar for each of the two (nothing else shows before the results)."""
+    from tqdm import tqdm
+
     from ad3d.detectors.base import check_geometry
 
     batch = []
-    for path, stem in zip(paths, names):
+    for path, stem in tqdm(list(zip(paths, names)), desc="reading", unit="scan", disable=not progress, leave=False):
         try:
             scan, read_timings = _read(path, preprocess)
             check_geometry(scan)
             batch.append((path, stem, scan, read_timings))
         except Exception as e:
             fail(path, e)
-    results = detector.score_many([scan for _, _, scan, _ in batch], force=force) if batch else []
+    scans = [scan for _, _, scan, _ in batch]
+    results = detector.score_many(scans, progress=progress, force=force) if batch else []
     if results and detector.threshold_ is None:
         summary.batch_note = (
             f"{detector.name}: decisions from the batch's own scores ({len(results)} scans, most assumed good)"
