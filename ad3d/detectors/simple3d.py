@@ -42,12 +42,15 @@ PRESETS = {
 def thin(points: np.ndarray, max_points: int) -> np.ndarray:
     """Sorted indices of at most `max_points` evenly spread points, at least 90 % of that when the search
     finds such a grid: the first point in each occupied cell of a voxel grid, the voxel resized (as on a
-    surface, count ~ 1 / voxel^2) until the count fits. All points when there are no more than max_points."""
+    surface, count ~ 1 / voxel^2) until the count fits, each new size kept strictly between the sizes seen to
+    give too many and too few points (a grid's count is not smooth in the size: the plain update can step back
+    and forth). All points when there are no more than max_points."""
     if max_points <= 0 or len(points) <= max_points:
         return np.arange(len(points))
     lo = points.min(0)
     voxel = diagonal(points) / np.sqrt(max_points)
     best = np.zeros(1, dtype=np.int64)
+    too_fine, too_coarse = 0.0, np.inf  # voxel sizes seen to keep too many / too few points
     for _ in range(12):
         cells = np.floor((points - lo) / voxel).astype(np.int64)
         keys = (cells[:, 0] * 2_097_152 + cells[:, 1]) * 2_097_152 + cells[:, 2]
@@ -56,7 +59,13 @@ def thin(points: np.ndarray, max_points: int) -> np.ndarray:
             best = max(best, np.sort(first), key=len)
             if len(first) >= 0.9 * max_points:
                 break
-        voxel *= np.sqrt(len(first) / (0.95 * max_points))
+            too_coarse = min(too_coarse, voxel)
+        else:
+            too_fine = max(too_fine, voxel)
+        guess = voxel * np.sqrt(len(first) / (0.95 * max_points))
+        if not too_fine < guess < too_coarse:  # the update left the bracket: halve it (geometrically)
+            guess = np.sqrt(too_fine * too_coarse) if np.isfinite(too_coarse) and too_fine > 0 else guess
+        voxel = guess
     return best
 
 
