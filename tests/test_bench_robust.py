@@ -23,40 +23,26 @@ PATCHCORE = '[[detectors]]\nname = "patchcore"\n'
 DATASET = '[[datasets]]\nroot = "DATA"\nformat = "anomaly-shapenet"\n'
 
 
+def box_dataset(folder: Path, shared_data: Path, **options) -> Path:
+    """A one-part Anomaly-ShapeNet dataset of the shipped box (options: make_dataset's)."""
+    make_dataset([shared_data / "meshes" / "cad" / "box.STL"], "anomaly-shapenet", folder / "data", **options)
+    return folder / "data"
+
+
 @pytest.fixture(scope="module")
 def data(tmp_path_factory, shared_data):
-    root = tmp_path_factory.mktemp("robust") / "data"
-    make_dataset(
-        [shared_data / "meshes" / "cad" / "box.STL"],
-        "anomaly-shapenet",
-        root,
-        points=1500,
-        train=3,
-        good=2,
-        per_defect=1,
-        defects=("bulge", "hole"),
-        seed=4,
+    folder = tmp_path_factory.mktemp("robust")
+    return box_dataset(
+        folder, shared_data, points=1500, train=3, good=2, per_defect=1, defects=("bulge", "hole"), seed=4
     )
-    return root
 
 
 @pytest.fixture(scope="module")
 def dense(tmp_path_factory, shared_data):
     """Scans large enough that a job's result (its report thumbnails) overflows a pipe's buffer: a worker whose
     driver is gone then blocks forever on sending it, unless it ends itself."""
-    root = tmp_path_factory.mktemp("dense") / "data"
-    make_dataset(
-        [shared_data / "meshes" / "cad" / "box.STL"],
-        "anomaly-shapenet",
-        root,
-        points=12000,
-        train=2,
-        good=1,
-        per_defect=1,
-        defects=("bulge",),
-        seed=5,
-    )
-    return root
+    folder = tmp_path_factory.mktemp("dense")
+    return box_dataset(folder, shared_data, points=12000, train=2, good=1, per_defect=1, defects=("bulge",), seed=5)
 
 
 def spec_file(tmp_path, data, text: str) -> Path:

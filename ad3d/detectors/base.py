@@ -112,7 +112,7 @@ class Detector:
             setattr(self, name, init_locals[name])
 
     def _require(self, checks: dict[str, bool]) -> None:
-        """A ConfigError naming each parameter whose value failed its check (for check_params)."""
+        """A ConfigError naming the first parameter whose value failed its check (for check_params)."""
         for name, ok in checks.items():
             if not ok:
                 raise ConfigError(f"{self.name} {name}={getattr(self, name)!r} is out of range")

@@ -21,7 +21,8 @@ each patch's nearest distance; fused per patch by a one-class SVM learned on hel
 the part set to the part's least anomalous patch (else the background's colour scores bleed into the
 silhouette's points); the map brought to the image, blurred, read at every point. Object score = the
 mean of the top 5 % of the scan's point scores. `fit_joint` trains one
-adaptor on every category of a dataset, as released. The paper preset's losses='release',
+adaptor on every category of a dataset, as released. `device` runs the backbones, the coreset and the
+nearest-distance queries; the adaptors (one block each) train on the CPU. The paper preset's losses='release',
 point_tokens='m3dm' and scoring='release' compute the InfoNCE scale, the compactness clamp, the rotated
 copies, M3DM's point tokens and the release's decision layer (`decision_layer`) as the releases do
 (docs/detectors/lsfa.md; tests/oracle).

@@ -121,28 +121,29 @@ MAX_JOIN_GROUPS = 50  # more groups than this (a mostly hot scan): joining by si
 def _join_parts_of_one_defect(hot_points: np.ndarray, comp: np.ndarray, join: float) -> np.ndarray:
     """Component labels with groups joined while the gap between two is under `join` x the larger one's bounding
     box diagonal (repeated: a joined group is larger and may reach the next)."""
+    from itertools import combinations
+
     from scipy.spatial import cKDTree
 
     labels = np.unique(comp)
     if join <= 0 or not 1 < len(labels) <= MAX_JOIN_GROUPS:
         return comp
     members = {c: np.flatnonzero(comp == c) for c in labels}
-    changed = True
-    while changed and len(members) > 1:
-        changed = False
-        sizes = {c: float(np.linalg.norm(np.ptp(hot_points[m], axis=0))) for c, m in members.items()}
-        trees = {c: cKDTree(hot_points[m]) for c, m in members.items()}
-        keys = sorted(members, key=lambda c: -len(members[c]))
-        for i, a in enumerate(keys):
-            for b in keys[i + 1 :]:
-                gap = trees[a].query(hot_points[members[b]], k=1)[0].min()
-                if gap < join * max(sizes[a], sizes[b]):
-                    members[a] = np.concatenate([members[a], members.pop(b)])
-                    changed = True
-                    break
-            if changed:
-                break
+    sizes = {c: diagonal(hot_points[m]) for c, m in members.items()}
+    trees = {c: cKDTree(hot_points[m]) for c, m in members.items()}
+
+    def close_pair() -> tuple | None:  # the first pair, largest groups first, close enough to be one defect
+        for a, b in combinations(sorted(members, key=lambda c: -len(members[c])), 2):
+            if trees[a].query(hot_points[members[b]], k=1)[0].min() < join * max(sizes[a], sizes[b]):
+                return a, b
+        return None
+
+    while (pair := close_pair()) is not None:
+        a, b = pair
+        members[a] = np.concatenate([members[a], members.pop(b)])
+        sizes[a], trees[a] = diagonal(hot_points[members[a]]), cKDTree(hot_points[members[a]])
+        del sizes[b], trees[b]
     out = np.empty_like(comp)
-    for label, (_, m) in enumerate(members.items()):
+    for label, m in enumerate(members.values()):
         out[m] = label
     return out

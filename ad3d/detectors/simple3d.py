@@ -119,10 +119,9 @@ class Simple3D(Detector):
 
         work = np.ascontiguousarray(points[thin(points, self.max_points)], dtype=np.float32)
         feats = torch.from_numpy(msnd(work, tuple(int(k) for k in self.scales), self.normal_k, self.normals))
-        pts = torch.from_numpy(work)
-        centres = ops.fps(pts, min(self.num_groups, len(work)))
-        groups = ops.knn(pts[centres], pts, min(self.group_size, len(work)))[1]
-        return work[centres.numpy()], feats[groups].mean(1).numpy()
+        centres = ops.fps(torch.from_numpy(work), min(self.num_groups, len(work))).numpy()  # from index 0, as released
+        _, groups = ops.group_points(work, len(centres), self.group_size, centres=centres)
+        return work[centres], feats[torch.from_numpy(groups)].mean(1).numpy()
 
     def _fit(self, scans: list[Scan], progress: bool) -> None:
         from tqdm import tqdm

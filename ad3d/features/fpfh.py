@@ -35,17 +35,12 @@ class FPFHBackbone:
         self.radius_fraction, self.num_groups, self.group_size = radius_fraction, num_groups, group_size
 
     def __call__(self, points: np.ndarray):
-        import torch
-
         from ad3d import ops
         from ad3d.features.base import PointFeatures
 
         points = np.asarray(points, dtype=np.float32)
-        centres = ops.even_subset(points, self.num_groups)
+        centres, groups = ops.group_points(points, self.num_groups, self.group_size)
         radius = self.radius_fraction * diagonal(points)
-        groups = ops.knn(
-            torch.from_numpy(points[centres]), torch.from_numpy(points), min(self.group_size, len(points))
-        )[1].numpy()
         return PointFeatures(points[centres], fpfh(points, radius)[centres], groups)
 
     def fingerprint(self) -> dict:
