@@ -6,8 +6,10 @@ centre's feature to its nearest bank entry, carried to every point (inverse squa
 nearest centres), then averaged over `smooth_k` points around `smooth_centres` FPS centres and carried back
 (the release's score smoothing); object score: mean of the `top_k` highest point scores.
 
-Dense scans: descriptors are computed on an evenly thinned copy of at most `max_points` points (one point per
-occupied voxel, the voxel sized to fit), every point of the scan is scored. Memory grows with max_points x
+Descriptors are computed on an evenly thinned copy of at most `max_points` points and at most `thin_share` of
+the scan's (one point per occupied voxel, the voxel sized to fit), every point of the scan is scored: a raw scan's
+density follows the scanner's view, so its k-neighbourhoods would cover different areas at different places;
+the thinned copy's do not (development sets: O-AUROC 0.883 -> 0.961 on 12,500-point scans; docs/detectors). Memory grows with max_points x
 max(scales) (the neighbour graph, 12 bytes an entry: 50 MB at the defaults) and with the scan's size (its
 scores); measured in docs/detectors/simple3d.md with the defaults and the `paper` preset (the release's
 settings, every point).
@@ -30,6 +32,7 @@ PRESETS = {
     # repeats the 80-neighbour scale), Open3D's unoriented normals of 10 neighbours, every point kept
     "paper": {
         "max_points": 0,
+        "thin_share": 1.0,
         "scales": (40, 80, 80, 120),
         "normal_k": 10,
         "normals": "open3d",
@@ -80,8 +83,9 @@ class Simple3D(Detector):
     def __init__(
         self,
         max_points: int = 16384,
+        thin_share: float = 0.5,
         scales: tuple[int, ...] = (64, 128, 256),
-        normal_k: int = 30,
+        normal_k: int = 90,
         normals: str = "outward",
         num_groups: int = 4096,
         group_size: int = 64,
@@ -99,6 +103,7 @@ class Simple3D(Detector):
     def check_params(self) -> None:
         checks = {
             "max_points": self.max_points >= 0,
+            "thin_share": 0 < self.thin_share <= 1,
             "scales": len(self.scales) >= 1 and all(int(k) >= 1 for k in self.scales),
             "normal_k": self.normal_k >= 3,
             "normals": self.normals in ("outward", "open3d"),
@@ -117,7 +122,8 @@ class Simple3D(Detector):
         from ad3d import ops
         from ad3d.features.msnd import msnd
 
-        work = np.ascontiguousarray(points[thin(points, self.max_points)], dtype=np.float32)
+        limit = self.max_points and min(self.max_points, max(1, int(self.thin_share * len(points))))
+        work = np.ascontiguousarray(points[thin(points, limit)], dtype=np.float32)
         feats = torch.from_numpy(msnd(work, tuple(int(k) for k in self.scales), self.normal_k, self.normals))
         centres = ops.fps(torch.from_numpy(work), min(self.num_groups, len(work))).numpy()  # from index 0, as released
         _, groups = ops.group_points(work, len(centres), self.group_size, centres=centres)
