@@ -101,6 +101,17 @@ def test_thinning_keeps_an_even_cover_of_at_most_max_points():
     np.testing.assert_array_equal(thin(p[:100], 5000), np.arange(100))
 
 
+def test_a_scan_under_max_points_is_still_thinned_to_thin_share_of_its_points():
+    # the descriptors see an even copy of at most half a 12,500-point scan's points, not the scan as sampled
+    rng = np.random.default_rng(4)
+    p = (rng.uniform(0, 1, (12_500, 3)) ** [1, 3, 1] * [1, 1, 0.001]).astype(np.float32)  # uneven density
+    det = ad3d.create("simple3d", scales=(8,), normal_k=10, num_groups=100_000, group_size=4)
+    centres, _ = det.centre_features(p)  # num_groups above the point count: one centre per working point
+    assert 0.9 * 6250 <= len(centres) <= 6250
+    det.set_params(thin_share=1.0)
+    assert len(det.centre_features(p)[0]) == 12_500  # max_points (16,384) alone leaves it as scanned
+
+
 def test_thinning_finds_a_grid_where_the_plain_update_steps_back_and_forth():
     # benchmarks/scale.py's 500k-point scan: the plain update jumped over the 90-100 % band for 12 rounds and
     # kept 14,371 points (0.6 s); bracketing the voxel size finds 14,833 in a few rounds

@@ -27,7 +27,8 @@ On realistic scans (sensor noise) the top 3 % beat the top 1 % on the developmen
 vs 0.678). The paper preset scores as the release (alibalapour/r3d-ad, a fork of the authors' commit
 7b1d989: evaluation/evaluation_metrics.py ROC_AP): object_score='reweighted', PatchCore's reweighted max
 (k = 3) of the points' distances to the reconstruction, on 2048 points of each test cloud (the release draws
-them at random, ad3d takes an even subset: deterministic; every point then takes the 1/d interpolation of its 3 nearest scored points).
+them at random, ad3d takes an even subset: deterministic; every point then takes the 1/d interpolation of
+its 3 nearest scored points).
 Training matches acquisition: small pose jitter (rotation='jitter') and noise (noise_aug) on the
 defective cloud.
 Defaults are the CPU preset; PRESETS['paper'] holds the released sizes.

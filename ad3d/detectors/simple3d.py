@@ -7,12 +7,12 @@ nearest centres), then averaged over `smooth_k` points around `smooth_centres` F
 (the release's score smoothing); object score: mean of the `top_k` highest point scores.
 
 Descriptors are computed on an evenly thinned copy of at most `max_points` points and at most `thin_share` of
-the scan's (one point per occupied voxel, the voxel sized to fit), every point of the scan is scored: a raw scan's
-density follows the scanner's view, so its k-neighbourhoods would cover different areas at different places;
-the thinned copy's do not (development sets: O-AUROC 0.883 -> 0.961 on 12,500-point scans; docs/detectors). Memory grows with max_points x
-max(scales) (the neighbour graph, 12 bytes an entry: 50 MB at the defaults) and with the scan's size (its
-scores); measured in docs/detectors/simple3d.md with the defaults and the `paper` preset (the release's
-settings, every point).
+the scan's (one point per occupied voxel, the voxel sized to fit; max_points=0 keeps every point), and every
+point of the scan is scored. A raw scan's density follows the scanner's view, so its k-neighbourhoods would
+cover different areas at different places; the thinned copy's do not (development set DEV2, 12,500-point
+scans: O-AUROC 0.883 -> 0.922; docs/detectors/simple3d.md). Memory grows with max_points x max(scales) (the
+neighbour graph, 12 bytes an entry: 50 MB at the defaults) and with the scan's size (its scores); measured in
+docs/detectors/simple3d.md with the defaults and the `paper` preset (the release's settings, every point).
 """
 
 from __future__ import annotations
