@@ -13,6 +13,7 @@ from ad3d.detectors import registry
 from ad3d.detectors.base import Detector
 from ad3d.detectors.registry import BUILTIN, detector_class, preset
 from ad3d.errors import ConfigError
+from ad3d.types import Scan
 
 QUICK = {  # small enough to fit in seconds; the learned detectors as their own tests run them
     **TINY,
@@ -125,6 +126,27 @@ def test_a_model_saved_under_the_old_parameter_names_loads(scans, tmp_path):
     save_file(tensors, str(tmp_path / "old.ad3d"), metadata={"ad3d": json.dumps(header)})
     back = ad3d.load(tmp_path / "old.ad3d")
     assert back.get_params()["num_groups"] == 128 and back.get_params()["point_features"] == "fpfh"
+
+
+def test_a_simple3d_model_saved_before_thin_share_keeps_scoring_every_point(tmp_path):
+    import json
+
+    from safetensors.numpy import load_file, save_file
+
+    from ad3d.detectors import model_file
+
+    rng = np.random.default_rng(0)
+    clouds = [Scan(points=rng.normal(size=(600, 3)).astype(np.float32)) for _ in range(2)]
+    ad3d.create("simple3d", **QUICK["simple3d"], thin_share=1.0).fit(clouds).save(tmp_path / "new.ad3d")
+    header = model_file._read_header(tmp_path / "new.ad3d")
+    del header["params"]["thin_share"]  # as written before the parameter existed
+    tensors = load_file(str(tmp_path / "new.ad3d"))
+    header["sha256"] = model_file._digest(tensors, header)
+    save_file(tensors, str(tmp_path / "old.ad3d"), metadata={"ad3d": json.dumps(header)})
+    old, new = ad3d.load(tmp_path / "old.ad3d"), ad3d.load(tmp_path / "new.ad3d")
+    assert old.get_params()["thin_share"] == 1.0
+    np.testing.assert_array_equal(old.score(clouds[0]).point_scores, new.score(clouds[0]).point_scores)
+    assert ad3d.create("simple3d").get_params()["thin_share"] == 0.5  # what a new model takes instead
 
 
 # --- the checks catch a detector that breaks a rule ---------------------------------------------------

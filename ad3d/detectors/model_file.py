@@ -23,6 +23,9 @@ RENAMED = {
     "weights": "point_weights",
 }
 """Parameter names of models saved before each concept had one name, and the name each has now."""
+ADDED = {"simple3d": {"thin_share": 1.0}}
+"""Parameters added after models were saved, per detector, with the value that computes what those models did
+(their default would change an old model's scores: simple3d's descriptors saw every point under max_points)."""
 
 Detector = Any  # an ad3d.detectors.base.Detector; not imported, so that base (which saves through here) and this
 # module do not import each other
@@ -103,6 +106,7 @@ def load(path: str | Path) -> Detector:
     try:
         tuples, names = set(header.get("tuple_params", ())), param_names(cls)
         params = {k if k in names else RENAMED.get(k, k): v for k, v in header["params"].items()}
+        params = {**ADDED.get(cls.name, {}), **params}
         det = cls(**{k: tuple(v) if k in tuples and isinstance(v, list) else v for k, v in params.items()})
         det.check_params()
     except (TypeError, ConfigError) as e:
