@@ -122,7 +122,7 @@ class Simple3D(Detector):
         from ad3d import ops
         from ad3d.features.msnd import msnd
 
-        limit = self.max_points and min(self.max_points, max(1, int(self.thin_share * len(points))))
+        limit = min(self.max_points, max(1, int(self.thin_share * len(points)))) if self.max_points else 0  # 0: all
         work = np.ascontiguousarray(points[thin(points, limit)], dtype=np.float32)
         feats = torch.from_numpy(msnd(work, tuple(int(k) for k in self.scales), self.normal_k, self.normals))
         centres = ops.fps(torch.from_numpy(work), min(self.num_groups, len(work))).numpy()  # from index 0, as released
