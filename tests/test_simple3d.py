@@ -105,11 +105,27 @@ def test_a_scan_under_max_points_is_still_thinned_to_thin_share_of_its_points():
     # the descriptors see an even copy of at most half a 12,500-point scan's points, not the scan as sampled
     rng = np.random.default_rng(4)
     p = (rng.uniform(0, 1, (12_500, 3)) ** [1, 3, 1] * [1, 1, 0.001]).astype(np.float32)  # uneven density
-    det = ad3d.create("simple3d", scales=(8,), normal_k=10, num_groups=100_000, group_size=4)
+    det = ad3d.create("simple3d", scales=(8,), normal_k=10, num_groups=100_000, group_size=4).fit([Scan(points=p)])
     centres, _ = det.centre_features(p)  # num_groups above the point count: one centre per working point
     assert 0.9 * 6250 <= len(centres) <= 6250
-    det.set_params(thin_share=1.0)
+    det.set_params(thin_share=1.0).fit([Scan(points=p)])
     assert len(det.centre_features(p)[0]) == 12_500  # max_points (16,384) alone leaves it as scanned
+
+
+def test_the_spacing_learned_at_fit_thins_every_scan_of_the_part_to_one_density():
+    # scans of one surface with 10,000 and 15,000 points: thinned each to half its own count they would differ
+    # in density by half, so k neighbours would cover different areas; at the spacing learned at fit they differ
+    # only by how often a sparser scan leaves a cell empty
+    rng = np.random.default_rng(5)
+    square = lambda n: (rng.uniform(0, 1, (n, 3)) * [1, 1, 0.001]).astype(np.float32)  # noqa: E731
+    det = ad3d.create("simple3d").fit([Scan(points=square(12_500)) for _ in range(3)])
+    sparse, dense = square(10_000), square(15_000)
+    fit_counts = [len(det.working_copy(s)) for s in (sparse, dense)]
+    det.set_params(spacing="scan")
+    scan_counts = [len(det.working_copy(s)) for s in (sparse, dense)]
+    assert 0.9 * 6250 <= len(det.set_params(spacing="fit").working_copy(square(12_500))) <= 6600
+    assert scan_counts[1] / scan_counts[0] > 1.4
+    assert fit_counts[1] / fit_counts[0] < 1.25
 
 
 def test_thinning_finds_a_grid_where_the_plain_update_steps_back_and_forth():

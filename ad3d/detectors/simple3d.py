@@ -6,11 +6,13 @@ centre's feature to its nearest bank entry, carried to every point (inverse squa
 nearest centres), then averaged over `smooth_k` points around `smooth_centres` FPS centres and carried back
 (the release's score smoothing); object score: mean of the `top_k` highest point scores.
 
-Descriptors are computed on an evenly thinned copy of at most `max_points` points and at most `thin_share` of
-the scan's (one point per occupied voxel, the voxel sized to fit; max_points=0 keeps every point), and every
-point of the scan is scored. A raw scan's density follows the scanner's view, so its k-neighbourhoods would
-cover different areas at different places; the thinned copy's do not (development set DEV2, 12,500-point
-scans: O-AUROC 0.883 -> 0.922; docs/detectors/simple3d.md). Memory grows with max_points x max(scales) (the
+Descriptors are computed on an evenly thinned copy (one point per occupied voxel; max_points=0 keeps every
+point), and every point of the scan is scored. The voxel size is learned at fit: the median over the training
+scans of the size that leaves each at most `max_points` and `thin_share` of its points; every scan of the part is
+thinned with it, so k neighbours cover the same area whatever a scan's point count (spacing="scan": each scan
+thinned to its own limit). A raw scan's density follows the scanner's view and its point count varies, so its
+k-neighbourhoods would cover different areas at different places and in different scans; the thinned copy's do
+not (docs/detectors/simple3d.md: development sets DEV2 and DEV4). Memory grows with max_points x max(scales) (the
 neighbour graph, 12 bytes an entry: 50 MB at the defaults) and with the scan's size (its scores); measured in
 docs/detectors/simple3d.md with the defaults and the `paper` preset (the release's settings, every point).
 """
@@ -42,34 +44,45 @@ PRESETS = {
 }
 
 
-def thin(points: np.ndarray, max_points: int) -> np.ndarray:
-    """Sorted indices of at most `max_points` evenly spread points, at least 90 % of that when the search
-    finds such a grid: the first point in each occupied cell of a voxel grid, the voxel resized (as on a
-    surface, count ~ 1 / voxel^2) until the count fits, each new size kept strictly between the sizes seen to
-    give too many and too few points (a grid's count is not smooth in the size: the plain update can step back
-    and forth). All points when there are no more than max_points."""
+def thinning_voxel(points: np.ndarray, max_points: int) -> float:
+    """The voxel size whose grid keeps at most `max_points` of the points, at least 90 % of that when the search
+    finds such a size (0: keep every point): the voxel resized (as on a surface, count ~ 1 / voxel^2) until the
+    count fits, each new size kept strictly between the sizes seen to give too many and too few points (a grid's
+    count is not smooth in the size: the plain update can step back and forth)."""
     if max_points <= 0 or len(points) <= max_points:
-        return np.arange(len(points))
-    lo = points.min(0)
+        return 0.0
     voxel = diagonal(points) / np.sqrt(max_points)
-    best = np.zeros(1, dtype=np.int64)
+    best, best_count = np.inf, 0
     too_fine, too_coarse = 0.0, np.inf  # voxel sizes seen to keep too many / too few points
     for _ in range(12):
-        cells = np.floor((points - lo) / voxel).astype(np.int64)
-        keys = (cells[:, 0] * 2_097_152 + cells[:, 1]) * 2_097_152 + cells[:, 2]
-        first = np.unique(keys, return_index=True)[1]
-        if len(first) <= max_points:
-            best = max(best, np.sort(first), key=len)
-            if len(first) >= 0.9 * max_points:
+        count = len(thin_at(points, voxel))
+        if count <= max_points:
+            if count > best_count:
+                best, best_count = voxel, count
+            if count >= 0.9 * max_points:
                 break
             too_coarse = min(too_coarse, voxel)
         else:
             too_fine = max(too_fine, voxel)
-        guess = voxel * np.sqrt(len(first) / (0.95 * max_points))
+        guess = voxel * np.sqrt(count / (0.95 * max_points))
         if not too_fine < guess < too_coarse:  # the update left the bracket: halve it (geometrically)
             guess = np.sqrt(too_fine * too_coarse) if np.isfinite(too_coarse) and too_fine > 0 else guess
         voxel = guess
-    return best
+    return float(best)
+
+
+def thin_at(points: np.ndarray, voxel: float) -> np.ndarray:
+    """Sorted indices of the first point in each occupied cell of a `voxel`-sized grid (0: every point)."""
+    if voxel <= 0:
+        return np.arange(len(points))
+    cells = np.floor((points - points.min(0)) / voxel).astype(np.int64)
+    keys = (cells[:, 0] * 2_097_152 + cells[:, 1]) * 2_097_152 + cells[:, 2]
+    return np.sort(np.unique(keys, return_index=True)[1])
+
+
+def thin(points: np.ndarray, max_points: int) -> np.ndarray:
+    """Sorted indices of at most `max_points` evenly spread points (thinning_voxel's grid)."""
+    return thin_at(points, thinning_voxel(points, max_points))
 
 
 @register
@@ -78,12 +91,14 @@ class Simple3D(Detector):
     PRESETS = PRESETS
     modalities = ("xyz",)
     _state_arrays = ("bank_",)
+    _state_scalars = ("voxel_",)
     cheap_refit = True
 
     def __init__(
         self,
         max_points: int = 16384,
         thin_share: float = 0.5,
+        spacing: str = "fit",
         scales: tuple[int, ...] = (64, 128, 256),
         normal_k: int = 90,
         normals: str = "outward",
@@ -99,11 +114,13 @@ class Simple3D(Detector):
     ):
         self._store_params(locals())
         self.bank_ = None
+        self.voxel_ = None
 
     def check_params(self) -> None:
         checks = {
             "max_points": self.max_points >= 0,
             "thin_share": 0 < self.thin_share <= 1,
+            "spacing": self.spacing in ("fit", "scan"),
             "scales": len(self.scales) >= 1 and all(int(k) >= 1 for k in self.scales),
             "normal_k": self.normal_k >= 3,
             "normals": self.normals in ("outward", "open3d"),
@@ -116,14 +133,30 @@ class Simple3D(Detector):
         }
         self._require(checks)
 
+    def point_limit(self, points: np.ndarray) -> int:
+        """How many points a scan's descriptors may see: max_points, and thin_share of the scan's (0: all)."""
+        return min(self.max_points, max(1, int(self.thin_share * len(points)))) if self.max_points else 0
+
+    def working_copy(self, points: np.ndarray) -> np.ndarray:
+        """The thinned copy the descriptors see: at the spacing learned at fit (spacing="fit": the same density
+        in every scan of the part, so that k neighbours cover the same area whatever the scan's point count),
+        or at the scan's own limit ("scan"); max_points=0 keeps every point. A scan that the learned spacing
+        leaves with over twice max_points (a larger part than the training scans) is thinned to max_points
+        instead, to bound memory."""
+        if not self.max_points:
+            return np.ascontiguousarray(points, dtype=np.float32)
+        keep = thin_at(points, self.voxel_) if self.spacing == "fit" else thin(points, self.point_limit(points))
+        if len(keep) > 2 * self.max_points:
+            keep = thin(points, self.max_points)
+        return np.ascontiguousarray(points[keep], dtype=np.float32)
+
     def centre_features(self, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(centres (C, 3), LFSA features (C, 33 * len(scales))): MSND on the thinned scan, averaged over
         each FPS centre's group_size nearest points."""
         from ad3d import ops
         from ad3d.features.msnd import msnd
 
-        limit = min(self.max_points, max(1, int(self.thin_share * len(points)))) if self.max_points else 0  # 0: all
-        work = np.ascontiguousarray(points[thin(points, limit)], dtype=np.float32)
+        work = self.working_copy(points)
         feats = torch.from_numpy(msnd(work, tuple(int(k) for k in self.scales), self.normal_k, self.normals))
         centres = ops.fps(torch.from_numpy(work), min(self.num_groups, len(work))).numpy()  # from index 0, as released
         _, groups = ops.group_points(work, len(centres), self.group_size, centres=centres)
@@ -132,6 +165,7 @@ class Simple3D(Detector):
     def _fit(self, scans: list[Scan], progress: bool) -> None:
         from tqdm import tqdm
 
+        self.voxel_ = float(np.median([thinning_voxel(s.points, self.point_limit(s.points)) for s in scans]))
         feats = [
             self.centre_features(s.points)[1]
             for s in tqdm(scans, desc="simple3d fit", disable=not progress, leave=False)
