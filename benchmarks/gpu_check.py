@@ -7,7 +7,10 @@ trained, scored, saved and loaded on the GPU beside the same on the CPU.
 
 With the ops tests and the detector contract on the GPU (`pytest tests/test_ops.py tests/test_contract.py -k "cuda or
 ops"`, whose CUDA cases run where torch sees a GPU) and
-`python benchmarks/ops.py --device cuda`, this is what was run on an H200 (docs/ops.md).
+`python benchmarks/ops.py --device cuda`, this is what was run on an H200 (docs/ops.md). What the open issues ask
+of a GPU besides: `python benchmarks/scale.py --device cuda` (simple3d's dense scans, issue 25) and
+`ad3d bench run --spec benchmarks/sweeps/paper_gpu.toml` (the paper presets of r3dad and mc4ad at their released
+training length, issue 23; not run yet).
 """
 
 from __future__ import annotations
