@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import ad3d
-from ad3d.detectors.simple3d import thin
+from ad3d.detectors.simple3d import thin, thin_at
 from ad3d.features.msnd import fpfh_knn, msnd, neighbour_graph, pca_normals
 from ad3d.types import Scan
 
@@ -126,6 +126,16 @@ def test_the_spacing_learned_at_fit_thins_every_scan_of_the_part_to_one_density(
     assert 0.9 * 6250 <= len(det.set_params(spacing="fit").working_copy(square(12_500))) <= 6600
     assert scan_counts[1] / scan_counts[0] > 1.4
     assert fit_counts[1] / fit_counts[0] < 1.25
+
+
+def test_a_scan_far_larger_than_the_training_scans_is_thinned_to_max_points():
+    # the learned spacing on a part four times the size would keep about 16 x max_points: memory would follow the
+    # scan; over twice max_points the copy is thinned to max_points instead
+    rng = np.random.default_rng(6)
+    det = ad3d.create("simple3d", max_points=1000).fit([Scan(points=rng.uniform(0, 1, (3000, 3)) * [1, 1, 0.001])])
+    large = (rng.uniform(0, 1, (48_000, 3)) * [4, 4, 0.001]).astype(np.float32)
+    assert len(thin_at(large, det.voxel_)) > 2000  # what the learned spacing alone would keep
+    assert 900 <= len(det.working_copy(large)) <= 1000
 
 
 def test_thinning_finds_a_grid_where_the_plain_update_steps_back_and_forth():

@@ -121,14 +121,19 @@ class Sweep:
         fpr_ok = isinstance(self.fpr, (int, float)) and not isinstance(self.fpr, bool) and 0 < self.fpr < 1
         _require(fpr_ok, f"fpr must be a rate between 0 and 1, got {self.fpr!r}")
 
-    def jobs(self) -> list[Job]:
-        """Every (detector, category, seed) job, in a fixed order: dataset, category, seed, detector. Every value
-        and every dataset is checked first: a sweep with a mistake runs nothing."""
+    def variants(self) -> list[tuple[Variant, dict]]:
+        """Each detector entry with its resolved parameters, after checking the sweep's values, the entries'
+        names, presets and parameter names (no dataset is read)."""
         self.check()
         titles = [v.title for v in self.detectors]
         if len(set(titles)) != len(titles):
             raise ConfigError(f"sweep: two detector entries share a name ({', '.join(titles)}); give each a label")
-        variants = [(v, v.resolved_params()) for v in self.detectors]
+        return [(v, v.resolved_params()) for v in self.detectors]
+
+    def jobs(self) -> list[Job]:
+        """Every (detector, category, seed) job, in a fixed order: dataset, category, seed, detector. Every value
+        and every dataset is checked first: a sweep with a mistake runs nothing."""
+        variants = self.variants()
         jobs = []
         for source in self.datasets:
             for category in source.resolved_categories():
