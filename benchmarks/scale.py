@@ -1,14 +1,14 @@
 """Scoring time and peak memory against points per scan: detectors beside patchcore (all at their defaults).
 
     python benchmarks/scale.py [--points 10000,100000,500000,1000000] [--detectors simple3d,patchcore]
-        [--device cpu] [--preset cpu] [--calibrated]
+        [--device cpu] [--preset cpu] [--param K=V ...] [--calibrated]
 
 Scans are noisy samplings of a shipped CAD part (datasets/demo/idler_riser.STL); each model is fitted on
 three samplings of the same size as the scans it scores (with --calibrated, calibrated on two more, so the
 timing includes the defect regions). Every (detector, size) runs in a fresh process: it
 loads the saved model, scores the scan once to warm up, then times a second score; peak RSS is the
 process's, so it includes the interpreter, torch, the model and the scan (all of which the 'idle' column
-shows before the first score).
+shows before the first score); 'GPU MB' is torch's peak allocation on the GPU with --device cuda.
 Goals: a 500k-point scan scored by simple3d in under 2 s on the 2-core development machine (issue 25); a
 1M-point scan by deviation, registration included, in seconds (issue 26).
 """
@@ -45,7 +45,10 @@ def high_water_mb() -> float:
 
 
 def child(model: str, scan_file: str) -> None:
-    """Load, score twice, print {score_s, idle_mb, peak_mb} as JSON (run in a fresh process)."""
+    """Load, score twice, print {score_s, idle_mb, peak_mb, gpu_mb} as JSON (run in a fresh process); gpu_mb is
+    torch's peak allocation on the GPU (0 on the CPU)."""
+    import torch
+
     import ad3d
     from ad3d.types import Scan
 
@@ -57,25 +60,27 @@ def child(model: str, scan_file: str) -> None:
     det.score(scan)
     seconds = time.perf_counter() - started
     peak = high_water_mb()
-    print(json.dumps({"score_s": seconds, "idle_mb": idle, "peak_mb": peak}))
+    gpu = torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_initialized() else 0.0
+    print(json.dumps({"score_s": seconds, "idle_mb": idle, "peak_mb": peak, "gpu_mb": gpu}))
 
 
 def main() -> None:
     import ad3d
-    from ad3d.detectors.registry import detector_class, param_names, preset
+    from ad3d.detectors.registry import detector_class, param_names, parse_params, preset
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--points", default="10000,100000,500000,1000000")
     ap.add_argument("--detectors", default="simple3d,patchcore")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--preset", default="cpu", help="the detectors' preset (simple3d paper: every point)")
+    ap.add_argument("--param", action="append", metavar="K=V", help="a parameter over the preset (repeatable)")
     ap.add_argument("--calibrated", action="store_true", help="calibrate each model: the timing includes regions")
     ap.add_argument("--child", nargs=2, metavar=("MODEL", "SCAN"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
         return child(*args.child)
     work = Path(tempfile.mkdtemp(prefix="ad3d-s3d-scale-"))
-    print(f"{'points':>9} {'detector':<10} {'score s':>8} {'idle MB':>8} {'peak MB':>8}", flush=True)
+    print(f"{'points':>9} {'detector':<10} {'score s':>8} {'idle MB':>8} {'peak MB':>8} {'GPU MB':>8}", flush=True)
     for points in (int(p) for p in args.points.split(",")):
         train = [sampled(points, s) for s in range(3)]
         scan_file = work / f"scan-{points}.npy"
@@ -85,6 +90,7 @@ def main() -> None:
             params = {"device": args.device} if "device" in param_names(detector_class(name)) else {}
             if args.preset in getattr(detector_class(name), "PRESETS", {}):
                 params.update(preset(name, args.preset))
+            params.update(parse_params(args.param))
             model = work / f"{name}-{points}.ad3d"
             det = ad3d.create(name, **params).fit(train)
             (det.calibrate([sampled(points, s) for s in (3, 4)]) if args.calibrated else det).save(model)
@@ -96,7 +102,8 @@ def main() -> None:
             row = json.loads(run.stdout.strip().splitlines()[-1])
             timing[name] = row["score_s"]
             print(
-                f"{points:>9,} {name:<10} {row['score_s']:>8.2f} {row['idle_mb']:>8.0f} {row['peak_mb']:>8.0f}",
+                f"{points:>9,} {name:<10} {row['score_s']:>8.2f} {row['idle_mb']:>8.0f} {row['peak_mb']:>8.0f} "
+                f"{row['gpu_mb']:>8.0f}",
                 flush=True,
             )
         for name in set(timing) - {"patchcore"} if "patchcore" in timing else ():

@@ -27,16 +27,19 @@ def smooth(scores: torch.Tensor, near: torch.Tensor, k: int) -> torch.Tensor:
     return scores[near[:, :k]].mean(1) if k > 1 else scores
 
 
-def spread(points: np.ndarray, anchors: np.ndarray, values: np.ndarray, power: int = 1) -> np.ndarray:
+def spread(
+    points: np.ndarray, anchors: np.ndarray, values: np.ndarray, power: int = 1, device: str = "cpu"
+) -> np.ndarray:
     """Values known at `anchors` (scored group centres, a sub-sample) carried to every point: the one way scores
     reach all points. Inverse-distance weights of the 3 nearest anchors: power 1, 1/d (exact at an anchor);
-    power 2, 1/d^2 (PointNet++'s, as the releases of M3DM, LSFA, MuSc-V2 and Simple3D weigh them)."""
+    power 2, 1/d^2 (PointNet++'s, as the releases of M3DM, LSFA, MuSc-V2 and Simple3D weigh them); computed on
+    `device`."""
     from ad3d import ops
 
     if anchors.shape == points.shape and np.array_equal(anchors, points):  # every point scored: nothing to carry
         return values
-    points, anchors, values = (torch.from_numpy(np.ascontiguousarray(a)) for a in (points, anchors, values))
-    return ops.interpolate(points, anchors, values, power=power).numpy()
+    points, anchors, values = (torch.from_numpy(np.ascontiguousarray(a)).to(device) for a in (points, anchors, values))
+    return ops.interpolate(points, anchors, values, power=power).cpu().numpy()
 
 
 def location_baseline(reference: np.ndarray, clouds: list[tuple[np.ndarray, np.ndarray]], k: int = 8) -> np.ndarray:

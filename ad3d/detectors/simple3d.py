@@ -152,15 +152,16 @@ class Simple3D(Detector):
 
     def centre_features(self, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(centres (C, 3), LFSA features (C, 33 * len(scales))): MSND on the thinned scan, averaged over
-        each FPS centre's group_size nearest points."""
+        each FPS centre's group_size nearest points; computed on `device`."""
         from ad3d import ops
-        from ad3d.features.msnd import msnd
+        from ad3d.features.msnd import as_cloud, msnd
 
         work = self.working_copy(points)
-        feats = torch.from_numpy(msnd(work, tuple(int(k) for k in self.scales), self.normal_k, self.normals))
-        centres = ops.fps(torch.from_numpy(work), min(self.num_groups, len(work))).numpy()  # from index 0, as released
-        _, groups = ops.group_points(work, len(centres), self.group_size, centres=centres)
-        return work[centres], feats[torch.from_numpy(groups)].mean(1).numpy()
+        cloud = as_cloud(work, self.device)
+        feats = msnd(cloud, tuple(int(k) for k in self.scales), self.normal_k, self.normals)
+        centres = ops.fps(cloud, min(self.num_groups, len(work)))  # from index 0, as released
+        groups = ops.knn(cloud[centres], cloud, min(self.group_size, len(work)))[1]
+        return work[centres.cpu().numpy()], feats[groups].mean(1).cpu().numpy()
 
     def _fit(self, scans: list[Scan], progress: bool) -> None:
         from tqdm import tqdm
@@ -178,11 +179,13 @@ class Simple3D(Detector):
         centres, feats = self.centre_features(scan.points)
         nearest = nearest_distances(feats, self.bank_, self.device).astype(np.float64)
         points = np.ascontiguousarray(scan.points, dtype=np.float32)
-        scores = spread(points, centres, nearest, power=2)
+        scores = spread(points, centres, nearest, power=2, device=self.device)
         if self.smooth_centres > 0 and len(points) > 1:  # the release's smoothing: group means at FPS anchors
-            anchors = ops.fps(torch.from_numpy(points), min(self.smooth_centres, len(points))).numpy()
-            _, groups = ops.group_points(points, len(anchors), self.smooth_k, centres=anchors)
-            scores = spread(points, points[anchors], scores[groups].mean(1), power=2)
+            cloud = torch.from_numpy(points).to(self.device)
+            anchors = ops.fps(cloud, min(self.smooth_centres, len(points)))
+            groups = ops.knn(cloud[anchors], cloud, min(self.smooth_k, len(points)))[1].cpu().numpy()
+            anchors = anchors.cpu().numpy()
+            scores = spread(points, points[anchors], scores[groups].mean(1), power=2, device=self.device)
         scores = scores.astype(np.float32)
         k = len(scores) if self.top_k == 0 else min(self.top_k, len(scores))
         return scores, float(np.mean(np.partition(scores, len(scores) - k)[-k:]))

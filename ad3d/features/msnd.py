@@ -15,13 +15,21 @@ import torch
 BINS = 11  # per angle; 3 angles -> 33-dimensional FPFH
 
 
-def neighbour_graph(points: np.ndarray, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(dist2, idx), each (N, k + 1): every point's k nearest points, itself first (ad3d's exact kNN)."""
+def as_cloud(points: np.ndarray | torch.Tensor, device: str | torch.device | None = None) -> torch.Tensor:
+    """(N, 3) contiguous float32 tensor of numpy or torch points, on `device` (None: where they are)."""
+    if isinstance(points, np.ndarray):
+        points = torch.from_numpy(np.ascontiguousarray(points, dtype=np.float32))
+    return points.to(device=device, dtype=torch.float32).contiguous()
+
+
+def neighbour_graph(points: np.ndarray | torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(dist2, idx), each (N, k + 1): every point's k nearest points, itself first (ad3d's exact kNN), on the
+    points' device."""
     from ad3d import ops
 
-    pts = torch.from_numpy(np.ascontiguousarray(points, dtype=np.float32))
+    pts = as_cloud(points)
     dist2, idx = ops.knn(pts, pts, min(k + 1, len(pts)))
-    first = torch.arange(len(pts))
+    first = torch.arange(len(pts), device=pts.device)
     self_pos = (idx == first[:, None]).float().argmax(1)  # duplicates may put another point first
     swap = self_pos > 0
     if bool(swap.any()):
@@ -33,16 +41,17 @@ def neighbour_graph(points: np.ndarray, k: int) -> tuple[torch.Tensor, torch.Ten
     return dist2, idx
 
 
-def pca_normals(points: np.ndarray, idx: torch.Tensor, k: int) -> np.ndarray:
-    """(N, 3) unit normals: the least-variance direction of each point's k nearest points (itself included,
-    as Open3D counts them), turned away from the centroid so that a surface gets one sign in every scan."""
-    pts = torch.from_numpy(np.asarray(points, dtype=np.float64))
+def pca_normals(points: np.ndarray | torch.Tensor, idx: torch.Tensor, k: int) -> torch.Tensor:
+    """(N, 3) float64 unit normals on idx's device: the least-variance direction of each point's k nearest points
+    (itself included, as Open3D counts them), turned away from the centroid so that a surface gets one sign in
+    every scan."""
+    pts = torch.as_tensor(points).to(device=idx.device, dtype=torch.float64)
     near = pts[idx[:, : min(k, idx.shape[1])]]
     centred = near - near.mean(1, keepdim=True)
     normals = torch.linalg.eigh(centred.transpose(1, 2) @ centred)[1][:, :, 0]
     flip = ((pts - pts.mean(0)) * normals).sum(1) < 0
     normals[flip] *= -1
-    return normals.numpy()
+    return normals
 
 
 def open3d_normals(points: np.ndarray, k: int) -> np.ndarray:
@@ -88,7 +97,7 @@ def pair_bins(points: torch.Tensor, normals: torch.Tensor, idx: torch.Tensor, ch
     """(N, K, 3) histogram slots (0-10, 11-21, 22-32) of the pair features of each point with its neighbours
     idx[:, 1:] (idx[:, 0] is the point itself). Nested scales share them: a k-neighbour SPFH counts the first k."""
     n, k = idx.shape[0], idx.shape[1] - 1
-    out = torch.empty(n, k, 3, dtype=torch.uint8)
+    out = torch.empty(n, k, 3, dtype=torch.uint8, device=points.device)
     for start in range(0, n, chunk):
         rows = slice(start, min(start + chunk, n))
         nb = idx[rows, 1:]
@@ -104,8 +113,10 @@ def spfh(bins: torch.Tensor, k: int) -> torch.Tensor:
     """(N, 33) simplified point feature histograms over each point's first k neighbours (from pair_bins):
     each of the three 11-bin histograms sums to 100."""
     flat = bins[:, :k].reshape(len(bins), -1).long()
-    hist = torch.zeros(len(bins), 3 * BINS, dtype=torch.float32)
-    return hist.scatter_add_(1, flat, torch.full(flat.shape, 100.0 / k, dtype=torch.float32)) if k else hist
+    hist = torch.zeros(len(bins), 3 * BINS, dtype=torch.float32, device=bins.device)
+    if not k:
+        return hist
+    return hist.scatter_add_(1, flat, torch.full(flat.shape, 100.0 / k, dtype=torch.float32, device=bins.device))
 
 
 def fpfh_from_spfh(own: torch.Tensor, dist2: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
@@ -114,7 +125,7 @@ def fpfh_from_spfh(own: torch.Tensor, dist2: torch.Tensor, idx: torch.Tensor) ->
     n, k = idx.shape[0], idx.shape[1] - 1
     d2 = dist2[:, 1:]
     weight = torch.where(d2 > 0, 1.0 / d2.clamp_min(1e-30), torch.zeros_like(d2))
-    rows = torch.arange(0, n * k + 1, k, dtype=torch.int64)
+    rows = torch.arange(0, n * k + 1, k, dtype=torch.int64, device=idx.device)
     with warnings.catch_warnings():  # "sparse CSR tensor support is in beta"
         warnings.simplefilter("ignore", UserWarning)
         neighbours = torch.sparse_csr_tensor(rows, idx[:, 1:].reshape(-1), weight.reshape(-1), (n, n))
@@ -133,17 +144,22 @@ def fpfh_knn(points: np.ndarray, normals: np.ndarray, dist2: torch.Tensor, idx: 
 
 
 def msnd(
-    points: np.ndarray,
+    points: np.ndarray | torch.Tensor,
     scales: tuple[int, ...] = (40, 80, 120),
     normal_k: int = 10,
     normals: str = "outward",
-) -> np.ndarray:
-    """(N, 33 * len(scales)) multi-scale neighbourhood descriptors: for each k in `scales`, FPFH over the k
-    nearest points, the point itself included (Open3D's max_nn; a k may repeat, as the release's three-scale
-    setting does); normals from `normal_k` points: "outward" (pca_normals) or "open3d" (open3d_normals)."""
-    dist2, idx = neighbour_graph(points, max(max(scales), normal_k) - 1)
-    normal = pca_normals(points, idx, normal_k) if normals == "outward" else open3d_normals(points, normal_k)
-    pts = torch.from_numpy(np.asarray(points, dtype=np.float32))
-    bins = pair_bins(pts, torch.from_numpy(np.asarray(normal, dtype=np.float32)), idx[:, : max(scales)])
+    device: str | torch.device | None = None,
+) -> torch.Tensor:
+    """(N, 33 * len(scales)) float32 multi-scale neighbourhood descriptors, computed and returned on `device`
+    (None: the points' own; numpy points: the CPU): for each k in `scales`, FPFH over the k nearest points, the
+    point itself included (Open3D's max_nn; a k may repeat, as the release's three-scale setting does); normals
+    from `normal_k` points: "outward" (pca_normals) or "open3d" (open3d_normals, on the CPU)."""
+    pts = as_cloud(points, device)
+    dist2, idx = neighbour_graph(pts, max(max(scales), normal_k) - 1)
+    if normals == "outward":
+        normal = pca_normals(pts, idx, normal_k)
+    else:
+        normal = torch.from_numpy(open3d_normals(pts.cpu().numpy(), normal_k))
+    bins = pair_bins(pts, normal.to(device=pts.device, dtype=torch.float32), idx[:, : max(scales)])
     per_scale = {k: fpfh_from_spfh(spfh(bins, k - 1), dist2[:, :k], idx[:, :k]) for k in sorted(set(scales))}
-    return torch.cat([per_scale[k] for k in scales], 1).numpy()
+    return torch.cat([per_scale[k] for k in scales], 1)
