@@ -110,6 +110,19 @@ def test_every_detector_takes_a_cuda_device(name, scans, tmp_path):
     check_scoring(name, {**QUICK[name], "device": "cuda"}, scans[:4], scans[4:] + scans[:2], tmp_path)
 
 
+def test_a_gpu_detector_fits_and_scores_with_deterministic_kernels_and_restores_the_setting():
+    import torch
+
+    from ad3d.detectors.base import deterministic_kernels
+
+    assert not torch.are_deterministic_algorithms_enabled()
+    with deterministic_kernels("cpu"):
+        assert not torch.are_deterministic_algorithms_enabled()  # the CPU kernels are deterministic already
+    with deterministic_kernels("cuda:0"):
+        assert torch.are_deterministic_algorithms_enabled() and torch.is_deterministic_algorithms_warn_only_enabled()
+    assert not torch.are_deterministic_algorithms_enabled()
+
+
 def test_a_model_saved_under_the_old_parameter_names_loads(scans, tmp_path):
     import json
 

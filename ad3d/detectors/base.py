@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import copy
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from typing import ClassVar
 
 import numpy as np
@@ -85,6 +86,27 @@ def _scan_list(scans, what: str) -> list[Scan]:
     return list(scans)
 
 
+@contextmanager
+def deterministic_kernels(device: str) -> Iterator[None]:
+    """On a GPU, PyTorch's deterministic kernels while a detector fits or scores (atomic-free index
+    backward passes among them), so that a seed gives the same bits twice, as on the CPU; the caller's
+    setting is restored after. An op with no deterministic kernel warns rather than fails."""
+    if not str(device).startswith(("cuda", "auto")):
+        yield
+        return
+    import torch
+
+    before, warn_only = (
+        torch.are_deterministic_algorithms_enabled(),
+        torch.is_deterministic_algorithms_warn_only_enabled(),
+    )
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(before, warn_only=warn_only)
+
+
 class Detector:
     """Base class: subclasses define __init__ (params only), _fit(scans), and _score(scan) (one-class)
     or _score_batch(scans) (zero-shot)."""
@@ -156,7 +178,8 @@ class Detector:
         self.threshold_ = self.review_threshold_ = self.point_threshold_ = self.point_review_threshold_ = None
         self.calibration_ = None
         self.train_diag_ = float(np.median([diagonal(s.points) for s in scans])) if scans else None
-        self._fit(self._fit_reference(scans), progress)
+        with deterministic_kernels(getattr(self, "device", "cpu")):
+            self._fit(self._fit_reference(scans), progress)
         return self
 
     def fits_without_scans(self) -> bool:
@@ -253,9 +276,10 @@ class Detector:
         start = time.perf_counter()
         moved, alignment = self.aligned(scan)
         timings = {"align_s": time.perf_counter() - start} if alignment is not None else {}
-        scores, object_score, *deviations = (
-            self._score_batch([moved])[0] if self.learning_type == "zero-shot" else self._score(moved)
-        )
+        with deterministic_kernels(getattr(self, "device", "cpu")):
+            scores, object_score, *deviations = (
+                self._score_batch([moved])[0] if self.learning_type == "zero-shot" else self._score(moved)
+            )
         timings["score_s"] = time.perf_counter() - start
         return self._result(scan, scores, object_score, alignment, timings, *deviations)
 
@@ -274,7 +298,8 @@ class Detector:
             self._check_scan(scan, force)
         start = time.perf_counter()
         moved = [self.aligned(s) for s in scans]
-        scored = self._score_batch([m for m, _ in moved])
+        with deterministic_kernels(getattr(self, "device", "cpu")):
+            scored = self._score_batch([m for m, _ in moved])
         timings = {"score_s": (time.perf_counter() - start) / max(1, len(scans))}
         judge = self if self.threshold_ is not None or len(scans) < 3 else self._judged_by_batch(scans, scored)
         return [

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 BINS = 11  # per angle; 3 angles -> 33-dimensional FPFH
+EIGH_BATCH = 16384
 
 
 def as_cloud(points: np.ndarray | torch.Tensor, device: str | torch.device | None = None) -> torch.Tensor:
@@ -48,7 +49,9 @@ def pca_normals(points: np.ndarray | torch.Tensor, idx: torch.Tensor, k: int) ->
     pts = torch.as_tensor(points).to(device=idx.device, dtype=torch.float64)
     near = pts[idx[:, : min(k, idx.shape[1])]]
     centred = near - near.mean(1, keepdim=True)
-    normals = torch.linalg.eigh(centred.transpose(1, 2) @ centred)[1][:, :, 0]
+    scatter = centred.transpose(1, 2) @ centred
+    # batches of EIGH_BATCH: cuSOLVER's batched solver failed (internal error) on 100k matrices on an H200
+    normals = torch.cat([torch.linalg.eigh(part)[1][:, :, 0] for part in scatter.split(EIGH_BATCH)])
     flip = ((pts - pts.mean(0)) * normals).sum(1) < 0
     normals[flip] *= -1
     return normals
@@ -120,16 +123,23 @@ def spfh(bins: torch.Tensor, k: int) -> torch.Tensor:
 
 
 def fpfh_from_spfh(own: torch.Tensor, dist2: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-    """(N, 33) FPFH: SPFH(p) + per-angle renormalised sum over the neighbours q of SPFH(q) / |p - q|^2 (one
-    sparse N x N product: no N x k x 33 gather)."""
+    """(N, 33) FPFH: SPFH(p) + per-angle renormalised sum over the neighbours q of SPFH(q) / |p - q|^2. On the CPU
+    one sparse N x N product (no N x k x 33 gather); on the GPU a gather in row chunks, since cuSPARSE's product
+    does not give the same bits twice (measured on an H200) and a model must score the same every time."""
     n, k = idx.shape[0], idx.shape[1] - 1
     d2 = dist2[:, 1:]
     weight = torch.where(d2 > 0, 1.0 / d2.clamp_min(1e-30), torch.zeros_like(d2))
-    rows = torch.arange(0, n * k + 1, k, dtype=torch.int64, device=idx.device)
-    with warnings.catch_warnings():  # "sparse CSR tensor support is in beta"
-        warnings.simplefilter("ignore", UserWarning)
-        neighbours = torch.sparse_csr_tensor(rows, idx[:, 1:].reshape(-1), weight.reshape(-1), (n, n))
-    summed = (neighbours @ own).view(n, 3, BINS)
+    if own.is_cuda:
+        rows = max(1, 2**26 // max(1, k * 3 * BINS))  # 256 MB of gathered histograms a chunk
+        summed = torch.cat(
+            [(own[nb] * w[..., None]).sum(1) for nb, w in zip(idx[:, 1:].split(rows), weight.split(rows))]
+        ).view(n, 3, BINS)
+    else:
+        crow = torch.arange(0, n * k + 1, k, dtype=torch.int64)
+        with warnings.catch_warnings():  # "sparse CSR tensor support is in beta"
+            warnings.simplefilter("ignore", UserWarning)
+            neighbours = torch.sparse_csr_tensor(crow, idx[:, 1:].reshape(-1), weight.reshape(-1), (n, n))
+        summed = (neighbours @ own).view(n, 3, BINS)
     per_angle = summed.sum(2, keepdim=True)
     scale = torch.where(per_angle != 0, 100.0 / per_angle.clamp_min(1e-30), torch.zeros_like(per_angle))
     return (summed * scale).view(n, 3 * BINS) + own
