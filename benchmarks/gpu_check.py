@@ -8,9 +8,11 @@ trained, scored, saved and loaded on the GPU beside the same on the CPU.
 With the ops tests and the detector contract on the GPU (`pytest tests/test_ops.py tests/test_contract.py -k "cuda or
 ops"`, whose CUDA cases run where torch sees a GPU) and
 `python benchmarks/ops.py --device cuda`, this is what was run on an H200 (docs/ops.md). What the open issues ask
-of a GPU besides: `python benchmarks/scale.py --device cuda` (simple3d's dense scans, issue 25) and
-`ad3d bench run --spec benchmarks/sweeps/paper_gpu.toml` (the paper presets of r3dad and mc4ad at their released
-training length, issue 23; not run yet).
+of a GPU besides: `python benchmarks/scale.py --device cuda --detectors simple3d` (simple3d's dense scans, issue
+25; run on an H200 on 2026-12-04, docs/detectors/simple3d.md) and `ad3d bench run --spec
+benchmarks/sweeps/paper_gpu.toml` (the paper presets of r3dad and mc4ad at their released training length, issue
+23; not run yet: mc4ad's 150,000 steps alone would have to run at 6 ms a step to fit in the 15 minutes of GPU
+time a session is lent, start and build included).
 """
 
 from __future__ import annotations
