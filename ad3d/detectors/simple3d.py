@@ -44,6 +44,9 @@ PRESETS = {
 }
 
 
+FPS_POOL = 4  # candidates per kept point when FPS thins a large scan
+
+
 def thinning_voxel(points: np.ndarray, max_points: int) -> float:
     """The voxel size whose grid keeps at most `max_points` of the points, at least 90 % of that when the search
     finds such a size (0: keep every point): the voxel resized (as on a surface, count ~ 1 / voxel^2) until the
@@ -99,6 +102,7 @@ class Simple3D(Detector):
         max_points: int = 16384,
         thin_share: float = 0.5,
         spacing: str = "fit",
+        thinning: str = "fps",
         scales: tuple[int, ...] = (64, 128, 256),
         normal_k: int = 90,
         normals: str = "outward",
@@ -121,6 +125,7 @@ class Simple3D(Detector):
             "max_points": self.max_points >= 0,
             "thin_share": 0 < self.thin_share <= 1,
             "spacing": self.spacing in ("fit", "scan"),
+            "thinning": self.thinning in ("fps", "grid"),
             "scales": len(self.scales) >= 1 and all(int(k) >= 1 for k in self.scales),
             "normal_k": self.normal_k >= 3,
             "normals": self.normals in ("outward", "open3d"),
@@ -138,17 +143,34 @@ class Simple3D(Detector):
         return min(self.max_points, max(1, int(self.thin_share * len(points)))) if self.max_points else 0
 
     def working_copy(self, points: np.ndarray) -> np.ndarray:
-        """The thinned copy the descriptors see: at the spacing learned at fit (spacing="fit": the same density
-        in every scan of the part, so that k neighbours cover the same area whatever the scan's point count),
-        or at the scan's own limit ("scan"); max_points=0 keeps every point. A scan that the learned spacing
-        leaves with over twice max_points (a larger part than the training scans) is thinned to max_points
-        instead, to bound memory."""
+        """The thinned copy the descriptors see, as many points as a grid at the spacing learned at fit keeps
+        (spacing="fit": the same density in every scan of the part, so that k neighbours cover the same area
+        whatever the scan's point count) or at the scan's own limit ("scan"); max_points=0 keeps every point. A scan
+        that the learned spacing leaves with over twice max_points (a larger part than the training scans) gets
+        max_points instead, to bound memory. thinning="grid" keeps the grid's points; "fps" (the default) that many
+        farthest points, drawn from a grid of half the spacing on a large scan: a grid's points lie in a pattern
+        that follows the part's pose (rows where a face crosses the cells), FPS's are evenly spread in any pose."""
         if not self.max_points:
             return np.ascontiguousarray(points, dtype=np.float32)
-        keep = thin_at(points, self.voxel_) if self.spacing == "fit" else thin(points, self.point_limit(points))
+        voxel = self.voxel_ if self.spacing == "fit" else thinning_voxel(points, self.point_limit(points))
+        keep = thin_at(points, voxel)
         if len(keep) > 2 * self.max_points:
-            keep = thin(points, self.max_points)
+            voxel = thinning_voxel(points, self.max_points)
+            keep = thin_at(points, voxel)
+        if self.thinning == "fps" and len(keep) < len(points):
+            keep = self._farthest(points, len(keep), voxel)
         return np.ascontiguousarray(points[keep], dtype=np.float32)
+
+    def _farthest(self, points: np.ndarray, count: int, voxel: float) -> np.ndarray:
+        """Sorted indices of `count` farthest points (from index 0); on a scan of over FPS_POOL x count points,
+        drawn from a finer grid (about FPS_POOL x count points on a surface): FPS costs points x count."""
+        from ad3d import ops
+
+        pool = np.arange(len(points))
+        if len(points) > FPS_POOL * count:
+            pool = thin_at(points, voxel / np.sqrt(FPS_POOL))
+        cloud = torch.from_numpy(np.ascontiguousarray(points[pool], dtype=np.float32)).to(self.device)
+        return np.sort(pool[ops.fps(cloud, count).cpu().numpy()])
 
     def centre_features(self, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(centres (C, 3), LFSA features (C, 33 * len(scales))): MSND on the thinned scan, averaged over
