@@ -128,6 +128,28 @@ def test_the_spacing_learned_at_fit_thins_every_scan_of_the_part_to_one_density(
     assert fit_counts[1] / fit_counts[0] < 1.25
 
 
+def test_fps_thinning_spreads_the_kept_points_evenly_where_a_grid_leaves_pose_patterns():
+    # a square turned 20 degrees: the grid keeps one point per cell it crosses, some pairs almost touching across a
+    # cell wall; as many farthest points are spread evenly (nearest-neighbour spacing nearly constant)
+    from scipy.spatial.transform import Rotation
+
+    from ad3d import ops
+
+    rng = np.random.default_rng(7)
+    turn = Rotation.from_euler("xyz", [4, 3, 20], degrees=True).as_matrix().T
+    square = lambda: (rng.uniform(0, 1, (20_000, 3)) * [1, 1, 0.001] @ turn).astype(np.float32)  # noqa: E731
+    det = ad3d.create("simple3d", max_points=4000).fit([Scan(points=square())])
+    scan = square()
+    spreads = {}
+    for thinning in ("grid", "fps"):
+        kept = torch.from_numpy(det.set_params(thinning=thinning).working_copy(scan))
+        gaps = ops.knn(kept, kept, 2)[0][:, 1].sqrt()
+        spreads[thinning] = (len(kept), float(gaps.min() / gaps.mean()), float(gaps.std() / gaps.mean()))
+    assert spreads["fps"][0] == spreads["grid"][0]  # the same count: the learned spacing's
+    assert spreads["grid"][1] < 0.1 and spreads["fps"][1] > 0.6  # no near-touching pairs after FPS
+    assert spreads["fps"][2] < 0.5 * spreads["grid"][2]
+
+
 def test_a_scan_far_larger_than_the_training_scans_is_thinned_to_max_points():
     # the learned spacing on a part four times the size would keep about 16 x max_points: memory would follow the
     # scan; over twice max_points the copy is thinned to max_points instead
