@@ -141,7 +141,7 @@ def test_a_model_saved_under_the_old_parameter_names_loads(scans, tmp_path):
     assert back.get_params()["num_groups"] == 128 and back.get_params()["point_features"] == "fpfh"
 
 
-def test_a_simple3d_model_saved_before_thin_share_and_spacing_keeps_scoring_as_it_did(tmp_path):
+def test_a_simple3d_model_saved_before_thin_share_spacing_and_thinning_keeps_scoring_as_it_did(tmp_path):
     import json
 
     from safetensors.numpy import load_file, save_file
@@ -150,20 +150,20 @@ def test_a_simple3d_model_saved_before_thin_share_and_spacing_keeps_scoring_as_i
 
     rng = np.random.default_rng(0)
     clouds = [Scan(points=rng.normal(size=(n, 3)).astype(np.float32)) for n in (600, 1500)]
-    params = {**QUICK["simple3d"], "thin_share": 1.0, "spacing": "scan"}  # what such a model computed
+    params = {**QUICK["simple3d"], "thin_share": 1.0, "spacing": "scan", "thinning": "grid"}  # what such a model did
     ad3d.create("simple3d", **params).fit(clouds).save(tmp_path / "new.ad3d")
     header = model_file._read_header(tmp_path / "new.ad3d")
-    for name in ("thin_share", "spacing"):  # as written before the parameters existed
+    for name in ("thin_share", "spacing", "thinning"):  # as written before the parameters existed
         del header["params"][name]
     del header["state"]["voxel_"]
     tensors = load_file(str(tmp_path / "new.ad3d"))
     header["sha256"] = model_file._digest(tensors, header)
     save_file(tensors, str(tmp_path / "old.ad3d"), metadata={"ad3d": json.dumps(header)})
     old, new = ad3d.load(tmp_path / "old.ad3d"), ad3d.load(tmp_path / "new.ad3d")
-    assert (old.get_params()["thin_share"], old.get_params()["spacing"]) == (1.0, "scan")
+    assert [old.get_params()[name] for name in ("thin_share", "spacing", "thinning")] == [1.0, "scan", "grid"]
     np.testing.assert_array_equal(old.score(clouds[1]).point_scores, new.score(clouds[1]).point_scores)
     fresh = ad3d.create("simple3d").get_params()
-    assert (fresh["thin_share"], fresh["spacing"]) == (0.5, "fit")  # what a new model takes instead
+    assert [fresh[name] for name in ("thin_share", "spacing", "thinning")] == [0.5, "fit", "fps"]  # a new model's
 
 
 # --- the checks catch a detector that breaks a rule ---------------------------------------------------

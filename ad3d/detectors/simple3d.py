@@ -10,7 +10,7 @@ Descriptors are computed on an evenly thinned copy (one point per occupied voxel
 and every point of the scan is scored. The voxel size is learned at fit: the median over the training scans of the
 size that leaves each at most `max_points` and `thin_share` of its points; every scan of the part is thinned with
 it, so k neighbours cover the same area whatever a scan's point count (spacing="scan": each scan thinned to its own
-limit; thinning="fps": as many farthest points as the grid keeps, instead of the grid's). A raw scan's density
+limit; thinning="fps", the default: as many farthest points as the grid keeps, not the grid's). A raw scan's density
 follows the scanner's view and its point count varies, so its k-neighbourhoods would cover different areas at
 different places and in different scans; the thinned copy's do not (docs/detectors/simple3d.md: development sets
 DEV2 and DEV4). Memory grows with max_points x max(scales) (the neighbour graph, 12 bytes an entry: 50 MB at the
@@ -103,7 +103,7 @@ class Simple3D(Detector):
         max_points: int = 16384,
         thin_share: float = 0.5,
         spacing: str = "fit",
-        thinning: str = "grid",
+        thinning: str = "fps",
         scales: tuple[int, ...] = (64, 128, 256),
         normal_k: int = 90,
         normals: str = "outward",
@@ -148,11 +148,9 @@ class Simple3D(Detector):
         (spacing="fit": the same density in every scan of the part, so that k neighbours cover the same area
         whatever the scan's point count) or at the scan's own limit ("scan"); max_points=0 keeps every point. A scan
         that the learned spacing leaves with over twice max_points (a larger part than the training scans) gets
-        max_points instead, to bound memory. thinning="grid" (the default) keeps the grid's points; "fps" that many
-        farthest points, drawn from a grid of half the spacing on a large scan: evenly spread in any pose, where a
-        grid's points follow the pose (rows where a face crosses the cells). FPS won on the development sets and lost
-        on a report part whose small feature it makes unstable (docs/detectors/simple3d.md), so it is not the
-        default."""
+        max_points instead, to bound memory. thinning="fps" (the default) keeps that many farthest points, drawn
+        from a grid of half the spacing on a large scan: evenly spread in any pose, where a grid's points follow the
+        pose (rows where a face crosses the cells); "grid" keeps the grid's points (docs/detectors/simple3d.md)."""
         if not self.max_points:
             return np.ascontiguousarray(points, dtype=np.float32)
         voxel = self.voxel_ if self.spacing == "fit" else thinning_voxel(points, self.point_limit(points))
