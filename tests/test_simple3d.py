@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import ad3d
-from ad3d.detectors.simple3d import thin, thin_at
+from ad3d.detectors.simple3d import thin_at, thinning_voxel
 from ad3d.features.msnd import fpfh_knn, msnd, neighbour_graph, pca_normals
 from ad3d.types import Scan
 
@@ -91,14 +91,14 @@ def test_lfsa_is_the_mean_of_each_centres_group():
 def test_thinning_keeps_an_even_cover_of_at_most_max_points():
     rng = np.random.default_rng(3)
     p = rng.uniform(0, 1, (200_000, 3)) * [1, 1, 0.001]
-    kept = thin(p, 5000)
+    kept = thin_at(p, thinning_voxel(p, 5000))
     assert 4000 <= len(kept) <= 5000 and np.all(np.diff(kept) > 0)
     gaps = torch.from_numpy(p.astype(np.float32))
     from ad3d import ops
 
     dist2 = ops.knn(gaps, gaps[torch.from_numpy(kept)], 1)[0]
     assert float(dist2.max().sqrt()) < 3 / np.sqrt(len(kept))  # no point far from a kept one
-    np.testing.assert_array_equal(thin(p[:100], 5000), np.arange(100))
+    np.testing.assert_array_equal(thin_at(p[:100], thinning_voxel(p[:100], 5000)), np.arange(100))
 
 
 def test_a_scan_under_max_points_is_still_thinned_to_thin_share_of_its_points():
@@ -168,7 +168,7 @@ def test_thinning_finds_a_grid_where_the_plain_update_steps_back_and_forth():
 
     part = Path(ad3d.__file__).resolve().parents[1] / "datasets" / "demo" / "idler_riser.STL"  # shipped
     scan = add_noise(read_scan(part, sample=500_000, seed=99), 0.0005, np.random.default_rng(99))
-    kept = thin(scan.points, 16384)
+    kept = thin_at(scan.points, thinning_voxel(scan.points, 16384))
     assert 0.9 * 16384 <= len(kept) <= 16384
 
 

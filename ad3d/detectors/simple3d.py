@@ -6,13 +6,13 @@ centre's feature to its nearest bank entry, carried to every point (inverse squa
 nearest centres), then averaged over `smooth_k` points around `smooth_centres` FPS centres and carried back
 (the release's score smoothing); object score: mean of the `top_k` highest point scores.
 
-Descriptors are computed on an evenly thinned copy (one point per occupied voxel; max_points=0 keeps every point),
-and every point of the scan is scored. The voxel size is learned at fit: the median over the training scans of the
-size that leaves each at most `max_points` and `thin_share` of its points; every scan of the part is thinned with
-it, so k neighbours cover the same area whatever a scan's point count (spacing="scan": each scan thinned to its own
-limit; thinning="fps", the default: as many farthest points as the grid keeps, not the grid's). A raw scan's density
-follows the scanner's view and its point count varies, so its k-neighbourhoods would cover different areas at
-different places and in different scans; the thinned copy's do not (docs/detectors/simple3d.md: development sets
+Descriptors are computed on an evenly thinned copy (as many points as a voxel grid keeps; max_points=0 keeps every
+point), and every point of the scan is scored. The voxel size is learned at fit: the median over the training scans
+of the size that leaves each at most `max_points` and `thin_share` of its points; every scan of the part is thinned
+with it, so k neighbours cover the same area whatever a scan's point count (spacing="scan": each scan thinned to its
+own limit; thinning="fps", the default: as many farthest points as the grid keeps, not the grid's). A raw scan's
+density follows the scanner's view and its point count varies, so its k-neighbourhoods would cover different areas
+at different places and in different scans; the thinned copy's do not (docs/detectors/simple3d.md: development sets
 DEV2 and DEV4). Memory grows with max_points x max(scales) (the neighbour graph, 12 bytes an entry: 50 MB at the
 defaults) and with the scan's size (its scores); measured in docs/detectors/simple3d.md with the defaults and the
 `paper` preset (the release's settings, every point).
@@ -82,11 +82,6 @@ def thin_at(points: np.ndarray, voxel: float) -> np.ndarray:
     cells = np.floor((points - points.min(0)) / voxel).astype(np.int64)
     keys = (cells[:, 0] * 2_097_152 + cells[:, 1]) * 2_097_152 + cells[:, 2]
     return np.sort(np.unique(keys, return_index=True)[1])
-
-
-def thin(points: np.ndarray, max_points: int) -> np.ndarray:
-    """Sorted indices of at most `max_points` evenly spread points (thinning_voxel's grid)."""
-    return thin_at(points, thinning_voxel(points, max_points))
 
 
 @register
