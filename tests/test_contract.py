@@ -122,6 +122,22 @@ def test_a_gpu_detector_fits_and_scores_with_deterministic_kernels_and_restores_
         assert torch.are_deterministic_algorithms_enabled() and torch.is_deterministic_algorithms_warn_only_enabled()
     assert not torch.are_deterministic_algorithms_enabled()
 
+    seen = []
+
+    class Records(Toy):  # notes the setting inside its own fit and score (no GPU needed: the device is a name)
+        def _fit(self, scans, progress):
+            seen.append(torch.are_deterministic_algorithms_enabled())
+            super()._fit(scans, progress)
+
+        def _score(self, scan):
+            seen.append(torch.are_deterministic_algorithms_enabled())
+            return super()._score(scan)
+
+    cloud = [Scan(points=np.random.default_rng(0).normal(size=(50, 3)))]
+    Records(device="cuda").fit(cloud).score(cloud[0])
+    Records(device="cpu").fit(cloud).score(cloud[0])
+    assert seen == [True, True, False, False] and not torch.are_deterministic_algorithms_enabled()
+
 
 def test_a_model_saved_under_the_old_parameter_names_loads(scans, tmp_path):
     import json

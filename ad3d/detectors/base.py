@@ -178,9 +178,13 @@ class Detector:
         self.threshold_ = self.review_threshold_ = self.point_threshold_ = self.point_review_threshold_ = None
         self.calibration_ = None
         self.train_diag_ = float(np.median([diagonal(s.points) for s in scans])) if scans else None
-        with deterministic_kernels(getattr(self, "device", "cpu")):
+        with self._kernels():
             self._fit(self._fit_reference(scans), progress)
         return self
+
+    def _kernels(self):
+        """The context fit and score run in: deterministic kernels on this detector's device."""
+        return deterministic_kernels(getattr(self, "device", "cpu"))
 
     def fits_without_scans(self) -> bool:
         """Whether fit([]) can learn what scoring needs (a detector measuring against a given reference)."""
@@ -276,7 +280,7 @@ class Detector:
         start = time.perf_counter()
         moved, alignment = self.aligned(scan)
         timings = {"align_s": time.perf_counter() - start} if alignment is not None else {}
-        with deterministic_kernels(getattr(self, "device", "cpu")):
+        with self._kernels():
             scores, object_score, *deviations = (
                 self._score_batch([moved])[0] if self.learning_type == "zero-shot" else self._score(moved)
             )
@@ -298,7 +302,7 @@ class Detector:
             self._check_scan(scan, force)
         start = time.perf_counter()
         moved = [self.aligned(s) for s in scans]
-        with deterministic_kernels(getattr(self, "device", "cpu")):
+        with self._kernels():
             scored = self._score_batch([m for m, _ in moved])
         timings = {"score_s": (time.perf_counter() - start) / max(1, len(scans))}
         judge = self if self.threshold_ is not None or len(scans) < 3 else self._judged_by_batch(scans, scored)
