@@ -157,7 +157,7 @@ def test_a_model_saved_under_the_old_parameter_names_loads(scans, tmp_path):
     assert back.get_params()["num_groups"] == 128 and back.get_params()["point_features"] == "fpfh"
 
 
-def test_a_simple3d_model_saved_before_thin_share_spacing_and_thinning_keeps_scoring_as_it_did(tmp_path):
+def test_a_simple3d_model_saved_before_its_added_parameters_keeps_scoring_and_refitting_as_it_did(tmp_path):
     import json
 
     from safetensors.numpy import load_file, save_file
@@ -166,20 +166,22 @@ def test_a_simple3d_model_saved_before_thin_share_spacing_and_thinning_keeps_sco
 
     rng = np.random.default_rng(0)
     clouds = [Scan(points=rng.normal(size=(n, 3)).astype(np.float32)) for n in (600, 1500)]
-    params = {**QUICK["simple3d"], "thin_share": 1.0, "spacing": "scan", "thinning": "grid"}  # what such a model did
+    then = {"thin_share": 1.0, "spacing": "scan", "thinning": "grid", "fit_draws": 1}  # what such a model did
+    params = {**QUICK["simple3d"], **then}
     ad3d.create("simple3d", **params).fit(clouds).save(tmp_path / "new.ad3d")
     header = model_file._read_header(tmp_path / "new.ad3d")
-    for name in ("thin_share", "spacing", "thinning"):  # as written before the parameters existed
+    for name in then:  # as written before the parameters existed
         del header["params"][name]
     del header["state"]["voxel_"]
     tensors = load_file(str(tmp_path / "new.ad3d"))
     header["sha256"] = model_file._digest(tensors, header)
     save_file(tensors, str(tmp_path / "old.ad3d"), metadata={"ad3d": json.dumps(header)})
     old, new = ad3d.load(tmp_path / "old.ad3d"), ad3d.load(tmp_path / "new.ad3d")
-    assert [old.get_params()[name] for name in ("thin_share", "spacing", "thinning")] == [1.0, "scan", "grid"]
+    assert {name: old.get_params()[name] for name in then} == then
     np.testing.assert_array_equal(old.score(clouds[1]).point_scores, new.score(clouds[1]).point_scores)
+    np.testing.assert_array_equal(old.fit(clouds).bank_, new.fit(clouds).bank_)
     fresh = ad3d.create("simple3d").get_params()
-    assert [fresh[name] for name in ("thin_share", "spacing", "thinning")] == [0.5, "fit", "fps"]  # a new model's
+    assert [fresh[name] for name in then] == [0.5, "fit", "fps", 4]  # a new model's
 
 
 # --- the checks catch a detector that breaks a rule ---------------------------------------------------

@@ -150,6 +150,24 @@ def test_fps_thinning_spreads_the_kept_points_evenly_where_a_grid_leaves_pose_pa
     assert spreads["fps"][2] < 0.5 * spreads["grid"][2]
 
 
+def test_each_fit_draw_adds_another_sampling_of_every_training_scan_to_the_bank():
+    # draws beyond the first start every FPS (thinning and centres) at a random point: other centres, other
+    # thinned neighbourhoods, so the bank also holds the features a scan gets when sampled differently; with
+    # the whole bank kept (coreset_ratio=1) it is the single draw's bank plus new rows, so no distance can grow
+    rng = np.random.default_rng(8)
+    square = lambda n: (rng.uniform(0, 1, (n, 3)) * [1, 1, 0.05]).astype(np.float32)  # noqa: E731
+    train, test = [Scan(points=square(3000)) for _ in range(2)], Scan(points=square(3000))
+    params = dict(max_points=1000, scales=(8, 16), normal_k=10, num_groups=64, group_size=8, coreset_ratio=1.0)
+    one = ad3d.create("simple3d", **params).fit(train)
+    three = ad3d.create("simple3d", fit_draws=3, **params).fit(train)
+    assert len(three.bank_) == 3 * len(one.bank_)
+    as_set = lambda rows: {r.tobytes() for r in rows}  # noqa: E731
+    assert as_set(one.bank_) <= as_set(three.bank_)  # the first draw is the one a scan is scored with
+    assert len(as_set(three.bank_) - as_set(one.bank_)) > len(one.bank_)  # the others are new samplings
+    np.testing.assert_array_equal(three.bank_, ad3d.create("simple3d", fit_draws=3, **params).fit(train).bank_)
+    assert np.all(three.score(test).point_scores <= one.score(test).point_scores + 1e-5)
+
+
 def test_a_scan_far_larger_than_the_training_scans_is_thinned_to_max_points():
     # the learned spacing on a part four times the size would keep about 16 x max_points: memory would follow the
     # scan; over twice max_points the copy is thinned to max_points instead

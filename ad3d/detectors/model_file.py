@@ -23,10 +23,11 @@ RENAMED = {
     "weights": "point_weights",
 }
 """Parameter names of models saved before each concept had one name, and the name each has now."""
-ADDED = {"simple3d": {"thin_share": 1.0, "spacing": "scan", "thinning": "grid"}}
+ADDED = {"simple3d": {"thin_share": 1.0, "spacing": "scan", "thinning": "grid", "fit_draws": 1}}
 """Parameters added after models were saved, per detector, with the value that computes what those models did
 (their default would change an old model's scores: simple3d's descriptors saw every point under max_points, each
-scan thinned to its own limit on a grid, and such a model holds no learned spacing)."""
+scan thinned to its own limit on a grid, and such a model holds no learned spacing; its bank had one sampling of each
+training scan, which a refit would otherwise change)."""
 
 Detector = Any  # an ad3d.detectors.base.Detector; not imported, so that base (which saves through here) and this
 # module do not import each other

@@ -1,10 +1,12 @@
 """Simple3D (Cheng et al., AAAI 2026; hustCYQ/MiniShift-Simple3D): training-free, for dense scans with subtle
 defects. Per point, multi-scale neighbourhood descriptors (MSND: FPFH over the k nearest points at several k,
 concatenated); per FPS centre, their mean over its `group_size` nearest points (local feature spatial
-aggregation, LFSA); a coreset memory bank of the normal scans' centre features. Score: distance of each
-centre's feature to its nearest bank entry, carried to every point (inverse squared distance of the 3
-nearest centres), then averaged over `smooth_k` points around `smooth_centres` FPS centres and carried back
-(the release's score smoothing); object score: mean of the `top_k` highest point scores.
+aggregation, LFSA); a coreset memory bank of the normal scans' centre features, each training scan sampled
+`fit_draws` times (FPS from index 0 as released, then from random starts: a bank of four scans also holds the
+features a scan gets when its sampling falls differently). Score: distance of each centre's feature to its
+nearest bank entry, carried to every point (inverse squared distance of the 3 nearest centres), then averaged
+over `smooth_k` points around `smooth_centres` FPS centres and carried back (the release's score smoothing);
+object score: mean of the `top_k` highest point scores.
 
 Descriptors are computed on an evenly thinned copy (as many points as a voxel grid keeps; max_points=0 keeps every
 point), and every point of the scan is scored. The voxel size is learned at fit: the median over the training scans
@@ -41,6 +43,7 @@ PRESETS = {
         "normals": "open3d",
         "num_groups": 4096,
         "group_size": 128,
+        "fit_draws": 1,
     },
 }
 
@@ -105,6 +108,7 @@ class Simple3D(Detector):
         num_groups: int = 4096,
         group_size: int = 64,
         coreset_ratio: float = 0.05,
+        fit_draws: int = 4,
         smooth_centres: int = 1024,
         smooth_k: int = 12,
         top_k: int = 80,
@@ -128,6 +132,7 @@ class Simple3D(Detector):
             "num_groups": self.num_groups >= 1,
             "group_size": self.group_size >= 1,
             "coreset_ratio": 0 < self.coreset_ratio <= 1,
+            "fit_draws": self.fit_draws >= 1,
             "smooth_centres": self.smooth_centres >= 0,
             "smooth_k": self.smooth_k >= 1,
             "top_k": self.top_k >= 0,
@@ -138,14 +143,15 @@ class Simple3D(Detector):
         """How many points a scan's descriptors may see: max_points, and thin_share of the scan's (0: all)."""
         return min(self.max_points, max(1, int(self.thin_share * len(points)))) if self.max_points else 0
 
-    def working_copy(self, points: np.ndarray) -> np.ndarray:
+    def working_copy(self, points: np.ndarray, draw: torch.Generator | None = None) -> np.ndarray:
         """The thinned copy the descriptors see, as many points as a grid at the spacing learned at fit keeps
         (spacing="fit": the same density in every scan of the part, so that k neighbours cover the same area
         whatever the scan's point count) or at the scan's own limit ("scan"); max_points=0 keeps every point. A scan
         that the learned spacing leaves with over twice max_points (a larger part than the training scans) gets
         max_points instead, to bound memory. thinning="fps" (the default) keeps that many farthest points, drawn
         from a grid of half the spacing on a large scan: evenly spread in any pose, where a grid's points follow the
-        pose (rows where a face crosses the cells); "grid" keeps the grid's points (docs/detectors/simple3d.md)."""
+        pose (rows where a face crosses the cells); "grid" keeps the grid's points (docs/detectors/simple3d.md).
+        `draw`: FPS starts at a point drawn from it instead of at index 0 (the fit's extra draws)."""
         if not self.max_points:
             return np.ascontiguousarray(points, dtype=np.float32)
         voxel = self.voxel_ if self.spacing == "fit" else thinning_voxel(points, self.point_limit(points))
@@ -154,30 +160,30 @@ class Simple3D(Detector):
             voxel = thinning_voxel(points, self.max_points)
             keep = thin_at(points, voxel)
         if self.thinning == "fps" and len(keep) < len(points):
-            keep = self._farthest(points, len(keep), voxel)
+            keep = self._farthest(points, len(keep), voxel, draw)
         return np.ascontiguousarray(points[keep], dtype=np.float32)
 
-    def _farthest(self, points: np.ndarray, count: int, voxel: float) -> np.ndarray:
-        """Sorted indices of `count` farthest points (from index 0); on a scan of over FPS_POOL x count points,
-        drawn from a finer grid (about FPS_POOL x count points on a surface): FPS costs points x count."""
-        from ad3d import ops
-
+    def _farthest(self, points: np.ndarray, count: int, voxel: float, draw: torch.Generator | None) -> np.ndarray:
+        """Sorted indices of `count` farthest points (from index 0, or a start drawn from `draw`); on a scan of over
+        FPS_POOL x count points, drawn from a finer grid (about FPS_POOL x count points on a surface): FPS costs
+        points x count."""
         pool = np.arange(len(points))
         if len(points) > FPS_POOL * count:
             pool = thin_at(points, voxel / np.sqrt(FPS_POOL))
         cloud = torch.from_numpy(np.ascontiguousarray(points[pool], dtype=np.float32)).to(self.device)
-        return np.sort(pool[ops.fps(cloud, count).cpu().numpy()])
+        return np.sort(pool[_fps(cloud, count, draw).cpu().numpy()])
 
-    def centre_features(self, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def centre_features(self, points: np.ndarray, draw: torch.Generator | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(centres (C, 3), LFSA features (C, 33 * len(scales))): MSND on the thinned scan, averaged over
-        each FPS centre's group_size nearest points; computed on `device`."""
+        each FPS centre's group_size nearest points; computed on `device`. With `draw`, every FPS (the thinning's
+        and the centres') starts at a random point instead of index 0: another sampling of the same scan."""
         from ad3d import ops
         from ad3d.features.msnd import as_cloud, msnd
 
-        work = self.working_copy(points)
+        work = self.working_copy(points, draw)
         cloud = as_cloud(work, self.device)
         feats = msnd(cloud, tuple(int(k) for k in self.scales), self.normal_k, self.normals)
-        centres = ops.fps(cloud, min(self.num_groups, len(work)))  # from index 0, as released
+        centres = _fps(cloud, min(self.num_groups, len(work)), draw)  # from index 0 unless drawn, as released
         groups = ops.knn(cloud[centres], cloud, min(self.group_size, len(work)))[1]
         return work[centres.cpu().numpy()], feats[groups].mean(1).cpu().numpy()
 
@@ -185,9 +191,11 @@ class Simple3D(Detector):
         from tqdm import tqdm
 
         self.voxel_ = float(np.median([thinning_voxel(s.points, self.point_limit(s.points)) for s in scans]))
+        draws = [None] + [torch.Generator().manual_seed(self.seed * 1000 + d) for d in range(1, self.fit_draws)]
         feats = [
-            self.centre_features(s.points)[1]
+            self.centre_features(s.points, draw)[1]
             for s in tqdm(scans, desc="simple3d fit", disable=not progress, leave=False)
+            for draw in draws
         ]
         self.bank_ = coreset_bank(np.concatenate(feats), self.coreset_ratio, self.seed, self.device)
 
@@ -207,3 +215,10 @@ class Simple3D(Detector):
         scores = scores.astype(np.float32)
         k = len(scores) if self.top_k == 0 else min(self.top_k, len(scores))
         return scores, float(np.mean(np.partition(scores, len(scores) - k)[-k:]))
+
+
+def _fps(cloud: torch.Tensor, count: int, draw: torch.Generator | None) -> torch.Tensor:
+    """FPS from index 0, or from a start drawn from `draw`."""
+    from ad3d import ops
+
+    return ops.fps(cloud, count) if draw is None else ops.fps(cloud, count, start="random", generator=draw)
