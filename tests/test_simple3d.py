@@ -158,7 +158,7 @@ def test_each_fit_draw_adds_another_sampling_of_every_training_scan_to_the_bank(
     square = lambda n: (rng.uniform(0, 1, (n, 3)) * [1, 1, 0.05]).astype(np.float32)  # noqa: E731
     train, test = [Scan(points=square(3000)) for _ in range(2)], Scan(points=square(3000))
     params = dict(max_points=1000, scales=(8, 16), normal_k=10, num_groups=64, group_size=8, coreset_ratio=1.0)
-    one = ad3d.create("simple3d", **params).fit(train)
+    one = ad3d.create("simple3d", fit_draws=1, **params).fit(train)
     three = ad3d.create("simple3d", fit_draws=3, **params).fit(train)
     assert len(three.bank_) == 3 * len(one.bank_)
     as_set = lambda rows: {r.tobytes() for r in rows}  # noqa: E731
