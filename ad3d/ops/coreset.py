@@ -13,12 +13,15 @@ def greedy_coreset(features: torch.Tensor, k: int, start: int = 0) -> torch.Tens
     n = features.shape[0]
     if not 1 <= k <= n:
         raise ValueError(f"k must lie in [1, {n}], got {k}")
-    f = features.float()
+    f = features.float().contiguous()
     dist = torch.full((n,), float("inf"), device=f.device)
     out = torch.empty(k, dtype=torch.int64, device=f.device)
+    diff, step_dist = torch.empty_like(f), torch.empty_like(dist)  # reused: each step writes in place
     current = start
     for step in range(k):
         out[step] = current
-        dist = torch.minimum(dist, ((f - f[current]) ** 2).sum(1))
+        torch.sub(f, f[current], out=diff)
+        torch.sum(diff.square_(), 1, out=step_dist)
+        torch.minimum(dist, step_dist, out=dist)
         current = int(torch.argmax(dist))
     return out
