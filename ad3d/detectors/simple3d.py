@@ -221,4 +221,4 @@ def _fps(cloud: torch.Tensor, count: int, draw: torch.Generator | None) -> torch
     """FPS from index 0, or from a start drawn from `draw`."""
     from ad3d import ops
 
-    return ops.fps(cloud, count) if draw is None else ops.fps(cloud, count, start="random", generator=draw)
+    return ops.fps(cloud, count, start="first" if draw is None else "random", generator=draw)
