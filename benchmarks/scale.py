@@ -4,8 +4,8 @@
         [--device cpu] [--preset cpu] [--param K=V ...] [--calibrated]
 
 Scans are noisy samplings of a shipped CAD part (datasets/demo/idler_riser.STL); each model is fitted on
-three samplings of the same size as the scans it scores (with --calibrated, calibrated on two more, so the
-timing includes the defect regions). Every (detector, size) runs in a fresh process: it
+three samplings of the same size as the scans it scores ('fit s'; with --calibrated, calibrated on two more, so
+the timing includes the defect regions). Every (detector, size) runs in a fresh process: it
 loads the saved model, scores the scan once to warm up, then times a second score; peak RSS is the
 process's, so it includes the interpreter, torch, the model and the scan (all of which the 'idle' column
 shows before the first score); 'GPU MB' is torch's peak allocation on the GPU with --device cuda.
@@ -80,7 +80,10 @@ def main() -> None:
     if args.child:
         return child(*args.child)
     work = Path(tempfile.mkdtemp(prefix="ad3d-s3d-scale-"))
-    print(f"{'points':>9} {'detector':<10} {'score s':>8} {'idle MB':>8} {'peak MB':>8} {'GPU MB':>8}", flush=True)
+    print(
+        f"{'points':>9} {'detector':<10} {'fit s':>7} {'score s':>8} {'idle MB':>8} {'peak MB':>8} {'GPU MB':>8}",
+        flush=True,
+    )
     for points in (int(p) for p in args.points.split(",")):
         train = [sampled(points, s) for s in range(3)]
         scan_file = work / f"scan-{points}.npy"
@@ -92,7 +95,9 @@ def main() -> None:
                 params.update(preset(name, args.preset))
             params.update(parse_params(args.param))
             model = work / f"{name}-{points}.ad3d"
+            started = time.perf_counter()
             det = ad3d.create(name, **params).fit(train)
+            fit_s = time.perf_counter() - started
             (det.calibrate([sampled(points, s) for s in (3, 4)]) if args.calibrated else det).save(model)
             run = subprocess.run(
                 [sys.executable, __file__, "--child", str(model), str(scan_file)], capture_output=True, text=True
@@ -102,8 +107,8 @@ def main() -> None:
             row = json.loads(run.stdout.strip().splitlines()[-1])
             timing[name] = row["score_s"]
             print(
-                f"{points:>9,} {name:<10} {row['score_s']:>8.2f} {row['idle_mb']:>8.0f} {row['peak_mb']:>8.0f} "
-                f"{row['gpu_mb']:>8.0f}",
+                f"{points:>9,} {name:<10} {fit_s:>7.1f} {row['score_s']:>8.2f} {row['idle_mb']:>8.0f} "
+                f"{row['peak_mb']:>8.0f} {row['gpu_mb']:>8.0f}",
                 flush=True,
             )
         for name in set(timing) - {"patchcore"} if "patchcore" in timing else ():
