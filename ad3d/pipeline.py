@@ -65,14 +65,19 @@ def fit_category(
     load_options: dict | None = None,
 ) -> tuple[Detector, dict]:
     """Fit on the normal training scans and calibrate thresholds on held-out normal scans (normal_splits);
-    with fewer than MIN_HELD_OUT of those, a detector that refits in seconds is calibrated out of fold over
-    every normal scan instead (`Detector.calibrate_out_of_fold`)."""
+    with fewer than MIN_HELD_OUT of those, a detector that refits in seconds is fitted on every normal scan and
+    calibrated out of fold over them (`Detector.calibrate_out_of_fold`): no score then comes from a model that saw
+    its scan, so holding scans out of the model would only leave it fewer to learn from."""
     train, held_out = normal_splits(root, format, category, load_options)
+    det = create(detector, **params)
+    out_of_fold = det.cheap_refit and len(held_out) < MIN_HELD_OUT and len(train) + len(held_out) >= 2
+    if out_of_fold:
+        train, held_out = train + held_out, []
     start = time.perf_counter()
-    det = create(detector, **params).fit(train, progress=progress)
+    det.fit(train, progress=progress)
     fit_s = time.perf_counter() - start
-    if det.cheap_refit and len(held_out) < MIN_HELD_OUT and len(train) + len(held_out) >= 2:
-        det.calibrate_out_of_fold(train + held_out, fpr=fpr)
+    if out_of_fold:
+        det.calibrate_out_of_fold(train, fpr=fpr)
     elif held_out:
         det.calibrate(held_out, fpr=fpr)
     scans = det.calibration_["scans"] if det.calibration_ else 0

@@ -354,10 +354,13 @@ def test_out_of_fold_calibration_scores_each_normal_scan_by_a_model_that_never_s
     assert ad3d.load(tmp_path / "c.ad3d").calibration_ == det.calibration_
     cheap, info = fit_category("patchcore", {"num_groups": 1024}, synth_root, "anomaly-shapenet", "idler_riser0")
     assert cheap.calibration_["method"].startswith("out-of-fold") and info["calibration_scans"] == len(normal)
+    assert info["train_scans"] == len(normal)  # calibrated out of fold: no normal scan is kept out of the model
+    assert np.array_equal(cheap.bank_, ad3d.create("patchcore", num_groups=1024).fit(normal).bank_)
     learned, info = fit_category(
         "r3dad", {"iterations": 2, "eval_every": 1}, synth_root, "anomaly-shapenet", "idler_riser0"
     )
     assert learned.calibration_["method"] == "held-out normal scans" and info["calibration_scans"] == 1
+    assert info["train_scans"] == len(normal) - 1
 
 
 def test_scan_bounds_are_quantiles_when_the_scans_suffice_and_t_bounds_below():
