@@ -39,7 +39,8 @@ def model(tmp_path_factory, shared_data):
         "--quiet",
     )
     assert fitted.returncode == 0, fitted.stderr
-    assert "thresholds from 4 normal scans (out-of-fold over 4 folds" in fitted.stdout  # 3 train + 1 held out
+    assert "fitted on 4 scans of 'idler_riser0'" in fitted.stdout  # every normal scan: calibrated out of fold
+    assert "thresholds from 4 normal scans (out-of-fold over 4 folds" in fitted.stdout
     assert "warning: a 1% false-reject rate needs about 100 normal scans" in fitted.stdout
     return root
 
