@@ -73,6 +73,34 @@ def test_msnd_concatenates_one_fpfh_per_scale_and_normals_point_outwards():
     np.testing.assert_allclose(feats[:, :33].reshape(-1, 3, 11).sum(2), 200.0, rtol=1e-4)  # SPFH + neighbours
 
 
+def _cube_surface(spacing: float = 0.05) -> np.ndarray:
+    """A grid on the six faces of the cube [-1, 1]^3, no point on an edge."""
+    ticks = np.arange(-1 + spacing / 2, 1, spacing)
+    u, v = (a.ravel() for a in np.meshgrid(ticks, ticks))
+    faces = []
+    for axis in range(3):
+        for side in (-1.0, 1.0):
+            face = np.insert(np.c_[u, v], axis, side, axis=1)
+            faces.append(face)
+    return np.concatenate(faces)
+
+
+def test_adaptive_normals_take_the_flattest_neighbourhood():
+    points = _cube_surface()
+    graph = neighbour_graph(points, 89)[1]
+    near_edge = int(np.flatnonzero(np.all(np.isclose(points, [0.825, 0.025, 1.0]), axis=1))[0])  # 0.175 from x = 1
+    single, adaptive = pca_normals(points, graph, 90)[near_edge], pca_normals(points, graph, (15, 30, 90))[near_edge]
+    # 90 neighbours reach over the edge onto the x = 1 face and tilt the normal; 15 lie on the top face alone
+    assert float(single[0]) > 0.05
+    np.testing.assert_allclose(adaptive.numpy(), [0.0, 0.0, 1.0], atol=1e-9)
+    # on a noisy flat face every size fits a plane: the largest averages the noise out, and is mostly taken
+    rng = np.random.default_rng(0)
+    plane = np.c_[rng.random((3000, 2)), 0.002 * rng.normal(size=3000)]
+    graph = neighbour_graph(plane, 89)[1]
+    tilt = {k: float((1 - pca_normals(plane, graph, k)[:, 2].abs()).mean()) for k in (15, 90, (15, 30, 90))}
+    assert tilt[(15, 30, 90)] < 1.2 * tilt[90] < 0.5 * tilt[15]
+
+
 def test_lfsa_is_the_mean_of_each_centres_group():
     rng = np.random.default_rng(2)
     p = rng.normal(size=(600, 3)).astype(np.float32)

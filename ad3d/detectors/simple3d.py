@@ -128,7 +128,7 @@ class Simple3D(Detector):
             "thinning": self.thinning in ("fps", "grid"),
             "scales": len(self.scales) >= 1 and all(int(k) >= 1 for k in self.scales),
             "normal_k": self.normal_k >= 3,
-            "normals": self.normals in ("outward", "open3d"),
+            "normals": self.normals in ("outward", "adaptive", "open3d"),
             "num_groups": self.num_groups >= 1,
             "group_size": self.group_size >= 1,
             "coreset_ratio": 0 < self.coreset_ratio <= 1,

@@ -14,6 +14,7 @@ import torch
 
 BINS = 11  # per angle; 3 angles -> 33-dimensional FPFH
 EIGH_BATCH = 16384
+ADAPTIVE_NORMAL_KS = (15, 30)  # the smaller neighbourhoods that normals="adaptive" weighs against normal_k
 
 
 def as_cloud(points: np.ndarray | torch.Tensor, device: str | torch.device | None = None) -> torch.Tensor:
@@ -42,19 +43,35 @@ def neighbour_graph(points: np.ndarray | torch.Tensor, k: int) -> tuple[torch.Te
     return dist2, idx
 
 
-def pca_normals(points: np.ndarray | torch.Tensor, idx: torch.Tensor, k: int) -> torch.Tensor:
+def pca_normals(points: np.ndarray | torch.Tensor, idx: torch.Tensor, k: int | tuple[int, ...]) -> torch.Tensor:
     """(N, 3) float64 unit normals on idx's device: the least-variance direction of each point's k nearest points
     (itself included, as Open3D counts them), turned away from the centroid so that a surface gets one sign in
-    every scan."""
+    every scan. With several k, each point takes the k whose fit is flattest (least surface variation, the
+    smallest eigenvalue over their sum): the largest on a smooth face, where it averages the noise out, a smaller
+    one where the largest would straddle an edge or a small bore and tilt the normal."""
     pts = torch.as_tensor(points).to(device=idx.device, dtype=torch.float64)
-    near = pts[idx[:, : min(k, idx.shape[1])]]
-    centred = near - near.mean(1, keepdim=True)
-    scatter = centred.transpose(1, 2) @ centred
-    # batches of EIGH_BATCH: cuSOLVER's batched solver failed (internal error) on 100k matrices on an H200
-    normals = torch.cat([torch.linalg.eigh(part)[1][:, :, 0] for part in scatter.split(EIGH_BATCH)])
+    normals = variation = None
+    for size in sorted({min(int(size), idx.shape[1]) for size in np.atleast_1d(k)}):
+        normal, flatness = _plane_fit(pts, idx[:, :size])
+        if normals is None:
+            normals, variation = normal, flatness
+        else:
+            normals = torch.where((flatness < variation)[:, None], normal, normals)
+            variation = torch.minimum(flatness, variation)
     flip = ((pts - pts.mean(0)) * normals).sum(1) < 0
     normals[flip] *= -1
     return normals
+
+
+def _plane_fit(pts: torch.Tensor, near_idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(unsigned normals (N, 3), surface variation (N,)) of each point's neighbours `near_idx` (N, k)."""
+    near = pts[near_idx]
+    centred = near - near.mean(1, keepdim=True)
+    scatter = centred.transpose(1, 2) @ centred
+    # batches of EIGH_BATCH: cuSOLVER's batched solver failed (internal error) on 100k matrices on an H200
+    values, vectors = zip(*(torch.linalg.eigh(part) for part in scatter.split(EIGH_BATCH)))
+    values = torch.cat(values)
+    return torch.cat(vectors)[:, :, 0], values[:, 0] / values.sum(1).clamp_min(torch.finfo(values.dtype).tiny)
 
 
 def open3d_normals(points: np.ndarray, k: int) -> np.ndarray:
@@ -163,11 +180,14 @@ def msnd(
     """(N, 33 * len(scales)) float32 multi-scale neighbourhood descriptors, computed and returned on `device`
     (None: the points' own; numpy points: the CPU): for each k in `scales`, FPFH over the k nearest points, the
     point itself included (Open3D's max_nn; a k may repeat, as the release's three-scale setting does); normals
-    from `normal_k` points: "outward" (pca_normals) or "open3d" (open3d_normals, on the CPU)."""
+    from `normal_k` points: "outward" (pca_normals), "adaptive" (pca_normals over ADAPTIVE_NORMAL_KS or
+    normal_k points, whichever fit is flattest) or "open3d" (open3d_normals, on the CPU)."""
     pts = as_cloud(points, device)
     dist2, idx = neighbour_graph(pts, max(max(scales), normal_k) - 1)
     if normals == "outward":
         normal = pca_normals(pts, idx, normal_k)
+    elif normals == "adaptive":
+        normal = pca_normals(pts, idx, (*ADAPTIVE_NORMAL_KS, normal_k))
     else:
         normal = torch.from_numpy(open3d_normals(pts.cpu().numpy(), normal_k))
     bins = pair_bins(pts, normal.to(device=pts.device, dtype=torch.float32), idx[:, : max(scales)])
