@@ -77,12 +77,7 @@ def _cube_surface(spacing: float = 0.05) -> np.ndarray:
     """A grid on the six faces of the cube [-1, 1]^3, no point on an edge."""
     ticks = np.arange(-1 + spacing / 2, 1, spacing)
     u, v = (a.ravel() for a in np.meshgrid(ticks, ticks))
-    faces = []
-    for axis in range(3):
-        for side in (-1.0, 1.0):
-            face = np.insert(np.c_[u, v], axis, side, axis=1)
-            faces.append(face)
-    return np.concatenate(faces)
+    return np.concatenate([np.insert(np.c_[u, v], axis, side, axis=1) for axis in range(3) for side in (-1.0, 1.0)])
 
 
 def test_adaptive_normals_take_the_flattest_neighbourhood():
