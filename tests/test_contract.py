@@ -167,7 +167,7 @@ def test_a_simple3d_model_saved_before_its_added_parameters_keeps_scoring_and_re
     rng = np.random.default_rng(0)
     clouds = [Scan(points=rng.normal(size=(n, 3)).astype(np.float32)) for n in (600, 1500)]
     then = {"thin_share": 1.0, "spacing": "scan", "thinning": "grid", "fit_draws": 1}  # what such a model did
-    params = {**QUICK["simple3d"], **then}
+    params = {**QUICK["simple3d"], **then, "normals": "outward"}  # the default normals until 2026-12-04, stored
     ad3d.create("simple3d", **params).fit(clouds).save(tmp_path / "new.ad3d")
     header = model_file._read_header(tmp_path / "new.ad3d")
     for name in then:  # as written before the parameters existed
@@ -177,11 +177,11 @@ def test_a_simple3d_model_saved_before_its_added_parameters_keeps_scoring_and_re
     header["sha256"] = model_file._digest(tensors, header)
     save_file(tensors, str(tmp_path / "old.ad3d"), metadata={"ad3d": json.dumps(header)})
     old, new = ad3d.load(tmp_path / "old.ad3d"), ad3d.load(tmp_path / "new.ad3d")
-    assert {name: old.get_params()[name] for name in then} == then
+    assert {name: old.get_params()[name] for name in then} == then and old.get_params()["normals"] == "outward"
     np.testing.assert_array_equal(old.score(clouds[1]).point_scores, new.score(clouds[1]).point_scores)
     np.testing.assert_array_equal(old.fit(clouds).bank_, new.fit(clouds).bank_)
     fresh = ad3d.create("simple3d").get_params()
-    assert [fresh[name] for name in then] == [0.5, "fit", "fps", 4]  # a new model's
+    assert [fresh[name] for name in (*then, "normals")] == [0.5, "fit", "fps", 4, "adaptive"]  # a new model's
 
 
 # --- the checks catch a detector that breaks a rule ---------------------------------------------------

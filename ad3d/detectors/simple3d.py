@@ -104,7 +104,7 @@ class Simple3D(Detector):
         thinning: str = "fps",
         scales: tuple[int, ...] = (64, 128, 256),
         normal_k: int = 90,
-        normals: str = "outward",
+        normals: str = "adaptive",
         num_groups: int = 4096,
         group_size: int = 64,
         coreset_ratio: float = 0.05,
