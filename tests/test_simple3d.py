@@ -11,7 +11,7 @@ import torch
 
 import ad3d
 from ad3d.detectors.simple3d import thin_at, thinning_voxel
-from ad3d.features.msnd import fpfh_knn, msnd, neighbour_graph, pca_normals
+from ad3d.features.msnd import ADAPTIVE_NORMAL_KS, fpfh_knn, msnd, neighbour_graph, pca_normals
 from ad3d.types import Scan
 
 
@@ -94,6 +94,16 @@ def test_adaptive_normals_take_the_flattest_neighbourhood():
     graph = neighbour_graph(plane, 89)[1]
     tilt = {k: float((1 - pca_normals(plane, graph, k)[:, 2].abs()).mean()) for k in (15, 90, (15, 30, 90))}
     assert tilt[(15, 30, 90)] < 1.2 * tilt[90] < 0.5 * tilt[15]
+
+
+def test_msnd_with_adaptive_normals_uses_the_adaptive_sizes_and_normal_k():
+    points = _cube_surface(0.1)
+    dist2, idx = neighbour_graph(points, 89)
+    normals = pca_normals(points, idx, (*ADAPTIVE_NORMAL_KS, 90))
+    adaptive = msnd(points, (30,), normal_k=90, normals="adaptive")
+    np.testing.assert_allclose(adaptive, fpfh_knn(points, normals, dist2[:, :30], idx[:, :30]), atol=1e-4)
+    outward = msnd(points, (30,), normal_k=90, normals="outward")  # near the edges 90 points tilt the normals
+    assert float((adaptive - outward).abs().max()) > 1.0
 
 
 def test_lfsa_is_the_mean_of_each_centres_group():
