@@ -84,16 +84,17 @@ def test_adaptive_normals_take_the_flattest_neighbourhood():
     points = _cube_surface()
     graph = neighbour_graph(points, 89)[1]
     near_edge = int(np.flatnonzero(np.all(np.isclose(points, [0.825, 0.025, 1.0]), axis=1))[0])  # 0.175 from x = 1
-    single, adaptive = pca_normals(points, graph, 90)[near_edge], pca_normals(points, graph, (15, 30, 90))[near_edge]
-    # 90 neighbours reach over the edge onto the x = 1 face and tilt the normal; 15 lie on the top face alone
+    adaptive_ks = (*ADAPTIVE_NORMAL_KS, 90)
+    single, adaptive = pca_normals(points, graph, 90)[near_edge], pca_normals(points, graph, adaptive_ks)[near_edge]
+    # 90 neighbours reach over the edge onto the x = 1 face and tilt the normal; the smaller sizes lie on the top face
     assert float(single[0]) > 0.05
     np.testing.assert_allclose(adaptive.numpy(), [0.0, 0.0, 1.0], atol=1e-9)
     # on a noisy flat face every size fits a plane: the largest averages the noise out, and is mostly taken
     rng = np.random.default_rng(0)
     plane = np.c_[rng.random((3000, 2)), 0.002 * rng.normal(size=3000)]
     graph = neighbour_graph(plane, 89)[1]
-    tilt = {k: float((1 - pca_normals(plane, graph, k)[:, 2].abs()).mean()) for k in (15, 90, (15, 30, 90))}
-    assert tilt[(15, 30, 90)] < 1.2 * tilt[90] < 0.5 * tilt[15]
+    tilt = {k: float((1 - pca_normals(plane, graph, k)[:, 2].abs()).mean()) for k in (15, 90, adaptive_ks)}
+    assert tilt[adaptive_ks] < 1.2 * tilt[90] < 0.5 * tilt[15]
 
 
 def test_msnd_with_adaptive_normals_uses_the_adaptive_sizes_and_normal_k():

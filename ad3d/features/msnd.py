@@ -14,7 +14,7 @@ import torch
 
 BINS = 11  # per angle; 3 angles -> 33-dimensional FPFH
 EIGH_BATCH = 16384
-ADAPTIVE_NORMAL_KS = (15, 30)  # the smaller neighbourhoods that normals="adaptive" weighs against normal_k
+ADAPTIVE_NORMAL_KS = (30,)  # the smaller neighbourhoods that normals="adaptive" weighs against normal_k
 
 
 def as_cloud(points: np.ndarray | torch.Tensor, device: str | torch.device | None = None) -> torch.Tensor:
