@@ -41,6 +41,19 @@ def test_fpfh_of_a_tilted_pair_by_hand():
     assert _bins(feats[0]) == _bins(feats[1]) == {5: 200.0, 13: 200.0, 27: 200.0}
 
 
+def test_fpfh_of_a_swapped_pair_by_hand():
+    # p1 = 0, n1 = (.28, 0, .96); p2 = x, n2 = (.6, .48, .64): |n1.d| = .28 < |n2.d| = .6, so Open3D swaps: m1 = n2,
+    # m2 = n1, d = -x, theta = -.6 -> floor(11 * .4 / 2) = 2 -> bin 24; v = d x m1 / |.| = (0, .8, -.6), w = m1 x v =
+    # (-.8, .36, .48): phi = v.m2 = -.576 -> floor(11 * .424 / 2) = 2 -> bin 13; alpha = atan2(w.m2, m1.m2) =
+    # atan2(.2368, .7824) = .2940 -> floor(11 * (.2940 + pi) / 2pi) = 6 -> bin 6. From p2's side no swap and the
+    # same angles.
+    points = np.array([[0.0, 0, 0], [1.0, 0, 0]])
+    normals = np.array([[0.28, 0, 0.96], [0.6, 0.48, 0.64]])
+    dist2, idx = neighbour_graph(points, 1)
+    feats = fpfh_knn(points, normals, dist2, idx)
+    assert _bins(feats[0]) == _bins(feats[1]) == {6: 200.0, 13: 200.0, 24: 200.0}
+
+
 @pytest.mark.parametrize("k", [1, 12, 40])
 def test_fpfh_equals_open3d_given_the_same_normals_and_neighbours(k):
     import open3d as o3d
