@@ -30,28 +30,28 @@ def test_fpfh_of_a_flat_patch_is_the_flat_histogram():
     assert all(_bins(f) == {5: 200.0, 16: 200.0, 27: 200.0} for f in feats)
 
 
-def test_fpfh_of_a_tilted_pair_by_hand():
-    # p1 = 0, n1 = z; p2 = x, n2 = (0, .6, .8): d.n1 = d.n2 = 0 (no swap, theta 0 -> bin 27); v = d x n1 = -y,
-    # w = n1 x v = x: phi = v.n2 = -0.6 -> floor(11 * 0.4 / 2) = 2 -> bin 13; alpha = atan2(w.n2, n1.n2) =
-    # atan2(0, .8) = 0 -> bin 5. The same from p2's side, so each point's FPFH is 200 in bins 5, 13 and 27.
+@pytest.mark.parametrize(
+    "normals, expected",
+    [
+        # p1 = 0, n1 = z; p2 = x, n2 = (0, .6, .8): d.n1 = d.n2 = 0 (no swap, theta 0 -> bin 27); v = d x n1 = -y,
+        # w = n1 x v = x: phi = v.n2 = -0.6 -> floor(11 * 0.4 / 2) = 2 -> bin 13; alpha = atan2(w.n2, n1.n2) =
+        # atan2(0, .8) = 0 -> bin 5. The same from p2's side.
+        ([[0.0, 0, 1], [0.0, 0.6, 0.8]], {5: 200.0, 13: 200.0, 27: 200.0}),
+        # n1 = (.28, 0, .96), n2 = (.6, .48, .64): |n1.d| = .28 < |n2.d| = .6, so Open3D swaps: m1 = n2, m2 = n1,
+        # d = -x, theta = -.6 -> floor(11 * .4 / 2) = 2 -> bin 24; v = d x m1 / |.| = (0, .8, -.6), w = m1 x v =
+        # (-.8, .36, .48): phi = v.m2 = -.576 -> floor(11 * .424 / 2) = 2 -> bin 13; alpha = atan2(w.m2, m1.m2) =
+        # atan2(.2368, .7824) = .2940 -> floor(11 * (.2940 + pi) / 2pi) = 6 -> bin 6. From p2's side no swap and
+        # the same angles.
+        ([[0.28, 0, 0.96], [0.6, 0.48, 0.64]], {6: 200.0, 13: 200.0, 24: 200.0}),
+    ],
+    ids=["tilted", "swapped"],
+)
+def test_fpfh_of_a_pair_by_hand(normals, expected):
+    # each point's FPFH: its one pair's SPFH (100 in each angle's bin) plus its neighbour's, renormalised
     points = np.array([[0.0, 0, 0], [1.0, 0, 0]])
-    normals = np.array([[0.0, 0, 1], [0.0, 0.6, 0.8]])
     dist2, idx = neighbour_graph(points, 1)
-    feats = fpfh_knn(points, normals, dist2, idx)
-    assert _bins(feats[0]) == _bins(feats[1]) == {5: 200.0, 13: 200.0, 27: 200.0}
-
-
-def test_fpfh_of_a_swapped_pair_by_hand():
-    # p1 = 0, n1 = (.28, 0, .96); p2 = x, n2 = (.6, .48, .64): |n1.d| = .28 < |n2.d| = .6, so Open3D swaps: m1 = n2,
-    # m2 = n1, d = -x, theta = -.6 -> floor(11 * .4 / 2) = 2 -> bin 24; v = d x m1 / |.| = (0, .8, -.6), w = m1 x v =
-    # (-.8, .36, .48): phi = v.m2 = -.576 -> floor(11 * .424 / 2) = 2 -> bin 13; alpha = atan2(w.m2, m1.m2) =
-    # atan2(.2368, .7824) = .2940 -> floor(11 * (.2940 + pi) / 2pi) = 6 -> bin 6. From p2's side no swap and the
-    # same angles.
-    points = np.array([[0.0, 0, 0], [1.0, 0, 0]])
-    normals = np.array([[0.28, 0, 0.96], [0.6, 0.48, 0.64]])
-    dist2, idx = neighbour_graph(points, 1)
-    feats = fpfh_knn(points, normals, dist2, idx)
-    assert _bins(feats[0]) == _bins(feats[1]) == {6: 200.0, 13: 200.0, 24: 200.0}
+    feats = fpfh_knn(points, np.array(normals), dist2, idx)
+    assert _bins(feats[0]) == _bins(feats[1]) == expected
 
 
 @pytest.mark.parametrize("k", [1, 12, 40])
