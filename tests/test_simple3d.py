@@ -135,6 +135,12 @@ def test_lfsa_is_the_mean_of_each_centres_group():
     np.testing.assert_allclose(feats, msnd(p, (8,), 10)[rows], rtol=1e-5)
 
 
+def test_thinning_keeps_the_first_point_of_each_cell():
+    # x from the minimum 0.01 in cells of 0.25: cells 0, 1, 0, 2, 0 -> the first points of cells 0, 1, 2 are 0, 1, 3
+    points = np.array([[0.05, 0, 0], [0.5, 0, 0], [0.06, 0, 0], [0.55, 0, 0], [0.01, 0, 0]])
+    np.testing.assert_array_equal(thin_at(points, 0.25), [0, 1, 3])
+
+
 def test_thinning_keeps_an_even_cover_of_at_most_max_points():
     rng = np.random.default_rng(3)
     p = rng.uniform(0, 1, (200_000, 3)) * [1, 1, 0.001]
