@@ -65,9 +65,6 @@ def child(model: str, scan_file: str) -> None:
 
 
 def main() -> None:
-    import ad3d
-    from ad3d.detectors.registry import detector_class, param_names, parse_params, preset
-
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--points", default="10000,100000,500000,1000000")
     ap.add_argument("--detectors", default="simple3d,patchcore")
@@ -79,7 +76,15 @@ def main() -> None:
     args = ap.parse_args()
     if args.child:
         return child(*args.child)
-    work = Path(tempfile.mkdtemp(prefix="ad3d-s3d-scale-"))
+    with tempfile.TemporaryDirectory(prefix="ad3d-s3d-scale-") as tmp:  # models and scans, gone after the run
+        table(Path(tmp), args)
+
+
+def table(work: Path, args: argparse.Namespace) -> None:
+    """Fit each detector on three scans of each size, save it under `work`, time its score in a fresh process."""
+    import ad3d
+    from ad3d.detectors.registry import detector_class, param_names, parse_params, preset
+
     print(
         f"{'points':>9} {'detector':<10} {'fit s':>7} {'score s':>8} {'idle MB':>8} {'peak MB':>8} {'GPU MB':>8}",
         flush=True,
