@@ -24,19 +24,29 @@ PART = Path(__file__).resolve().parents[1] / "datasets" / "demo" / "idler_riser.
 
 
 def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--points", type=int, default=5_000_000)
+    ap.add_argument(
+        "--work",
+        help="folder for the scan, model and results, kept for the next run (default: a temporary one, removed after)",
+    )
+    args = ap.parse_args()
+    if args.work:
+        Path(args.work).mkdir(parents=True, exist_ok=True)
+        return run(Path(args.work), args.points)
+    with tempfile.TemporaryDirectory(prefix="ad3d-big-") as tmp:
+        run(Path(tmp), args.points)
+
+
+def run(work: Path, points: int) -> None:
+    """Make the scan and the model in `work` unless there already, then time `ad3d score` on the scan."""
     import ad3d
     from ad3d.io import read_scan, write_pcd
     from ad3d.synth.acquisition import add_noise
 
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--points", type=int, default=5_000_000)
-    ap.add_argument("--work", help="folder for the scan, model and results (default: a temporary one)")
-    args = ap.parse_args()
-    work = Path(args.work or tempfile.mkdtemp(prefix="ad3d-big-"))
-    work.mkdir(parents=True, exist_ok=True)
     scan_path, model = work / "big.pcd", work / "m.ad3d"
     if not scan_path.exists():
-        big = add_noise(read_scan(PART, sample=args.points, seed=1), 0.0005, np.random.default_rng(0))
+        big = add_noise(read_scan(PART, sample=points, seed=1), 0.0005, np.random.default_rng(0))
         write_pcd(scan_path, big.replace(normals=None))
     if not model.exists():
         train = [read_scan(PART, sample=20000, seed=s) for s in range(4)]
@@ -63,7 +73,7 @@ def main() -> None:
         print(f"{name:<18} {seconds:>7.2f} {mb:>12.0f}")
     print(
         f"{'process, end to end':<18} {wall:>7.2f} {max(r[2] for r in rows):>12.0f}   "
-        f"({args.points:,} points; imports and model load included in the wall time)"
+        f"({points:,} points; imports and model load included in the wall time)"
     )
 
 
