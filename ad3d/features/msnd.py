@@ -15,7 +15,7 @@ import torch
 BINS = 11  # per angle; 3 angles -> 33-dimensional FPFH
 EIGH_BATCH = 16384
 PAIR_CHUNK_CPU = 65536  # point pairs a pass of pair_bins works on
-PAIR_CHUNK_GPU = 1 << 22  # 16,384 points x 255 neighbours: the chunk the GPU figures were measured with
+PAIR_CHUNK_GPU = 1 << 22  # about the former 16,384-row chunk at 255 neighbours (the H200 figures were measured with it)
 ADAPTIVE_NORMAL_KS = (30,)  # the smaller neighbourhoods that normals="adaptive" weighs against normal_k
 
 
